@@ -1,0 +1,299 @@
+// SPDX-License-Identifier: MIT
+/*
+ * The OAuth 2.0 device authorization grant against a ZenML server:
+ * request a code, show where to approve it, poll at the server's interval
+ * (slower on "slow_down") with a live countdown, save the session.
+ */
+#include "backend/login.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <jansson.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "backend/http.h"
+#include "backend/secret.h"
+#include "backend/session.h"
+#include "backend/util.h"
+
+enum { L_OK = 0, L_USAGE = 1, L_DENIED = 4, L_EXPIRED = 5, L_SERVER = 3,
+       L_INTERRUPTED = 130, L_FAIL = 6 };
+
+static volatile sig_atomic_t interrupted;
+
+static void on_signal(int sig)
+{
+	interrupted = 1;
+}
+
+static int post_form(struct http_client *h, const char *form, size_t len,
+		     const char *path, struct http_response *r)
+{
+	return http_request(h, "POST", path,
+			    "application/x-www-form-urlencoded", form, len,
+			    NULL, true, r);
+}
+
+static void login_usage(void)
+{
+	fprintf(stderr, "usage: zenmlfs login URL [--trust] [--cafile FILE]\n"
+			"       zenmlfs logout URL\n");
+}
+
+/* The device id is only in the device_id= parameter of the URL. */
+static void device_id_of(const char *uri, char *id, size_t size)
+{
+	const char *p = strstr(uri, "device_id=");
+
+	id[0] = '\0';
+	if (p && strlen(p + 10) >= 36) {
+		snprintf(id, size, "%.36s", p + 10);
+		if (!uuid_valid(id))
+			id[0] = '\0';
+	}
+}
+
+int login_main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "trust", no_argument, NULL, 't' },
+		{ "cafile", required_argument, NULL, 'c' },
+		{ "help", no_argument, NULL, 'h' },
+		{ 0 },
+	};
+	struct http_response r = { 0 };
+	struct http_client *h = NULL;
+	struct secret *code = NULL, *form = NULL, *tok = NULL;
+	const char *cafile = NULL, *url;
+	char client[40], form_buf[256], full[2048], device[40], cls[64],
+		msg[300];
+	json_t *j = NULL, *v;
+	bool trust = false;
+	long interval, expires;
+	time_t deadline, next;
+	int c, ret = L_FAIL;
+
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+		switch (c) {
+		case 't':
+			trust = true;
+			break;
+		case 'c':
+			cafile = optarg;
+			break;
+		default:
+			login_usage();
+			return L_USAGE;
+		}
+	}
+	if (optind != argc - 1) {
+		login_usage();
+		return L_USAGE;
+	}
+	url = argv[optind];
+	h = http_client_new(&(struct http_opts){ .base_url = url,
+						 .cafile = cafile });
+	if (!h) {
+		fprintf(stderr, "zenmlfs: invalid server URL '%s': it must "
+				"start with http:// or https://\n", url);
+		return L_USAGE;
+	}
+	url = http_base_url(h);
+	if (session_client_id(client, sizeof(client))) {
+		fprintf(stderr, "zenmlfs: cannot create the client id under "
+				"$XDG_STATE_HOME/zenmlfs\n");
+		goto out;
+	}
+
+	/* 1. a device code */
+	snprintf(form_buf, sizeof(form_buf), "client_id=%s", client);
+	if (http_request(h, "POST", "/api/v1/device_authorization",
+			 "application/x-www-form-urlencoded", form_buf,
+			 strlen(form_buf), NULL, true, &r)) {
+		fprintf(stderr, "zenmlfs: cannot reach the ZenML server at "
+				"'%s'\n", url);
+		ret = L_SERVER;
+		goto out;
+	}
+	if (r.status != 200) {
+		zerr_parse(r.body, r.len, cls, sizeof(cls), msg, sizeof(msg));
+		fprintf(stderr, "zenmlfs: '%s' refused the device login: "
+				"server said %ld (%s)\n", url, r.status, msg);
+		ret = L_SERVER;
+		goto out;
+	}
+	j = json_loadb(r.body, r.len, 0, NULL);
+	http_response_release(&r);
+	v = json_object_get(j, "device_code");
+	if (!json_is_string(v) ||
+	    !json_is_string(json_object_get(j, "user_code")) ||
+	    !json_is_string(json_object_get(j, "verification_uri"))) {
+		fprintf(stderr, "zenmlfs: malformed device login reply from "
+				"'%s'\n", url);
+		ret = L_SERVER;
+		goto out;
+	}
+	code = http_form_escape(json_string_value(v), json_string_length(v));
+	interval = json_integer_value(json_object_get(j, "interval"));
+	expires = json_integer_value(json_object_get(j, "expires_in"));
+	if (interval < 1 || interval > 60)
+		interval = 5;
+	if (expires < 1 || expires > 3600)
+		expires = 300;
+	v = json_object_get(j, "verification_uri_complete");
+	if (!json_is_string(v))
+		v = json_object_get(j, "verification_uri");
+	snprintf(full, sizeof(full), "%s%s",
+		 json_string_value(v)[0] == '/' ? url : "",
+		 json_string_value(v));
+	device_id_of(full, device, sizeof(device));
+	printf("To log in to %s, open this URL in a browser and approve "
+	       "the device:\n\n  %s\n\nuser code: %s\n",
+	       url, full, json_string_value(json_object_get(j, "user_code")));
+	if (trust)
+		printf("Tick \"trust this device\" when approving: a trusted "
+		       "device's session lasts longer.\n");
+	printf("\n");
+	fflush(stdout);
+
+	/* 2. poll */
+	signal(SIGINT, on_signal);
+	signal(SIGTERM, on_signal);
+	snprintf(form_buf, sizeof(form_buf),
+		 "grant_type=urn%%3Aietf%%3Aparams%%3Aoauth%%3Agrant-type"
+		 "%%3Adevice_code&client_id=%s&device_code=", client);
+	form = secret_new(NULL, 0);
+	{
+		size_t n = strlen(form_buf);
+		char *tmp = malloc(n + code->len + 1);
+
+		if (!tmp)
+			goto out;
+		memcpy(tmp, form_buf, n);
+		memcpy(tmp + n, code->buf, code->len + 1);
+		secret_unref(form);
+		form = secret_new(tmp, n + code->len);
+		explicit_bzero(tmp, n + code->len);
+		free(tmp);
+	}
+	deadline = time(NULL) + expires;
+	next = time(NULL) + interval;
+	for (;;) {
+		time_t now = time(NULL);
+
+		if (interrupted) {
+			printf("\rinterrupted: nothing was saved.          "
+			       "                 \n");
+			ret = L_INTERRUPTED;
+			goto out;
+		}
+		if (now >= deadline) {
+			printf("\rthe code expired before it was approved: "
+			       "run 'zenmlfs login %s' again.\n", url);
+			ret = L_EXPIRED;
+			goto out;
+		}
+		if (isatty(STDOUT_FILENO)) {
+			printf("\rwaiting for approval... %3lds left ",
+			       (long)(deadline - now));
+			fflush(stdout);
+		}
+		if (now < next) {
+			sleep(1);
+			continue;
+		}
+		next = now + interval;
+		if (post_form(h, form->buf, form->len, "/api/v1/login", &r))
+			continue; /* transient: keep polling */
+		if (r.status == 200)
+			break;
+		zerr_parse(r.body, r.len, cls, sizeof(cls), msg, sizeof(msg));
+		http_response_release(&r);
+		if (!strcmp(cls, "authorization_pending"))
+			continue;
+		if (!strcmp(cls, "slow_down")) {
+			interval += 5;
+			next = now + interval;
+			continue;
+		}
+		if (!strcmp(cls, "access_denied")) {
+			printf("\rthe login was denied: nothing was saved.    "
+			       "          \n");
+			ret = L_DENIED;
+			goto out;
+		}
+		if (!strcmp(cls, "expired_token")) {
+			printf("\rthe code expired before it was approved: "
+			       "run 'zenmlfs login %s' again.\n", url);
+			ret = L_EXPIRED;
+			goto out;
+		}
+		printf("\rthe server refused the login: %s%s%s\n", cls,
+		       cls[0] ? ": " : "", msg);
+		ret = L_DENIED;
+		goto out;
+	}
+
+	/* 3. save */
+	json_decref(j);
+	j = json_loadb(r.body, r.len, 0, NULL);
+	v = json_object_get(j, "access_token");
+	if (!json_is_string(v)) {
+		printf("\rmalformed login reply from the server: nothing was "
+		       "saved.\n");
+		ret = L_SERVER;
+		goto out;
+	}
+	tok = secret_new(json_string_value(v), json_string_length(v));
+	if (!tok || session_save(url, tok)) {
+		printf("\rcannot save the session under $XDG_STATE_HOME/"
+		       "zenmlfs\n");
+		goto out;
+	}
+	session_path(url, full, sizeof(full));
+	printf("\rlogged in to %s%s%s; the session is saved in %s\n"
+	       "mount with: zenmlfs --url %s MOUNTPOINT\n", url,
+	       device[0] ? " as device " : "", device, full, url);
+	ret = L_OK;
+out:
+	http_response_release(&r);
+	json_decref(j);
+	secret_unref(code);
+	secret_unref(form);
+	secret_unref(tok);
+	http_client_free(h);
+	return ret;
+}
+
+int logout_main(int argc, char **argv)
+{
+	struct http_client *h;
+	int ret;
+
+	if (argc != 2) {
+		login_usage();
+		return L_USAGE;
+	}
+	h = http_client_new(&(struct http_opts){ .base_url = argv[1] });
+	if (!h) {
+		fprintf(stderr, "zenmlfs: invalid server URL '%s'\n", argv[1]);
+		return L_USAGE;
+	}
+	ret = session_forget(http_base_url(h));
+	if (ret == -ENOENT)
+		printf("no saved session for %s\n", http_base_url(h));
+	else if (ret)
+		fprintf(stderr, "zenmlfs: cannot remove the session for '%s': "
+				"%s\n", http_base_url(h), strerror(-ret));
+	else
+		printf("logged out of %s: the saved session is gone\n",
+		       http_base_url(h));
+	http_client_free(h);
+	return ret && ret != -ENOENT ? L_FAIL : L_OK;
+}

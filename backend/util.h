@@ -1,0 +1,104 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Pure helpers with no I/O: input parsing for control files, time
+ * conversion, JWT and ZENKEY_ decoding, server error bodies.  Everything
+ * here is unit-tested and fuzzed (tests/unit, tests/fuzz), since most of it
+ * reads bytes that come from the network or from a writer.
+ *
+ * Conventions: functions return 0 or -errno; out-parameters are set only on
+ * success; input buffers are (pointer, length) and need not be terminated.
+ */
+#ifndef ZENMLFS_UTIL_H
+#define ZENMLFS_UTIL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+/*
+ * A boolean written to a control file: "1 0 true false yes no on off" in any
+ * case, optionally followed by one "\n".  Anything else (empty, spaces,
+ * "2", a second line, NUL bytes) is -EINVAL.
+ */
+int parse_bool(const char *buf, size_t len, bool *out);
+
+/*
+ * A non-negative decimal integer written to a control file, optionally
+ * followed by one "\n"; no sign, no spaces, no leading "+", at most "max".
+ * -EINVAL for anything else, -ERANGE when above max.
+ */
+int parse_uint(const char *buf, size_t len, uint64_t max, uint64_t *out);
+
+/*
+ * Parse a server timestamp: ISO 8601 "YYYY-MM-DDTHH:MM:SS[.ffffff]" with an
+ * optional "Z" or "+00:00" (the server sends naive times in UTC; any other
+ * offset is applied).  A space may stand for the "T".  Sets *out to seconds
+ * since the epoch (fraction dropped).
+ */
+int time_parse_iso(const char *s, time_t *out);
+
+/* Format t as RFC 3339 UTC "YYYY-MM-DDTHH:MM:SSZ"; out must hold 21 bytes. */
+#define RFC3339_LEN 21
+int time_format_rfc3339(time_t t, char *out, size_t outsz);
+
+/* Parse then format: server time -> "YYYY-MM-DDTHH:MM:SSZ". */
+int time_iso_to_rfc3339(const char *s, char *out, size_t outsz);
+
+/*
+ * base64 decoding, standard ("+/", padding optional) or url-safe ("-_",
+ * no padding) alphabet as chosen.  Writes at most outsz bytes and sets
+ * *outlen.  -EINVAL on a bad character, -ENOSPC when out is too small.
+ */
+int b64_decode(const char *in, size_t len, bool urlsafe, unsigned char *out,
+	       size_t outsz, size_t *outlen);
+
+/*
+ * The "exp" claim of a JWT (header.payload.signature, payload base64url
+ * JSON object).  The signature is not checked: the daemon only needs to
+ * know when the server will stop accepting the token.  -ENOENT when the
+ * token has no "exp" (never expires), -EINVAL when it is not a JWT.
+ */
+int jwt_exp(const char *jwt, size_t len, int64_t *exp);
+
+/*
+ * The key id inside a "ZENKEY_" + base64({"id":"<uuid>","key":"<hex>"})
+ * value.  id must hold 37 bytes (a canonical lowercase UUID and its NUL).
+ * Only the id is extracted; the decoded secret half is wiped before return.
+ */
+int zenkey_id(const char *key, size_t len, char *id, size_t idsz);
+
+/* True if s is a canonical UUID "8-4-4-4-12" hex (either case). */
+bool uuid_valid(const char *s);
+
+/*
+ * A server error body, in any of its shapes:
+ *   {"detail":["ClassName","message"]}
+ *   {"detail":"message"}
+ *   {"detail":[{"loc":[...],"msg":"...","type":"..."}, ...]}   (FastAPI)
+ *   {"error":"code","error_description":"..."}                  (OAuth)
+ *   ["ClassName","message"]
+ * cls gets the class name or OAuth error code ("" when the shape has none);
+ * msg gets the message (FastAPI: the first item's "loc" joined with "." and
+ * its "msg", e.g. "body.name: field required").  Both are truncated to fit,
+ * always terminated, with control characters replaced by '?' so they are
+ * safe in a log line.  -EINVAL when the body is none of these (msg then
+ * gets a printable prefix of the body, at most 200 bytes).
+ */
+int zerr_parse(const char *body, size_t len, char *cls, size_t clssz,
+	       char *msg, size_t msgsz);
+
+/*
+ * The errno for a failed server call (DESIGN.md section 2):
+ * 401 -> -EKEYREVOKED when the message says the key/account/device is
+ * inactive, deactivated, locked or deleted (revoked), else -EKEYREJECTED;
+ * 403 -> -EPERM; 404 -> -ENOENT; 409 -> -EEXIST; 400, 422 -> -EINVAL;
+ * 429 -> -EAGAIN; other 4xx -> -EINVAL; 5xx and anything else -> -EIO.
+ * cls and msg are what zerr_parse() found (may be "").
+ */
+int zerr_errno(long status, const char *cls, const char *msg);
+
+/* Copy src into dst (size dstsz >= 1), truncating; always terminated. */
+size_t strlcpy_z(char *dst, const char *src, size_t dstsz);
+
+#endif

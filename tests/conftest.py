@@ -1,0 +1,409 @@
+"""pytest fixtures for zenmlfs: a real ZenML server, service accounts, the
+fault proxy, and mounts of the daemon that are always unmounted.
+
+Fixtures and helpers (see each docstring):
+
+    zenml_server      session   ZenServer: .url, .admin_token(), .api(),
+                                .stop(), .start(), .log_path, ...
+    service_account   function  ServiceAccount: .name .id .key_name
+                                .key_id .key
+    mount             function  factory: mount(key, opts="", url=None,
+                                env_extra=None, extra_args=(),
+                                key_via="file") -> Mount
+    proxy             function  FaultProxy in front of zenml_server
+    run_zenmlfs(args, env=None, input=None, timeout=60) -> CompletedProcess
+    jwt_claims(token) -> dict
+    ZENMLFS_BIN       path of the daemon (env ZENMLFS_BIN overrides)
+"""
+
+import atexit
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+
+from proxy import FaultProxy  # noqa: E402
+from zenserver import (ServiceAccount, ZenServer, clean_env,  # noqa: E402
+                       fake_api_key, free_port, jwt_claims, jwt_header)
+
+__all__ = ["is_mounted", "jwt_claims", "jwt_header", "fake_api_key", "free_port",
+           "run_zenmlfs", "read_file", "ZENMLFS_BIN", "TMP_PREFIX"]
+
+ZENMLFS_BIN = os.environ.get("ZENMLFS_BIN",
+                             os.path.join(REPO, "build", "zenmlfs"))
+# Every mount point lives under /tmp/zenmlfs-t-*; stale ones from a killed
+# run are unmounted at session start.
+TMP_PREFIX = "zenmlfs-t-"
+MOUNT_TIMEOUT = 30.0
+EXIT_TIMEOUT = 20.0
+
+_live_mounts = []    # Mount objects not yet torn down (for atexit)
+
+
+def read_file(path):
+    """open+read+close with os calls, as `cat` does; returns bytes."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        chunks = []
+        while True:
+            b = os.read(fd, 65536)
+            if not b:
+                return b"".join(chunks)
+            chunks.append(b)
+    finally:
+        os.close(fd)
+
+
+def _tmpdir(tag):
+    """A fresh directory under /tmp, mode 0755 (uid 65534 must be able to
+    traverse to a mount point inside it)."""
+    d = tempfile.mkdtemp(prefix=TMP_PREFIX + tag + "-", dir="/tmp")
+    os.chmod(d, 0o755)
+    return d
+
+
+def _mounted_under(prefix):
+    out = []
+    try:
+        with open("/proc/self/mounts") as f:
+            for line in f:
+                mp = line.split()[1].replace("\\040", " ")
+                if mp.startswith(prefix):
+                    out.append(mp)
+    except OSError:
+        pass
+    return out
+
+
+def is_mounted(path):
+    """True if path is a mount point (per /proc/self/mounts, which unlike
+    os.path.ismount also sees a mount of the same device)."""
+    path = os.path.realpath(path)
+    return path in _mounted_under(path) or os.path.ismount(path)
+
+
+def _fusermount_u(path):
+    """Unmount; lazily if a plain unmount keeps failing.  True if done."""
+    for _ in range(10):
+        if not is_mounted(path):
+            return True
+        r = subprocess.run(["fusermount3", "-u", path],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        if r.returncode == 0:
+            return True
+        time.sleep(0.2)
+    subprocess.run(["fusermount3", "-uz", path],
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return not is_mounted(path)
+
+
+def _base_env(home):
+    """Environment for the daemon: no ZENML_* from the developer, and a
+    private HOME/XDG dirs so no saved `zenmlfs login` session is found."""
+    env = clean_env()
+    for k in ("XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_STATE_HOME",
+              "XDG_CACHE_HOME", "XDG_RUNTIME_DIR"):
+        env.pop(k, None)
+    env["HOME"] = home
+    env["XDG_CONFIG_HOME"] = os.path.join(home, ".config")
+    return env
+
+
+def run_zenmlfs(args, env=None, input=None, timeout=60):
+    """Run the zenmlfs binary to completion (for refused mounts, --help,
+    ...).  ``env``: extra variables on top of a clean environment (no
+    ZENML_*, private HOME).  stdin is /dev/null unless ``input`` is given,
+    so never a terminal.  Returns CompletedProcess with text stdout/stderr.
+    If it is still running at ``timeout`` (e.g. it mounted and stayed in
+    the foreground), every mount point among args is unmounted, the
+    process killed, and the test fails."""
+    home = _tmpdir("home")
+    full_env = _base_env(home)
+    if env:
+        full_env.update(env)
+    cmd = [ZENMLFS_BIN] + [str(a) for a in args]
+    proc = subprocess.Popen(cmd, env=full_env, text=True,
+                            stdin=subprocess.PIPE if input is not None
+                            else subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        out, err = proc.communicate(input, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        for a in args:
+            if isinstance(a, str) and os.path.isdir(a) and is_mounted(a):
+                _fusermount_u(a)
+        proc.kill()
+        out, err = proc.communicate()
+        pytest.fail("zenmlfs %s still running after %ss\nstdout: %s\n"
+                    "stderr: %s" % (args, timeout, out, err))
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
+class Mount:
+    """A running `zenmlfs -f` and its mount point."""
+
+    def __init__(self, path, proc, log_path, workdir, cmd):
+        self.path = path
+        self.proc = proc
+        self.log_path = log_path
+        self.workdir = workdir
+        self.cmd = cmd
+        self.expect_errors = False   # set True when the test provokes errors
+        self.expect_exit = 0         # exit code required at teardown
+        self._done = False
+
+    def __truediv__(self, name):
+        return os.path.join(self.path, name)
+
+    def join(self, *names):
+        return os.path.join(self.path, *names)
+
+    def read(self, name):
+        """Bytes of MNT/name (open+read+close)."""
+        return read_file(os.path.join(self.path, name))
+
+    def text(self, name):
+        return self.read(name).decode()
+
+    def write(self, name, data):
+        """open(O_WRONLY|O_TRUNC)+write+close, like `echo data > name`;
+        raises OSError with the errno of the failing step."""
+        if isinstance(data, str):
+            data = data.encode()
+        fd = os.open(os.path.join(self.path, name), os.O_WRONLY | os.O_TRUNC)
+        try:
+            n = os.write(fd, data)
+        finally:
+            os.close(fd)
+        return n
+
+    def status(self):
+        """MNT/status parsed into a dict of 'key: value' lines."""
+        d = {}
+        for line in self.text("status").splitlines():
+            k, sep, v = line.partition(":")
+            if sep:
+                d[k.strip()] = v.strip()
+        return d
+
+    def log(self):
+        try:
+            with open(self.log_path, errors="replace") as f:
+                return f.read()
+        except OSError:
+            return ""
+
+    def error_lines(self):
+        return [ln for ln in self.log().splitlines() if ": error:" in ln]
+
+    def umount(self, timeout=EXIT_TIMEOUT):
+        """Unmount and wait for the daemon to exit; returns its exit code
+        (None if it had to be killed).  Idempotent."""
+        if self._done:
+            return self.proc.returncode
+        self._done = True
+        try:
+            _fusermount_u(self.path)
+            try:
+                return self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+                return None
+        finally:
+            if self in _live_mounts:
+                _live_mounts.remove(self)
+
+    def check_clean_exit(self):
+        """After umount(): exit code and log as the test required."""
+        rc = self.proc.returncode
+        assert not is_mounted(self.path), "still mounted: " + self.path
+        assert rc == self.expect_exit, (
+            "zenmlfs exited with %r (expected %r); log:\n%s"
+            % (rc, self.expect_exit, self.log()))
+        if not self.expect_errors:
+            errs = self.error_lines()
+            assert not errs, "zenmlfs logged errors:\n" + "\n".join(errs)
+
+
+def _start_mount(workdir, args_url, key, opts, env_extra, extra_args,
+                 key_via, timeout):
+    mnt = os.path.join(workdir, "mnt")
+    os.mkdir(mnt)
+    os.chmod(mnt, 0o755)
+    log_path = os.path.join(workdir, "zenmlfs.log")
+    home = os.path.join(workdir, "home")
+    os.mkdir(home, 0o700)
+    env = _base_env(home)
+    cmd = [ZENMLFS_BIN, "-f", "--log", log_path, "--url", args_url]
+    if key is not None:
+        if key_via == "file":
+            kf = os.path.join(workdir, "api-key")
+            fd = os.open(kf, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(key + "\n")
+            cmd += ["--api-key-file", kf]
+        elif key_via == "env":
+            env["ZENML_STORE_API_KEY"] = key
+        else:
+            raise ValueError("key_via must be 'file' or 'env'")
+    if opts:
+        cmd += ["-o", opts]
+    cmd += list(extra_args)
+    cmd.append(mnt)
+    if env_extra:
+        env.update(env_extra)
+    out = open(os.path.join(workdir, "stdio.log"), "wb")
+    proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL,
+                            stdout=out, stderr=subprocess.STDOUT)
+    out.close()
+    m = Mount(mnt, proc, log_path, workdir, cmd)
+    _live_mounts.append(m)
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if is_mounted(mnt):
+            return m
+        if proc.poll() is not None:
+            m._done = True
+            _live_mounts.remove(m)
+            pytest.fail("zenmlfs exited with %s before mounting\n"
+                        "--- log:\n%s\n--- stdout/stderr:\n%s"
+                        % (proc.returncode, m.log(), _read(workdir,
+                                                           "stdio.log")))
+        time.sleep(0.05)
+    m.umount()
+    pytest.fail("not mounted after %.0f s\n--- log:\n%s\n--- stdio:\n%s"
+                % (timeout, m.log(), _read(workdir, "stdio.log")))
+
+
+def _read(d, name):
+    try:
+        with open(os.path.join(d, name), errors="replace") as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
+@atexit.register
+def _atexit_cleanup():
+    for m in list(_live_mounts):
+        try:
+            m.umount(timeout=5)
+        except Exception:
+            pass
+
+
+# ---------------------------------------------------------------- fixtures
+
+
+def pytest_sessionstart(session):
+    for mp in _mounted_under("/tmp/" + TMP_PREFIX):
+        _fusermount_u(mp)
+
+
+@pytest.fixture(scope="session")
+def zenml_server():
+    """The real ZenML server, one per session (see tests/zenserver.py).
+    Log: zenml_server.log_path.  Restarted at the end of any test that
+    stopped it (see the autouse fixture below)."""
+    workdir = tempfile.mkdtemp(prefix="zenmlfs-server-")
+    srv = ZenServer(workdir)
+    try:
+        srv.start()
+        srv.admin_token()
+        yield srv
+    finally:
+        srv.stop()
+        if os.environ.get("ZENMLFS_KEEP_SERVER_DIR"):
+            print("server dir kept:", workdir)
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def _server_back_up(request):
+    """A test that stops the server gets it restarted, pass or fail."""
+    yield
+    if "zenml_server" in request.fixturenames:
+        srv = request.getfixturevalue("zenml_server")
+        if not srv.running():
+            srv.start()
+
+
+@pytest.fixture
+def service_account(zenml_server):
+    """A fresh service account with one API key ("default"); deleted after
+    the test (errors ignored)."""
+    sa = ServiceAccount(zenml_server)
+    yield sa
+    if not zenml_server.running():
+        zenml_server.start()
+    sa.delete()
+
+
+@pytest.fixture
+def mount(zenml_server):
+    """Factory: mount(key, opts="", url=None, env_extra=None, extra_args=(),
+    key_via="file", timeout=30) -> Mount.
+
+    Runs `zenmlfs -f --log LOG --url URL [--api-key-file F] [-o OPTS]
+    [extra_args] MNT` and returns once MNT is a mount point.  The key goes
+    only through a 0600 --api-key-file (key_via="file") or the
+    ZENML_STORE_API_KEY variable (key_via="env"); key=None passes none.
+    Request `proxy` (and service_account) before `mount` in a test's
+    arguments, so they outlive the mount.  At teardown every mount is
+    unmounted (fusermount3 -u, then -uz), the daemon must exit with
+    m.expect_exit (0) and, unless m.expect_errors, have logged no
+    ': error:' line."""
+    made = []
+
+    def factory(key, opts="", url=None, env_extra=None, extra_args=(),
+                key_via="file", timeout=MOUNT_TIMEOUT):
+        if not os.access(ZENMLFS_BIN, os.X_OK):
+            pytest.fail("no zenmlfs binary at %s (build it, or set "
+                        "ZENMLFS_BIN)" % ZENMLFS_BIN)
+        workdir = _tmpdir("m")
+        m = _start_mount(workdir, url or zenml_server.url, key, opts,
+                         env_extra, extra_args, key_via, timeout)
+        made.append(m)
+        return m
+
+    try:
+        yield factory
+    finally:
+        failures = []
+        for m in made:
+            m.umount()
+        for m in made:
+            try:
+                m.check_clean_exit()
+            except AssertionError as e:
+                failures.append("%s\n(kept %s)" % (e, m.workdir))
+                continue
+            # Never rmtree into a live mount: it would delete server state.
+            if not is_mounted(m.path):
+                shutil.rmtree(m.workdir, ignore_errors=True)
+        if failures:
+            pytest.fail("\n\n".join(failures), pytrace=False)
+
+
+@pytest.fixture
+def proxy(zenml_server):
+    """FaultProxy (tests/proxy.py) in front of zenml_server; give
+    proxy.url to mount(url=...)."""
+    p = FaultProxy("127.0.0.1", zenml_server.port).start()
+    try:
+        yield p
+    finally:
+        p.stop()

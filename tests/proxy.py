@@ -1,0 +1,282 @@
+"""A small fault-injecting HTTP reverse proxy for the zenmlfs tests.
+
+Stdlib only.  Sits on 127.0.0.1:<random port> between zenmlfs and the real
+ZenML server and forwards every request, unless told otherwise:
+
+    p = FaultProxy("127.0.0.1", server_port); p.start()
+    p.url                      -> "http://127.0.0.1:NNNN" (give to zenmlfs)
+    p.set_mode("pass")         forward (default)
+    p.set_mode("refuse")       stop listening: connects are refused, and
+                               requests on kept-alive connections are dropped
+    p.set_mode("hang")         accept, never answer (until hang_limit s or
+                               until the mode changes; then drop)
+    p.set_mode("status", status=503, body=b'...')  answer every request so
+    p.set_mode("garbage")      200 application/json with a non-JSON body
+    p.add_fault("/api/v1/api_token", "status", status=500, count=3)
+                               same modes for one path prefix (count=None:
+                               until clear_faults()); first match wins
+    p.count("/api/v1/api_token")  requests seen whose path starts with it
+    p.reset_counts()
+    p.rewrite_token = fn       fn(str) -> str replaces the JWT in 200
+                               replies to GET /api/v1/api_token
+    p.tokens_out               every api_token string handed to a client
+    p.stop()
+
+All controls are thread-safe.
+"""
+
+import http.client
+import http.server
+import json
+import socket
+import threading
+import time
+
+HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate",
+              "proxy-authorization", "te", "trailers", "transfer-encoding",
+              "upgrade", "content-length", "host"}
+
+MODES = ("pass", "refuse", "hang", "status", "garbage")
+
+
+class _Fault:
+    def __init__(self, mode, status=503, body=None, count=None):
+        if mode not in MODES:
+            raise ValueError("unknown mode %r" % mode)
+        self.mode = mode
+        self.status = status
+        self.body = body
+        self.count = count
+
+
+class _Server(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, as libcurl expects
+
+    def log_message(self, fmt, *args):
+        pass
+
+    def _drop(self):
+        self.close_connection = True
+        try:
+            self.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def _reply(self, status, body, ctype="application/json"):
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _handle(self):
+        proxy = self.server.proxy
+        path = self.path.split("?", 1)[0]
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else None
+        fault = proxy._begin(path)
+
+        if fault.mode == "refuse":
+            self._drop()
+            return
+        if fault.mode == "hang":
+            proxy._hang_wait()
+            self._drop()
+            return
+        if fault.mode == "status":
+            b = fault.body
+            if b is None:
+                b = json.dumps({"detail": ["ServerError",
+                                           "injected by test proxy"]})
+            if isinstance(b, str):
+                b = b.encode()
+            self._reply(fault.status, b)
+            return
+        if fault.mode == "garbage":
+            self._reply(200, b"<html>this is not json")
+            return
+
+        headers = {k: v for k, v in self.headers.items()
+                   if k.lower() not in HOP_BY_HOP}
+        headers["Host"] = "%s:%d" % (proxy.upstream_host, proxy.upstream_port)
+        conn = http.client.HTTPConnection(proxy.upstream_host,
+                                          proxy.upstream_port, timeout=60)
+        try:
+            conn.request(self.command, self.path, body=body, headers=headers)
+            resp = conn.getresponse()
+            data = resp.read()
+            status = resp.status
+            rheaders = [(k, v) for k, v in resp.getheaders()
+                        if k.lower() not in HOP_BY_HOP]
+        except OSError:
+            # Upstream down: look like it to the client.
+            self._drop()
+            return
+        finally:
+            conn.close()
+
+        if (self.command == "GET" and path == "/api/v1/api_token"
+                and status == 200):
+            try:
+                tok = json.loads(data)
+            except ValueError:
+                tok = None
+            if isinstance(tok, str):
+                hook = proxy.rewrite_token
+                if hook is not None:
+                    tok = hook(tok)
+                    data = json.dumps(tok).encode()
+                proxy._record_token(tok)
+
+        self.send_response(status)
+        for k, v in rheaders:
+            self.send_header(k, v)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(data)
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = _handle
+
+
+class FaultProxy:
+    def __init__(self, upstream_host, upstream_port, hang_limit=300.0):
+        self.upstream_host = upstream_host
+        self.upstream_port = upstream_port
+        self.hang_limit = hang_limit
+        self.rewrite_token = None
+        self._lock = threading.Lock()
+        self._mode_changed = threading.Condition(self._lock)
+        self._fault = _Fault("pass")
+        self._faults = []          # [(prefix, _Fault)]
+        self._counts = {}          # path -> n
+        self._tokens = []
+        self._srv = None
+        self._thread = None
+        self.port = None
+
+    # -- lifecycle ---------------------------------------------------------
+
+    @property
+    def url(self):
+        return "http://127.0.0.1:%d" % self.port
+
+    def start(self):
+        self._listen()
+        return self
+
+    def _listen(self):
+        srv = _Server(("127.0.0.1", self.port or 0), _Handler)
+        srv.proxy = self
+        self.port = srv.server_address[1]
+        t = threading.Thread(target=srv.serve_forever,
+                             kwargs={"poll_interval": 0.1},
+                             name="fault-proxy", daemon=True)
+        t.start()
+        self._srv, self._thread = srv, t
+
+    def _unlisten(self):
+        srv, self._srv = self._srv, None
+        if srv is not None:
+            srv.shutdown()
+            srv.server_close()
+            self._thread.join(5)
+
+    def stop(self):
+        with self._lock:
+            self._fault = _Fault("pass")
+            self._mode_changed.notify_all()
+        self._unlisten()
+
+    # -- controls ----------------------------------------------------------
+
+    def set_mode(self, mode, status=503, body=None):
+        """Global fault for every request (see module doc)."""
+        f = _Fault(mode, status, body)
+        with self._lock:
+            old = self._fault.mode
+            self._fault = f
+            self._mode_changed.notify_all()
+        if mode == "refuse" and old != "refuse":
+            self._unlisten()
+        elif mode != "refuse" and old == "refuse":
+            # Same port again; retry while the old socket lingers.
+            for _ in range(50):
+                try:
+                    self._listen()
+                    break
+                except OSError:
+                    time.sleep(0.1)
+            else:
+                raise RuntimeError("proxy cannot listen again on %d"
+                                   % self.port)
+
+    @property
+    def mode(self):
+        with self._lock:
+            return self._fault.mode
+
+    def add_fault(self, prefix, mode, status=503, body=None, count=None):
+        """Fault for requests whose path starts with prefix; count=N: only
+        the next N such requests.  "refuse" here drops the connection."""
+        with self._lock:
+            self._faults.append((prefix, _Fault(mode, status, body, count)))
+            self._mode_changed.notify_all()
+
+    def clear_faults(self):
+        with self._lock:
+            self._faults = []
+            self._mode_changed.notify_all()
+
+    def count(self, prefix=""):
+        with self._lock:
+            return sum(n for p, n in self._counts.items()
+                       if p.startswith(prefix))
+
+    @property
+    def counts(self):
+        with self._lock:
+            return dict(self._counts)
+
+    def reset_counts(self):
+        with self._lock:
+            self._counts = {}
+
+    @property
+    def tokens_out(self):
+        with self._lock:
+            return list(self._tokens)
+
+    # -- used by the handler ----------------------------------------------
+
+    def _begin(self, path):
+        with self._lock:
+            self._counts[path] = self._counts.get(path, 0) + 1
+            for i, (prefix, f) in enumerate(self._faults):
+                if path.startswith(prefix):
+                    if f.count is not None:
+                        f.count -= 1
+                        if f.count <= 0:
+                            del self._faults[i]
+                    return f
+            return self._fault
+
+    def _hang_wait(self):
+        deadline = time.monotonic() + self.hang_limit
+        with self._lock:
+            start_fault = self._fault
+            start_faults = list(self._faults)
+            while time.monotonic() < deadline:
+                if self._fault is not start_fault or \
+                        self._faults != start_faults:
+                    return
+                self._mode_changed.wait(min(1.0, deadline - time.monotonic()))
+
+    def _record_token(self, tok):
+        with self._lock:
+            self._tokens.append(tok)
