@@ -20,7 +20,7 @@ static char *env_username;
 
 /* Copy NAME's value to guarded memory, wipe it in the environment block
  * and remove the variable. */
-static struct secret *take(const char *name)
+static struct secret *take(const char *name, bool allow_empty)
 {
 	size_t n = strlen(name);
 	struct secret *s = NULL;
@@ -31,7 +31,7 @@ static struct secret *take(const char *name)
 		char *val = *e + n + 1;
 		size_t len = strlen(val);
 
-		if (!s && len)
+		if (!s && (len || allow_empty))
 			s = secret_new(val, len);
 		/* The bytes stay in the process's initial environment block
 		 * (what /proc/PID/environ shows) unless overwritten. */
@@ -45,9 +45,10 @@ void cred_take_env(void)
 {
 	struct secret *u;
 
-	env_key = take("ZENML_STORE_API_KEY");
-	env_password = take("ZENML_STORE_PASSWORD");
-	u = take("ZENML_STORE_USERNAME");
+	env_key = take("ZENML_STORE_API_KEY", false);
+	/* The server's auto-activated "default" user has an empty password. */
+	env_password = take("ZENML_STORE_PASSWORD", true);
+	u = take("ZENML_STORE_USERNAME", false);
 	if (u) {
 		env_username = strdup(u->buf);
 		secret_unref(u);

@@ -324,12 +324,12 @@ int main(int argc, char **argv)
 	int ret, code = EXIT_RUNTIME;
 
 	harden();
-	/* Before any thread or fork, and before anything could leak them. */
-	cred_take_env();
 	if (sodium_init() < 0) {
 		fprintf(stderr, "zenmlfs: cannot initialise libsodium\n");
 		return EXIT_RUNTIME;
 	}
+	/* Before any thread or fork, and before anything could leak them. */
+	cred_take_env();
 	secret_json_allocator();
 	if (curl_global_init(CURL_GLOBAL_DEFAULT)) {
 		fprintf(stderr, "zenmlfs: cannot initialise libcurl\n");

@@ -221,10 +221,13 @@ static int stat_path(const char *path, struct match *m, struct stat *st,
 		st->st_nlink = 1;
 		ret = tree_render(g_fs, m, &c);
 		if (ret == -EACCES) {
-			/* write-only control file: nothing to read */
+			/* Write-only control file: a size, so that a read
+			 * (by root, who passes the mode check) reaches us
+			 * and fails instead of reading an empty file. */
 			ret = tree_exists(g_fs, m);
 			if (ret)
 				return ret;
+			st->st_size = 4096;
 		} else if (ret == -ENOENT || ret == -ESTALE) {
 			return ret;
 		} else if (ret) {
