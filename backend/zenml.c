@@ -320,6 +320,16 @@ static struct secret *session_get(struct zen *z, unsigned long *gen)
 	return s;
 }
 
+static bool session_only(struct zen *z)
+{
+	bool ret;
+
+	pthread_mutex_lock(&z->lock);
+	ret = z->cred.kind == CRED_SESSION;
+	pthread_mutex_unlock(&z->lock);
+	return ret;
+}
+
 int zen_info(struct zen *z, json_t **out)
 {
 	struct http_response r = { 0 };
@@ -396,6 +406,18 @@ again:
 	}
 	if (r.status < 200 || r.status > 299) {
 		ret = reply_error(z, what, &r, cls, sizeof(cls));
+		if (r.status == 401 && !bearer && session_only(z)) {
+			/* A device session cannot log in again: it is either
+			 * revoked (device locked or deleted) or expired. */
+			char msg[512];
+
+			if (ret != -EKEYREVOKED)
+				ret = -EKEYEXPIRED;
+			zen_last_error(z, msg, sizeof(msg));
+			zen_set_error(z, "%s; run 'zenmlfs login %s' again", msg,
+				      zen_url(z));
+			goto out;
+		}
 		if (r.status == 401 && !bearer && tries++ == 0 &&
 		    (!strcmp(cls, "CredentialsNotValid") || !cls[0])) {
 			http_response_release(&r);
