@@ -53,6 +53,16 @@ void log_close(void)
 	pthread_mutex_unlock(&log_lock);
 }
 
+bool log_is_stderr(void)
+{
+	bool ret;
+
+	pthread_mutex_lock(&log_lock);
+	ret = !log_syslog && log_fd == STDERR_FILENO;
+	pthread_mutex_unlock(&log_lock);
+	return ret;
+}
+
 void log_set_debug(bool on)
 {
 	log_debug_on = on;

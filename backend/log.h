@@ -25,6 +25,9 @@ void log_msg(int level, const char *fmt, ...)
 #define log_info(...) log_msg(LOG_INFO, __VA_ARGS__)
 #define log_debug(...) log_msg(LOG_DEBUG, __VA_ARGS__)
 
+/* Does the log go to standard error (no --log file, not syslog)? */
+bool log_is_stderr(void);
+
 /* Show LOG_DEBUG lines too (-d). */
 void log_set_debug(bool on);
 

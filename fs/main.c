@@ -13,6 +13,8 @@
 #include <getopt.h>
 #include <limits.h>
 #include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -123,10 +125,78 @@ static int add_fuse_opt(struct options *o, const char *opt)
 	return 0;
 }
 
+/* Our numeric -o options. */
+struct num_opt {
+	const char *name;
+	unsigned long min, max;
+	int base;
+	size_t off;  /* offset of the field in struct options */
+	bool is_long;
+};
+
+#define NUM_OPT(n, lo, hi, b, f, l) \
+	{ n, lo, hi, b, offsetof(struct options, f), l }
+
+static const struct num_opt num_opts[] = {
+	NUM_OPT("token_lifetime", TOKEN_LIFETIME_MIN, 365UL * 86400, 10,
+		token_lifetime, false),
+	NUM_OPT("meta_ttl", 0, 86400, 10, meta_ttl, false),
+	NUM_OPT("key_window", 1, 86400, 10, key_window, false),
+	NUM_OPT("check_interval", 0, 86400, 10, check_interval, false),
+	NUM_OPT("token_mode", 0, 0777, 8, token_mode, false),
+	NUM_OPT("uid", 0, UINT_MAX - 1, 10, uid, true),
+	NUM_OPT("gid", 0, UINT_MAX - 1, 10, gid, true),
+};
+
+/* Plain mount flags handed on to libfuse as they are. */
+static const char *const fuse_flags[] = {
+	"ro", "rw", "nosuid", "nodev", "noexec", "noatime", "auto_unmount",
+};
+
+static int parse_one_opt(struct options *o, const char *opt, const char *val)
+{
+	unsigned long v;
+
+	for (size_t i = 0; i < sizeof(num_opts) / sizeof(num_opts[0]); i++) {
+		const struct num_opt *n = &num_opts[i];
+		char *field = (char *)o + n->off;
+
+		if (strcmp(opt, n->name))
+			continue;
+		if (!val) {
+			fprintf(stderr, "zenmlfs: option '%s' needs a value\n",
+				opt);
+			return -EINVAL;
+		}
+		if (parse_num(opt, val, n->min, n->max, n->base, &v))
+			return -EINVAL;
+		if (n->is_long)
+			*(long *)field = (long)v;
+		else if (n->off == offsetof(struct options, token_mode))
+			*(mode_t *)field = (mode_t)v;
+		else
+			*(unsigned *)field = (unsigned)v;
+		return 0;
+	}
+	if (!val && !strcmp(opt, "allow_other")) {
+		o->allow_other = true;
+		return 0;
+	}
+	if (!val && !strcmp(opt, "default_permissions")) {
+		o->default_permissions = true;
+		return 0;
+	}
+	for (size_t i = 0; !val && i < sizeof(fuse_flags) / sizeof(*fuse_flags);
+	     i++)
+		if (!strcmp(opt, fuse_flags[i]))
+			return add_fuse_opt(o, opt);
+	fprintf(stderr, "zenmlfs: unknown mount option '%s'\n", opt);
+	return -EINVAL;
+}
+
 /* One -o list: ours are taken, the rest go to libfuse. */
 static int parse_mount_opts(struct options *o, char *list)
 {
-	unsigned long v;
 	char *save = NULL, *opt, *val;
 
 	for (opt = strtok_r(list, ",", &save); opt;
@@ -134,38 +204,8 @@ static int parse_mount_opts(struct options *o, char *list)
 		val = strchr(opt, '=');
 		if (val)
 			*val++ = '\0';
-#define NUM(name, min, max, base, field)                                     \
-	if (!strcmp(opt, name)) {                                            \
-		if (!val || parse_num(name, val, min, max, base, &v))       \
-			return val ? -EINVAL : (fprintf(stderr,              \
-				"zenmlfs: option '%s' needs a value\n", name), \
-				-EINVAL);                                    \
-		o->field = v;                                                \
-		continue;                                                    \
-	}
-		NUM("token_lifetime", TOKEN_LIFETIME_MIN, 365UL * 86400, 10,
-		    token_lifetime)
-		NUM("meta_ttl", 0, 86400, 10, meta_ttl)
-		NUM("key_window", 1, 86400, 10, key_window)
-		NUM("check_interval", 0, 86400, 10, check_interval)
-		NUM("token_mode", 0, 0777, 8, token_mode)
-		NUM("uid", 0, UINT_MAX - 1, 10, uid)
-		NUM("gid", 0, UINT_MAX - 1, 10, gid)
-#undef NUM
-		if (!strcmp(opt, "allow_other"))
-			o->allow_other = true;
-		else if (!strcmp(opt, "default_permissions"))
-			o->default_permissions = true;
-		else if (!strcmp(opt, "ro") || !strcmp(opt, "rw") ||
-			 !strcmp(opt, "nosuid") || !strcmp(opt, "nodev") ||
-			 !strcmp(opt, "noexec") || !strcmp(opt, "auto_unmount") ||
-			 !strcmp(opt, "noatime"))
-			add_fuse_opt(o, opt);
-		else {
-			fprintf(stderr, "zenmlfs: unknown mount option '%s'\n",
-				opt);
+		if (parse_one_opt(o, opt, val))
 			return -EINVAL;
-		}
 	}
 	return 0;
 }
@@ -301,6 +341,21 @@ static void harden(void)
 	setrlimit(RLIMIT_CORE, &no_core);
 }
 
+/* A failure before daemonizing: on the user's terminal, and in the log
+ * file too when there is one. */
+static void __attribute__((format(printf, 1, 2))) report(const char *fmt, ...)
+{
+	char msg[1024];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	fprintf(stderr, "zenmlfs: %s\n", msg);
+	if (!log_is_stderr())
+		log_err("%s", msg);
+}
+
 static struct fs g_fs;
 
 static void fs_invalidate(const char *path)
@@ -355,8 +410,7 @@ int main(int argc, char **argv)
 	/* The credential. */
 	ret = cred_find(o.url, o.key_file, true, &cred, why, sizeof(why));
 	if (ret) {
-		fprintf(stderr, "zenmlfs: %s\n", why);
-		log_err("%s", why);
+		report("%s", why);
 		code = exit_for(ret);
 		goto out_log;
 	}
@@ -379,10 +433,7 @@ int main(int argc, char **argv)
 	ret = zen_info(zen, &info);
 	if (ret) {
 		zen_last_error(zen, err, sizeof(err));
-		fprintf(stderr, "zenmlfs: cannot reach the ZenML server at "
-				"'%s': %s\n", o.url, err);
-		log_err("cannot reach the ZenML server at '%s': %s", o.url,
-			err);
+		report("cannot reach the ZenML server at '%s': %s", o.url, err);
 		code = EXIT_SERVER;
 		goto out_zen;
 	}
@@ -391,9 +442,7 @@ int main(int argc, char **argv)
 		ret = zen_login(zen);
 		if (ret) {
 			zen_last_error(zen, err, sizeof(err));
-			fprintf(stderr, "zenmlfs: cannot log in to '%s': %s\n",
-				o.url, err);
-			log_err("cannot log in to '%s': %s", o.url, err);
+			report("cannot log in to '%s': %s", o.url, err);
 			code = exit_for(ret);
 			goto out_zen;
 		}
@@ -415,9 +464,7 @@ int main(int argc, char **argv)
 				 "; the saved login session is no longer "
 				 "valid: run 'zenmlfs login %s' again",
 				 o.url);
-		fprintf(stderr, "zenmlfs: cannot get a token from '%s': %s\n",
-			o.url, err);
-		log_err("cannot get a token from '%s': %s", o.url, err);
+		report("cannot get a token from '%s': %s", o.url, err);
 		code = exit_for(ret);
 		goto out_engine;
 	}
@@ -451,9 +498,7 @@ int main(int argc, char **argv)
 	if (fuse_set_signal_handlers(se))
 		goto out_session;
 	if (fuse_session_mount(se, o.mountpoint)) {
-		fprintf(stderr, "zenmlfs: cannot mount at '%s'\n",
-			o.mountpoint);
-		log_err("cannot mount at '%s'", o.mountpoint);
+		report("cannot mount at '%s'", o.mountpoint);
 		code = EXIT_MOUNT;
 		goto out_signals;
 	}

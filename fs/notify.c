@@ -53,6 +53,7 @@ static bool q_token, q_stop, q_all;
 static pthread_mutex_t tok_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t tok_cond = PTHREAD_COND_INITIALIZER;
 static struct secret *tok_pub;
+static int64_t tok_exp;
 static size_t tok_len = 1;
 static uint64_t tok_gen;
 static bool tok_gate_closed;
@@ -126,9 +127,14 @@ int notify_token_get(struct fs *fs, struct secret **out)
 	while (tok_gate_closed &&
 	       pthread_cond_timedwait(&tok_cond, &tok_lock, &until) == 0)
 		;
-	/* Serve what the kernel was told about; before the first publish
-	 * (or if it lags), the engine's current token. */
-	*out = secret_ref(tok_pub && tok_pub->len == tok_len ? tok_pub : cur);
+	/* Serve what the kernel was told about; before the first publish,
+	 * or if the published one is too close to expiry while its successor
+	 * waits to be published, the engine's current token. */
+	if (tok_pub && (tok_exp == TOKEN_NO_EXPIRY ||
+			time(NULL) < tok_exp - TOKEN_MARGIN))
+		*out = secret_ref(tok_pub);
+	else
+		*out = secret_ref(cur);
 	pthread_mutex_unlock(&tok_lock);
 	secret_unref(cur);
 	return 0;
@@ -166,6 +172,7 @@ static void publish_token(void)
 	if (!tok_pub || cur->len <= old_len) {
 		old = tok_pub;
 		tok_pub = cur;
+		tok_exp = exp;
 		tok_len = cur->len;
 		tok_gen++;
 		pthread_mutex_unlock(&tok_lock);
@@ -182,6 +189,7 @@ static void publish_token(void)
 	tok_gate_closed = true;
 	old = tok_pub;
 	tok_pub = cur;
+	tok_exp = exp;
 	tok_len = cur->len;
 	tok_gen++;
 	pthread_mutex_unlock(&tok_lock);
@@ -230,12 +238,9 @@ static void *notify_main(void *arg)
 			free(paths[i]);
 		}
 		if (all)
-			for (fuse_ino_t ino = 1; ops_ino_of("/") && ino < 100000;
+			for (fuse_ino_t ino = 1; ino <= ops_inode_count();
 			     ino++)
-				if (fuse_lowlevel_notify_inval_inode(
-					    g_se, ino, 0, 0) == -ENOENT &&
-				    ino > 4096)
-					break;
+				inval(ino);
 		/* New key values are readable for key_window only. */
 		keys_expire(g_fs);
 		pthread_mutex_lock(&q_lock);

@@ -108,6 +108,16 @@ static int ino_path(fuse_ino_t ino, char *buf, size_t size)
 	return ret;
 }
 
+fuse_ino_t ops_inode_count(void)
+{
+	fuse_ino_t n;
+
+	pthread_mutex_lock(&itab_lock);
+	n = itab_n;
+	pthread_mutex_unlock(&itab_lock);
+	return n;
+}
+
 fuse_ino_t ops_ino_of(const char *path)
 {
 	struct inode *in;

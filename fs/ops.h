@@ -19,6 +19,8 @@ extern const struct fuse_lowlevel_ops zen_ops;
 int ops_init(struct fs *fs);
 void ops_release(void);
 
+/* How many inode numbers are in use (1 .. count). */
+fuse_ino_t ops_inode_count(void);
 /* The inode number of a path the kernel knows, or 0. */
 fuse_ino_t ops_ino_of(const char *path);
 /* Mark every cached content of path and below stale (new mtime on the next
