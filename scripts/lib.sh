@@ -71,7 +71,7 @@ PY
 build() {
 	say "building"
 	if [ -f build/build.ninja ]; then
-		meson configure build -Dwerror=true
+		meson configure build -Dwerror=true >/dev/null
 	else
 		meson setup build -Dwerror=true
 	fi

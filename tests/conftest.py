@@ -17,6 +17,7 @@ Fixtures and helpers (see each docstring):
 """
 
 import atexit
+import errno
 import os
 import shutil
 import subprocess
@@ -308,8 +309,14 @@ def _atexit_cleanup():
 
 
 def pytest_sessionstart(session):
+    """Unmount mounts left by a killed run (their daemon is gone, so stat
+    says ENOTCONN); live mounts may belong to a concurrent run."""
     for mp in _mounted_under("/tmp/" + TMP_PREFIX):
-        _fusermount_u(mp)
+        try:
+            os.stat(mp)
+        except OSError as e:
+            if e.errno == errno.ENOTCONN:
+                _fusermount_u(mp)
 
 
 @pytest.fixture(scope="session")

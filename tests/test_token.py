@@ -88,6 +88,28 @@ def os_error(fn):
     return None
 
 
+def classify_torn(bad, known):
+    """Describe how a read that is no whole token relates to the tokens
+    handed out (for the failure message)."""
+    if not bad:
+        return "empty read"
+    stripped = bad.rstrip(b"\0")
+    if stripped != bad and stripped in known:
+        return "token of len %d + %d NUL bytes" % (len(stripped),
+                                                   len(bad) - len(stripped))
+    for k in known:
+        if k.startswith(bad):
+            return "cut: first %d of a %d-byte token" % (len(bad), len(k))
+    for k in known:
+        if bad.startswith(k):
+            return "token of len %d + %r" % (len(k), bad[len(k):][:20])
+    # Longest common prefix with any known token.
+    best = max(known, key=lambda k: len(os.path.commonprefix([k, bad])))
+    n = len(os.path.commonprefix([best, bad]))
+    return "mixed: len %d, first %d bytes of a %d-byte token, then %r" % (
+        len(bad), n, len(best), bad[n:n + 16])
+
+
 class Readers:
     """N threads looping open/read/close on a file, recording every
     distinct content with the wall-clock window it was read in, and every
@@ -336,8 +358,9 @@ def test_length_change_never_tears(zenml_server, service_account, proxy,
         errors = list(rd.errors)
     assert not errors, "reads failed: %r" % errors[:10]
     bad = [t for t in seen if t not in out]
-    assert not bad, "%d torn/unknown reads, e.g. %r (len %d)" % (
-        len(bad), bad[0][:60] + b"..." + bad[0][-20:], len(bad[0]))
+    assert not bad, "%d distinct torn/unknown reads (%d reads in all): %s" % (
+        len(bad), sum(seen[t][2] for t in bad),
+        "; ".join(classify_torn(t, out) for t in bad[:5]))
     assert not stale, "stale token right after refresh at writes %r" % \
         stale[:10]
     assert writes >= 20, "only %d refreshes in 20 s" % writes

@@ -1,0 +1,1008 @@
+"""Issue "/zen/service-accounts": service accounts and their API keys as
+folders, their attributes as files, and the control files active, rotate
+and key.
+
+Every test acts on the mount as a user would (mkdir, rmdir, open/read/write)
+and checks the effect on the real ZenML server with its own REST calls.
+Admin actions need an admin: those mounts log in as the server's
+auto-activated admin ("default", empty password) instead of with a key.
+"""
+
+import base64
+import errno
+import json
+import os
+import re
+import secrets
+import subprocess
+import time
+
+import pytest
+import requests
+
+from zenserver import jwt_claims
+
+SAS = "/api/v1/service_accounts"
+ADMIN_ENV = {"ZENML_STORE_USERNAME": "default", "ZENML_STORE_PASSWORD": ""}
+RFC3339_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
+SA_ATTRS = ("id", "full_name", "description", "created", "updated")
+KEY_ATTRS = ("id", "description", "created", "updated", "last_login",
+             "last_rotated", "retain_period_minutes")
+DENIED = (errno.EACCES, errno.EPERM)
+ACCEPTED_TRUE = ("1", "1\n", "true", "TRUE\n", "True", "yes", "YeS\n",
+                 "on", "ON\n")
+ACCEPTED_FALSE = ("0", "0\n", "false", "FALSE\n", "False", "no", "NO\n",
+                  "off", "oFf\n")
+BAD_BOOLS = (b"2", b"2\n", b"banana", b"\n", b" 1", b"1 ", b"1\n\n",
+             b"truee", b"-1", b"10", b"y", b"n")
+BAD_ROTATE = (b"abc", b"abc\n", b"-1", b"-1\n", b"99999999999999999999",
+              b"99999999999999999999\n", b"1.5", b"1.5\n", b"\n", b" 1",
+              b"1 ", b"0x10", b"+5", b"1e3", b"5\n\n")
+
+
+# ------------------------------------------------------------------ helpers
+
+
+def os_error(fn):
+    """errno of the OSError fn() raises; None if it does not raise."""
+    try:
+        fn()
+    except OSError as e:
+        return e.errno
+    return None
+
+
+def ename(e):
+    return errno.errorcode.get(e, repr(e))
+
+
+def uniq(tag="sa"):
+    return "zfs-%s-%s" % (tag, secrets.token_hex(4))
+
+
+def list_all(srv, path, **params):
+    """Every item of a server list, page by page (hydrated)."""
+    items, page = [], 1
+    while True:
+        p = {"page": page, "size": 50, "hydrate": "true"}
+        p.update(params)
+        r = srv.api("GET", path, params=p)
+        assert r.status_code == 200, r.text
+        j = r.json()
+        items += j["items"]
+        if page >= j["total_pages"]:
+            return items
+        page += 1
+
+
+def rest_sa(srv, name_or_id):
+    """Hydrated service account, or None if the server has none."""
+    r = srv.api("GET", SAS + "/" + name_or_id, params={"hydrate": "true"})
+    if r.status_code == 404:
+        return None
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def rest_sa_names(srv):
+    return sorted(i["name"] for i in list_all(srv, SAS))
+
+
+def rest_key(srv, sa_id, key):
+    r = srv.api("GET", "%s/%s/api_keys/%s" % (SAS, sa_id, key),
+                params={"hydrate": "true"})
+    if r.status_code == 404:
+        return None
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def rest_key_names(srv, sa_id):
+    return sorted(i["name"] for i in list_all(srv, "%s/%s/api_keys"
+                                              % (SAS, sa_id)))
+
+
+def login(srv, key):
+    """POST /api/v1/login with an API key, plain requests (no session, no
+    cookies).  The Response."""
+    return requests.post(srv.url + "/api/v1/login",
+                         data={"grant_type": "zenml-api-key",
+                               "password": key}, timeout=30)
+
+
+def assert_logs_in_as(srv, key, sa_name):
+    r = login(srv, key)
+    assert r.status_code == 200, "key refused: %s %s" % (r.status_code,
+                                                         r.text)
+    tok = r.json()["access_token"]
+    me = srv.current_user(tok)
+    assert me.status_code == 200, me.text
+    assert me.json()["name"] == sa_name
+    assert me.json()["body"]["is_service_account"] is True
+    return tok
+
+
+def assert_refused(srv, key):
+    r = login(srv, key)
+    assert r.status_code == 401, "key still logs in: %s %s" % (
+        r.status_code, r.text[:200])
+
+
+def rfc(server_time):
+    """The server's naive UTC ISO time as the tree shows it ('' if None)."""
+    if server_time is None:
+        return ""
+    return server_time[:19].replace(" ", "T") + "Z"
+
+
+def attr(m, rel):
+    """Content of an attribute file, which ends with exactly one '\\n'."""
+    s = m.text(rel)
+    assert s.endswith("\n"), "%s does not end with a newline: %r" % (rel, s)
+    assert "\n" not in s[:-1], "%s has more than one line: %r" % (rel, s)
+    return s[:-1]
+
+
+def key_secret_part(key):
+    """The hex secret inside a ZENKEY_ value."""
+    blob = key[len("ZENKEY_"):]
+    return json.loads(base64.b64decode(blob + "=" * (-len(blob) % 4)))["key"]
+
+
+def assert_secret_absent(text, key, where):
+    assert key not in text, "key value found in %s" % where
+    assert key_secret_part(key) not in text, "key secret found in %s" % where
+
+
+def read_new_key(m, sa, key):
+    rel = "service-accounts/%s/keys/%s/key" % (sa, key)
+    v = m.text(rel)
+    assert v.startswith("ZENKEY_") and v.endswith("\n"), repr(v[:20])
+    assert "\n" not in v[:-1]
+    return v[:-1]
+
+
+def admin_log_line(m, *needles, uid=0, pid=None):
+    """The log line recording an admin action: has every needle and the
+    caller's uid and pid."""
+    pid = os.getpid() if pid is None else pid
+    uid_re = re.compile(r"\buid %d\b" % uid)
+    pid_re = re.compile(r"\bpid %d\b" % pid)
+    for ln in m.log().splitlines():
+        if uid_re.search(ln) and pid_re.search(ln) and \
+                all(n in ln for n in needles):
+            return ln
+    pytest.fail("no log line with uid %d, pid %d and %r:\n%s"
+                % (uid, pid, needles, m.log()))
+
+
+def wait_for(fn, timeout, what, step=0.1):
+    """Poll fn() until truthy; returns its value."""
+    end = time.monotonic() + timeout
+    while True:
+        v = fn()
+        if v:
+            return v
+        if time.monotonic() > end:
+            pytest.fail("timed out after %.1f s waiting for %s" % (timeout,
+                                                                  what))
+        time.sleep(step)
+
+
+NOBODY_PY = r"""
+import errno, json, os, sys
+op, path, data = sys.argv[1], sys.argv[2], sys.argv[3].encode()
+res = {"pid": os.getpid(), "errno": None, "out": ""}
+try:
+    if op == "read":
+        with open(path, "rb") as f:
+            res["out"] = f.read().decode(errors="replace")
+    elif op == "write":
+        fd = os.open(path, os.O_WRONLY | os.O_TRUNC)
+        try:
+            os.write(fd, data)
+        finally:
+            os.close(fd)
+    elif op == "mkdir":
+        os.mkdir(path)
+    elif op == "rmdir":
+        os.rmdir(path)
+except OSError as e:
+    res["errno"] = errno.errorcode.get(e.errno, str(e.errno))
+print(json.dumps(res))
+"""
+
+
+def as_nobody(op, path, data="", timeout=30):
+    """One read/write/mkdir/rmdir as uid/gid 65534 with no groups; returns
+    {"pid", "errno" (name or None), "out"}."""
+    r = subprocess.run(
+        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+         "/usr/bin/python3", "-c", NOBODY_PY, op, path, data],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd="/",
+        timeout=timeout, text=True)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+# ----------------------------------------------------------------- fixtures
+
+
+class Cleanup:
+    """Service accounts (and tags) to delete at the end, by REST."""
+
+    def __init__(self, srv):
+        self.srv = srv
+        self.names = []
+        self.tags = []
+
+    def sa(self, name):
+        self.names.append(name)
+        return name
+
+    def run(self):
+        for t in self.tags:
+            self.srv.api("DELETE", "/api/v1/tags/" + t, timeout=10)
+        for n in self.names:
+            sa = rest_sa(self.srv, n)
+            if sa:
+                self.srv.api("DELETE", SAS + "/" + sa["id"], timeout=10)
+
+
+@pytest.fixture
+def cleanup(zenml_server):
+    c = Cleanup(zenml_server)
+    yield c
+    if not zenml_server.running():
+        zenml_server.start()
+    c.run()
+
+
+@pytest.fixture
+def admin_mount(mount):
+    """Factory: a mount logged in as the server's admin (password login,
+    no key); meta_ttl=1 unless opts say otherwise."""
+    def factory(opts="meta_ttl=1"):
+        return mount(None, opts, env_extra=dict(ADMIN_ENV))
+    return factory
+
+
+def make_sa(srv, cleanup, name=None, keys=("default",), description=None):
+    """Service account + keys over REST; returns (sa_json, {name: key})."""
+    name = cleanup.sa(name or uniq())
+    sa = srv.create_service_account(name, description=description)
+    vals = {}
+    for k in keys:
+        vals[k] = srv.create_api_key(sa["id"], k)["body"]["key"]
+    return sa, vals
+
+
+# ------------------------------------------------- create, list, attributes
+
+
+def test_mkdir_account_and_key_then_login(zenml_server, cleanup,
+                                          admin_mount):
+    srv = zenml_server
+    m = admin_mount("meta_ttl=60")      # a write must show at once anyway
+    name = cleanup.sa(uniq())
+    before = os.listdir(m.join("service-accounts"))
+    assert name not in before
+
+    os.mkdir(m.join("service-accounts", name))
+    sa = rest_sa(srv, name)
+    assert sa is not None, "mkdir did not create the account"
+    assert sa["body"]["active"] is True
+    assert sa["body"].get("is_service_account", True) is not False
+    # Shown at once, in spite of meta_ttl=60.
+    assert name in os.listdir(m.join("service-accounts"))
+    assert attr(m, "service-accounts/%s/active" % name) == "1"
+    assert attr(m, "service-accounts/%s/id" % name) == sa["id"]
+    assert sorted(os.listdir(m.join("service-accounts", name))) == sorted(
+        SA_ATTRS + ("info.json", "active", "keys"))
+    assert os.listdir(m.join("service-accounts", name, "keys")) == []
+    admin_log_line(m, name)
+
+    os.mkdir(m.join("service-accounts", name, "keys", "ci"))
+    k = rest_key(srv, sa["id"], "ci")
+    assert k is not None, "mkdir did not create the key"
+    assert k["body"]["active"] is True
+    assert os.listdir(m.join("service-accounts", name, "keys")) == ["ci"]
+    kdir = m.join("service-accounts", name, "keys", "ci")
+    assert sorted(os.listdir(kdir)) == sorted(
+        KEY_ATTRS + ("info.json", "active", "rotate", "key"))
+    st = os.stat(os.path.join(kdir, "key"))
+    assert st.st_mode & 0o777 == 0o400
+    admin_log_line(m, name, "ci")
+
+    key = read_new_key(m, name, "ci")
+    assert read_new_key(m, name, "ci") == key     # stable within the window
+    tok = assert_logs_in_as(srv, key, name)
+    assert jwt_claims(tok)["sub"] == sa["id"]
+    assert attr(m, "service-accounts/%s/keys/ci/id" % name) == k["id"]
+
+    # The value is nowhere else.
+    for rel in ("service-accounts/%s/info.json" % name,
+                "service-accounts/%s/keys/ci/info.json" % name, "status"):
+        assert_secret_absent(m.text(rel), key, rel)
+    for a in KEY_ATTRS:
+        assert_secret_absent(m.text("service-accounts/%s/keys/ci/%s"
+                                    % (name, a)), key, a)
+    assert_secret_absent(m.log(), key, "the daemon log")
+    assert_secret_absent(open(os.path.join(m.workdir, "stdio.log"),
+                              errors="replace").read(), key, "stdio")
+
+
+def test_listings_equal_server(zenml_server, cleanup, admin_mount):
+    srv = zenml_server
+    # More than one page at the server's default page size (20).
+    base = uniq("pg")
+    for i in range(23):
+        srv.create_service_account(cleanup.sa("%s-%02d" % (base, i)))
+    sa, _ = make_sa(srv, cleanup, keys=["k%02d" % i for i in range(21)])
+    m = admin_mount()
+    got = sorted(os.listdir(m.join("service-accounts")))
+    want = rest_sa_names(srv)
+    assert got == want
+    got_keys = sorted(os.listdir(m.join("service-accounts", sa["name"],
+                                        "keys")))
+    assert got_keys == rest_key_names(srv, sa["id"])
+    assert len(got_keys) == 21
+    # Every entry is a directory.
+    for n in got[:3] + [sa["name"]]:
+        assert os.path.isdir(m.join("service-accounts", n))
+    assert os.path.isdir(m.join("service-accounts", sa["name"], "keys",
+                                "k20"))
+    assert not os.path.exists(m.join("service-accounts", uniq("none")))
+    assert not os.path.exists(m.join("service-accounts", sa["name"], "keys",
+                                     "nope"))
+
+
+def test_account_attributes_equal_server(zenml_server, cleanup,
+                                         admin_mount):
+    srv = zenml_server
+    sa, _ = make_sa(srv, cleanup, keys=(), description="built by tests")
+    m = admin_mount()
+    d = "service-accounts/%s/" % sa["name"]
+    rs = rest_sa(srv, sa["id"])
+    want = {
+        "id": rs["id"],
+        "full_name": rs["body"]["full_name"] or "",
+        "description": rs["metadata"]["description"] or "",
+        "created": rfc(rs["body"]["created"]),
+        "updated": rfc(rs["body"]["updated"]),
+    }
+    assert want["description"] == "built by tests"
+    for a in SA_ATTRS:
+        assert attr(m, d + a) == want[a], a
+    for a in ("created", "updated"):
+        assert RFC3339_Z.match(attr(m, d + a)), attr(m, d + a)
+    info = json.loads(m.text(d + "info.json"))
+    assert m.text(d + "info.json").endswith("\n")
+    assert set(SA_ATTRS) <= set(info), info
+    assert set(info) - set(SA_ATTRS) <= {"name", "active"}, info
+    for a in SA_ATTRS:
+        assert info[a] == want[a], a
+    assert attr(m, d + "active") == "1"
+    assert os.stat(m.join(d + "active")).st_mode & 0o777 == 0o600
+
+
+def test_key_attributes_equal_server(zenml_server, cleanup, admin_mount):
+    srv = zenml_server
+    sa, keys = make_sa(srv, cleanup, keys=("a", "b"))
+    srv.api_key_session(keys["a"])          # sets last_login of a
+    srv.rotate_api_key(sa["id"], "b", retain_minutes=7)
+    m = admin_mount()
+    for kn in ("a", "b"):
+        d = "service-accounts/%s/keys/%s/" % (sa["name"], kn)
+        rk = rest_key(srv, sa["id"], kn)
+        md = rk["metadata"]
+        want = {
+            "id": rk["id"],
+            "description": md["description"] or "",
+            "created": rfc(rk["body"]["created"]),
+            "updated": rfc(rk["body"]["updated"]),
+            "last_login": rfc(md["last_login"]),
+            "last_rotated": rfc(md["last_rotated"]),
+            "retain_period_minutes": str(md["retain_period_minutes"]),
+        }
+        for a in KEY_ATTRS:
+            assert attr(m, d + a) == want[a], (kn, a)
+        for a in ("created", "updated", "last_login", "last_rotated"):
+            v = attr(m, d + a)
+            assert v == "" or RFC3339_Z.match(v), (kn, a, v)
+        info = json.loads(m.text(d + "info.json"))
+        assert set(KEY_ATTRS) <= set(info), info
+        assert set(info) - set(KEY_ATTRS) <= {"name", "active"}, info
+        assert info["id"] == want["id"]
+        assert info["retain_period_minutes"] == md["retain_period_minutes"]
+        for a in ("created", "updated", "last_login", "last_rotated"):
+            assert info[a] == (want[a] or None), (kn, a, info[a])
+        assert attr(m, d + "active") == "1"
+        # No key value outside the window of a create/rotate done here.
+        assert os_error(lambda: m.read(d + "key")) == errno.ENOENT
+        assert "key" not in os.listdir(m.join(d))
+        assert_secret_absent(m.text(d + "info.json"), keys[kn], "info.json")
+    assert attr(m, "service-accounts/%s/keys/a/last_login"
+                % sa["name"]) != ""
+    assert attr(m, "service-accounts/%s/keys/b/last_rotated"
+                % sa["name"]) != ""
+    assert attr(m, "service-accounts/%s/keys/b/retain_period_minutes"
+                % sa["name"]) == "7"
+
+
+def test_rest_changes_show_within_meta_ttl(zenml_server, cleanup,
+                                           admin_mount):
+    srv = zenml_server
+    sa, _ = make_sa(srv, cleanup, keys=("default",))
+    m = admin_mount("meta_ttl=1")
+    d = "service-accounts/%s/" % sa["name"]
+    assert attr(m, d + "active") == "1"
+    assert attr(m, d + "keys/default/active") == "1"
+    assert os.listdir(m.join(d + "keys")) == ["default"]
+    new_sa = cleanup.sa(uniq())
+    assert new_sa not in os.listdir(m.join("service-accounts"))
+
+    t0 = time.monotonic()
+    srv.api("PUT", SAS + "/" + sa["id"],
+            json={"active": False}).raise_for_status()
+    srv.set_api_key_active(sa["id"], "default", False)
+    srv.create_api_key(sa["id"], "second")
+    srv.create_service_account(new_sa)
+    limit = 1 + 1.5     # meta_ttl plus slack
+
+    wait_for(lambda: m.text(d + "active") == "0\n", limit, "account active")
+    wait_for(lambda: m.text(d + "keys/default/active") == "0\n", limit,
+             "key active")
+    wait_for(lambda: sorted(os.listdir(m.join(d + "keys"))) ==
+             ["default", "second"], limit, "key listing")
+    wait_for(lambda: new_sa in os.listdir(m.join("service-accounts")),
+             limit, "account listing")
+    assert os.path.isdir(m.join("service-accounts", new_sa))
+    assert time.monotonic() - t0 < limit + 1.5
+
+
+# ---------------------------------------------------------------- rotation
+
+
+def test_rotate_keeps_old_key_for_retain_period(zenml_server, cleanup,
+                                                admin_mount):
+    srv = zenml_server
+    sa, keys = make_sa(srv, cleanup)
+    orig = keys["default"]
+    m = admin_mount("meta_ttl=60")
+    d = "service-accounts/%s/keys/default/" % sa["name"]
+    assert os_error(lambda: m.read(d + "key")) == errno.ENOENT
+    assert os.stat(m.join(d + "rotate")).st_mode & 0o777 == 0o200
+    assert os_error(lambda: m.read(d + "rotate")) in DENIED
+
+    assert m.write(d + "rotate", "60\n") == 3
+    admin_log_line(m, sa["name"], "default")
+    k1 = read_new_key(m, sa["name"], "default")
+    assert k1 != orig
+    assert_logs_in_as(srv, k1, sa["name"])
+    assert_logs_in_as(srv, orig, sa["name"])    # within the retain period
+    rk = rest_key(srv, sa["id"], "default")
+    assert rk["metadata"]["retain_period_minutes"] == 60
+    assert rk["metadata"]["last_rotated"]
+    # Shown at once in spite of meta_ttl=60.
+    assert attr(m, d + "retain_period_minutes") == "60"
+    assert attr(m, d + "last_rotated") == rfc(rk["metadata"]["last_rotated"])
+    assert "key" in os.listdir(m.join(d))
+
+    assert m.write(d + "rotate", "0") == 1
+    k2 = read_new_key(m, sa["name"], "default")
+    assert k2 not in (k1, orig)
+    assert_logs_in_as(srv, k2, sa["name"])
+    assert_refused(srv, k1)                     # retain 0: at once
+    assert_refused(srv, orig)
+    assert attr(m, d + "retain_period_minutes") == "0"
+    for text, where in ((m.log(), "log"), (m.text("status"), "status"),
+                        (m.text(d + "info.json"), "info.json")):
+        for k in (orig, k1, k2):
+            assert_secret_absent(text, k, where)
+
+
+def test_rotate_rejects_bad_values(zenml_server, cleanup, admin_mount):
+    srv = zenml_server
+    sa, keys = make_sa(srv, cleanup)
+    m = admin_mount()
+    d = "service-accounts/%s/keys/default/" % sa["name"]
+    before = rest_key(srv, sa["id"], "default")
+    for v in BAD_ROTATE:
+        err = os_error(lambda: m.write(d + "rotate", v))
+        assert err == errno.EINVAL, "rotate %r: %s" % (v, ename(err))
+    after = rest_key(srv, sa["id"], "default")
+    assert after["metadata"]["last_rotated"] is None
+    assert after["metadata"]["retain_period_minutes"] == \
+        before["metadata"]["retain_period_minutes"]
+    assert after["body"]["updated"] == before["body"]["updated"]
+    assert os_error(lambda: m.read(d + "key")) == errno.ENOENT
+    assert_logs_in_as(srv, keys["default"], sa["name"])
+    # A bad write leaves no trace that would make a later good one fail.
+    assert m.write(d + "rotate", "0\n") == 2
+    assert_refused(srv, keys["default"])
+
+
+# ------------------------------------------------------------------ active
+
+
+def test_key_active_toggles_login_and_tokens(zenml_server, cleanup,
+                                            admin_mount):
+    srv = zenml_server
+    sa, keys = make_sa(srv, cleanup, keys=("default", "other"))
+    key, other = keys["default"], keys["other"]
+    tok = assert_logs_in_as(srv, key, sa["name"])
+    m = admin_mount("meta_ttl=60")
+    d = "service-accounts/%s/keys/default/" % sa["name"]
+    assert attr(m, d + "active") == "1"
+
+    assert m.write(d + "active", "0\n") == 2
+    assert attr(m, d + "active") == "0"         # at once
+    assert rest_key(srv, sa["id"], "default")["body"]["active"] is False
+    assert_refused(srv, key)
+    assert srv.current_user(tok).status_code == 401
+    assert_logs_in_as(srv, other, sa["name"])   # the other key is untouched
+    admin_log_line(m, sa["name"], "default")
+
+    assert m.write(d + "active", "1\n") == 2
+    assert attr(m, d + "active") == "1"
+    assert rest_key(srv, sa["id"], "default")["body"]["active"] is True
+    assert_logs_in_as(srv, key, sa["name"])
+
+
+def test_account_active_toggles_all_keys(zenml_server, cleanup, admin_mount):
+    srv = zenml_server
+    sa, keys = make_sa(srv, cleanup, keys=("a", "b"))
+    toks = [assert_logs_in_as(srv, k, sa["name"]) for k in keys.values()]
+    m = admin_mount("meta_ttl=60")
+    d = "service-accounts/%s/" % sa["name"]
+
+    assert m.write(d + "active", "0") == 1
+    assert attr(m, d + "active") == "0"
+    assert rest_sa(srv, sa["id"])["body"]["active"] is False
+    for k in keys.values():
+        assert_refused(srv, k)
+    for t in toks:
+        assert srv.current_user(t).status_code == 401
+    # The keys themselves stay active.
+    assert attr(m, d + "keys/a/active") == "1"
+    admin_log_line(m, sa["name"])
+
+    assert m.write(d + "active", "1") == 1
+    assert attr(m, d + "active") == "1"
+    assert rest_sa(srv, sa["id"])["body"]["active"] is True
+    for k in keys.values():
+        assert_logs_in_as(srv, k, sa["name"])
+
+
+def test_active_accepts_every_spelling(zenml_server, cleanup, admin_mount):
+    srv = zenml_server
+    sa, _ = make_sa(srv, cleanup)
+    m = admin_mount()
+    targets = {
+        "service-accounts/%s/active" % sa["name"]:
+            lambda: rest_sa(srv, sa["id"])["body"]["active"],
+        "service-accounts/%s/keys/default/active" % sa["name"]:
+            lambda: rest_key(srv, sa["id"], "default")["body"]["active"],
+    }
+    for rel, state in targets.items():
+        for f, t in zip(ACCEPTED_FALSE, ACCEPTED_TRUE):
+            m.write(rel, f)
+            assert state() is False, "%s after %r" % (rel, f)
+            assert attr(m, rel) == "0"
+            m.write(rel, t)
+            assert state() is True, "%s after %r" % (rel, t)
+            assert attr(m, rel) == "1"
+
+
+@pytest.mark.parametrize("initial", [True, False])
+def test_active_rejects_bad_values(zenml_server, cleanup, admin_mount,
+                                   initial):
+    srv = zenml_server
+    sa, keys = make_sa(srv, cleanup)
+    if not initial:
+        srv.set_api_key_active(sa["id"], "default", False)
+        srv.api("PUT", SAS + "/" + sa["id"],
+                json={"active": False}).raise_for_status()
+    m = admin_mount()
+    sa_before = rest_sa(srv, sa["id"])
+    key_before = rest_key(srv, sa["id"], "default")
+    for rel in ("service-accounts/%s/active" % sa["name"],
+                "service-accounts/%s/keys/default/active" % sa["name"]):
+        for v in BAD_BOOLS:
+            err = os_error(lambda: m.write(rel, v))
+            assert err == errno.EINVAL, "%s <- %r: %s" % (rel, v, ename(err))
+        # An empty write sends nothing (the kernel may not even pass it
+        # on); it must not change anything either.
+        os_error(lambda: m.write(rel, b""))
+        assert attr(m, rel) == ("1" if initial else "0")
+    sa_after = rest_sa(srv, sa["id"])
+    key_after = rest_key(srv, sa["id"], "default")
+    assert sa_after["body"]["active"] is initial
+    assert key_after["body"]["active"] is initial
+    assert sa_after["body"]["updated"] == sa_before["body"]["updated"]
+    assert key_after["body"]["updated"] == key_before["body"]["updated"]
+
+
+# ------------------------------------------------------------- key window
+
+
+def test_key_window_and_privacy(zenml_server, cleanup, admin_mount):
+    srv = zenml_server
+    sa, _ = make_sa(srv, cleanup, keys=())
+    m = admin_mount("meta_ttl=1,key_window=3,allow_other")
+    kdir = m.join("service-accounts", sa["name"], "keys", "w")
+    t0 = time.monotonic()
+    os.mkdir(kdir)
+    key = read_new_key(m, sa["name"], "w")
+    assert "key" in os.listdir(kdir)
+    st = os.stat(os.path.join(kdir, "key"))
+    assert st.st_mode & 0o777 == 0o400 and st.st_uid == os.getuid()
+    # Another uid cannot read it, even with allow_other.
+    r = as_nobody("read", os.path.join(kdir, "key"))
+    assert r["errno"] in ("EACCES", "EPERM") and r["out"] == "", r
+    # ... but can read the rest of the folder.
+    r = as_nobody("read", os.path.join(kdir, "id"))
+    assert r["errno"] is None, r
+    assert r["out"].strip() == rest_key(srv, sa["id"], "w")["id"]
+    assert time.monotonic() - t0 < 2.5, "test too slow for key_window=3"
+    assert read_new_key(m, sa["name"], "w") == key
+
+    # Gone after the window: ENOENT and not listed.
+    wait_for(lambda: os_error(lambda: m.read(
+        "service-accounts/%s/keys/w/key" % sa["name"])) == errno.ENOENT,
+        3 + 2.5 - (time.monotonic() - t0), "key to disappear")
+    assert time.monotonic() - t0 >= 3 - 0.5, "key gone before key_window"
+    assert "key" not in os.listdir(kdir)
+    assert not os.path.exists(os.path.join(kdir, "key"))
+    # The key itself still works: only its copy in the tree is gone.
+    assert_logs_in_as(srv, key, sa["name"])
+    assert_secret_absent(m.log(), key, "log")
+    assert_secret_absent(m.text("status"), key, "status")
+    assert_secret_absent(m.text("service-accounts/%s/keys/w/info.json"
+                                % sa["name"]), key, "info.json")
+
+    # A rotate opens a new window for the new value.
+    m.write("service-accounts/%s/keys/w/rotate" % sa["name"], "0")
+    k2 = read_new_key(m, sa["name"], "w")
+    assert k2 != key
+    assert_logs_in_as(srv, k2, sa["name"])
+    assert_secret_absent(m.log(), k2, "log")
+
+
+# ------------------------------------------------------------ other users
+
+
+def _other_uid_cases(m, sa, newsa):
+    d = m.join("service-accounts", sa["name"])
+    return (("write", d + "/active", "0\n"),
+            ("write", d + "/keys/default/active", "0\n"),
+            ("write", d + "/keys/default/rotate", "0\n"),
+            ("mkdir", m.join("service-accounts", newsa), ""),
+            ("mkdir", d + "/keys/new", ""),
+            ("rmdir", d + "/keys/default", ""),
+            ("rmdir", d, ""))
+
+
+def _assert_unchanged(srv, sa, keys, newsa):
+    assert rest_sa(srv, newsa) is None
+    assert rest_sa(srv, sa["id"])["body"]["active"] is True
+    k = rest_key(srv, sa["id"], "default")
+    assert k["body"]["active"] is True
+    assert k["metadata"]["last_rotated"] is None
+    assert rest_key(srv, sa["id"], "new") is None
+    assert_logs_in_as(srv, keys["default"], sa["name"])
+
+
+def test_other_uid_is_refused_by_kernel(zenml_server, cleanup, admin_mount):
+    """allow_other: files keep their modes, so uid 65534 cannot write the
+    control files nor mkdir/rmdir."""
+    srv = zenml_server
+    sa, keys = make_sa(srv, cleanup)
+    m = admin_mount("meta_ttl=1,allow_other")
+    newsa = cleanup.sa(uniq())
+    for op, path, data in _other_uid_cases(m, sa, newsa):
+        r = as_nobody(op, path, data)
+        assert r["errno"] in ("EACCES", "EPERM"), (op, path, r)
+    _assert_unchanged(srv, sa, keys, newsa)
+
+
+def test_other_uid_is_refused_by_daemon(zenml_server, cleanup, admin_mount):
+    """With uid=65534 the kernel lets uid 65534 write (it owns the files):
+    the daemon itself must refuse, and log the uid and pid."""
+    srv = zenml_server
+    sa, keys = make_sa(srv, cleanup)
+    m = admin_mount("meta_ttl=1,allow_other,uid=65534,gid=65534")
+    d = m.join("service-accounts", sa["name"])
+    assert os.stat(d + "/active").st_uid == 65534
+    newsa = cleanup.sa(uniq())
+    for op, path, data in _other_uid_cases(m, sa, newsa):
+        r = as_nobody(op, path, data)
+        assert r["errno"] in ("EACCES", "EPERM"), (op, path, r)
+        admin_log_line(m, uid=65534, pid=r["pid"])
+    _assert_unchanged(srv, sa, keys, newsa)
+    # The owner (root here) still may.
+    m.write("service-accounts/%s/keys/default/active" % sa["name"], "0")
+    assert rest_key(srv, sa["id"], "default")["body"]["active"] is False
+
+
+# ------------------------------------------------------------------ rmdir
+
+
+def test_rmdir_key_and_account(zenml_server, cleanup, admin_mount):
+    srv = zenml_server
+    sa, keys = make_sa(srv, cleanup, keys=("a", "b"))
+    m = admin_mount("meta_ttl=60")
+    d = m.join("service-accounts", sa["name"])
+    assert sorted(os.listdir(d + "/keys")) == ["a", "b"]
+    os.rmdir(d + "/keys/a")
+    assert rest_key(srv, sa["id"], "a") is None
+    assert os.listdir(d + "/keys") == ["b"]       # at once
+    assert not os.path.exists(d + "/keys/a")
+    assert_refused(srv, keys["a"])
+    admin_log_line(m, sa["name"], "a")
+
+    os.rmdir(d)
+    assert rest_sa(srv, sa["id"]) is None
+    assert sa["name"] not in os.listdir(m.join("service-accounts"))
+    assert not os.path.exists(d)
+    assert_refused(srv, keys["b"])
+    admin_log_line(m, sa["name"])
+
+    assert os_error(lambda: os.rmdir(d)) == errno.ENOENT
+    assert os_error(lambda: os.rmdir(m.join("service-accounts", uniq(),
+                                            "keys", "x"))) == errno.ENOENT
+
+
+def test_rmdir_refused_by_server(zenml_server, cleanup, admin_mount):
+    """An account that owns resources cannot be deleted: EPERM, and the
+    server's message in the log."""
+    srv = zenml_server
+    sa, keys = make_sa(srv, cleanup)
+    tok = srv.api_key_session(keys["default"])
+    tag = "zfs-tag-" + secrets.token_hex(4)
+    r = srv.api("POST", "/api/v1/tags", json={"name": tag}, token=tok)
+    assert r.status_code == 200, r.text
+    cleanup.tags.append(r.json()["id"])
+    m = admin_mount()
+    m.expect_errors = True
+    d = m.join("service-accounts", sa["name"])
+    err = os_error(lambda: os.rmdir(d))
+    assert err == errno.EPERM, ename(err)
+    assert rest_sa(srv, sa["id"]) is not None
+    assert os.path.isdir(d)
+    assert "cannot be deleted" in m.log() or "owns" in m.log(), m.log()
+    assert_logs_in_as(srv, keys["default"], sa["name"])
+
+
+def test_rmdir_missing_entries(zenml_server, cleanup, admin_mount):
+    srv = zenml_server
+    sa, _ = make_sa(srv, cleanup)
+    m = admin_mount()
+    names_before = rest_sa_names(srv)
+    for rel in ("service-accounts/" + uniq(),
+                "service-accounts/%s/keys/nope" % sa["name"],
+                "service-accounts/%s/keys/nope/" % sa["name"]):
+        err = os_error(lambda: os.rmdir(m.join(rel)))
+        assert err == errno.ENOENT, "%s: %s" % (rel, ename(err))
+    assert rest_sa_names(srv) == names_before
+    assert rest_key_names(srv, sa["id"]) == ["default"]
+
+
+# ---------------------------------------------------------------- bad names
+
+
+def test_mkdir_existing_is_eexist(zenml_server, cleanup, admin_mount):
+    srv = zenml_server
+    sa, keys = make_sa(srv, cleanup)
+    m = admin_mount()
+    d = m.join("service-accounts", sa["name"])
+    assert os_error(lambda: os.mkdir(d)) == errno.EEXIST
+    assert os_error(lambda: os.mkdir(d + "/keys/default")) == errno.EEXIST
+    # Made elsewhere after the mount listed: the server's 409 is EEXIST
+    # too, whatever the cache says.
+    os.listdir(m.join("service-accounts"))
+    os.listdir(d + "/keys")
+    late = cleanup.sa(uniq())
+    srv.create_service_account(late)
+    srv.create_api_key(sa["id"], "late")
+    m.expect_errors = True      # the daemon may log the server's 409
+    err = os_error(lambda: os.mkdir(m.join("service-accounts", late)))
+    assert err == errno.EEXIST, ename(err)
+    err = os_error(lambda: os.mkdir(d + "/keys/late"))
+    assert err == errno.EEXIST, ename(err)
+    # Nothing changed on the server: the key kept its value.
+    assert_logs_in_as(srv, keys["default"], sa["name"])
+    assert rest_key_names(srv, sa["id"]) == ["default", "late"]
+    assert os_error(lambda: m.read("service-accounts/%s/keys/late/key"
+                                   % sa["name"])) == errno.ENOENT
+
+
+def _bad_names():
+    return [("x" * 256, (errno.ENAMETOOLONG, errno.EINVAL)),
+            ("y" * 300, (errno.ENAMETOOLONG, errno.EINVAL)),
+            (" lead", (errno.EINVAL,)),
+            ("trail ", (errno.EINVAL,)),
+            (" both ", (errno.EINVAL,)),
+            ("tab\tin", (errno.EINVAL,)),
+            (".", (errno.EEXIST, errno.EINVAL, errno.EPERM)),
+            ("..", (errno.EEXIST, errno.EINVAL, errno.EPERM,
+                    errno.ENOTEMPTY))]
+
+
+def test_mkdir_rejects_bad_account_names(zenml_server, cleanup,
+                                         admin_mount):
+    srv = zenml_server
+    m = admin_mount()
+    before = rest_sa_names(srv)
+    for name, allowed in _bad_names():
+        cleanup.sa(name)
+        err = os_error(lambda: os.mkdir(m.join("service-accounts", name)))
+        assert err in allowed, "%r: %s" % (name[:20], ename(err))
+    assert rest_sa_names(srv) == before
+    assert sorted(os.listdir(m.join("service-accounts"))) == before
+
+
+def test_mkdir_rejects_bad_key_names(zenml_server, cleanup, admin_mount):
+    srv = zenml_server
+    sa, _ = make_sa(srv, cleanup)
+    m = admin_mount()
+    kd = m.join("service-accounts", sa["name"], "keys")
+    for name, allowed in _bad_names():
+        err = os_error(lambda: os.mkdir(os.path.join(kd, name)))
+        assert err in allowed, "%r: %s" % (name[:20], ename(err))
+    assert rest_key_names(srv, sa["id"]) == ["default"]
+    assert os.listdir(kd) == ["default"]
+
+
+def test_longest_name_is_accepted(zenml_server, cleanup, admin_mount):
+    """255 bytes: the most both the server and a path component take."""
+    srv = zenml_server
+    m = admin_mount()
+    name = cleanup.sa("z" * 247 + secrets.token_hex(4))
+    assert len(name) == 255
+    os.mkdir(m.join("service-accounts", name))
+    sa = rest_sa(srv, name)
+    assert sa is not None
+    assert name in os.listdir(m.join("service-accounts"))
+    kname = "k" * 255
+    os.mkdir(m.join("service-accounts", name, "keys", kname))
+    assert rest_key(srv, sa["id"], kname) is not None
+    key = read_new_key(m, name, kname)
+    assert_logs_in_as(srv, key, name)
+
+
+def test_attribute_files_refuse_writes(zenml_server, cleanup, admin_mount):
+    srv = zenml_server
+    sa, keys = make_sa(srv, cleanup, description="keep")
+    m = admin_mount()
+    d = "service-accounts/%s/" % sa["name"]
+    rels = [d + a for a in SA_ATTRS + ("info.json",)] + \
+        [d + "keys/default/" + a for a in KEY_ATTRS + ("info.json",)]
+    before = {r: m.text(r) for r in rels}
+    for rel in rels:
+        err = os_error(lambda: m.write(rel, "x\n"))
+        assert err in DENIED, "%s: %s" % (rel, ename(err))
+        mode = os.stat(m.join(rel)).st_mode & 0o777
+        assert mode == 0o444, "%s mode %o" % (rel, mode)
+    # The key file cannot be written either (not even by its owner).
+    m.write(d + "keys/default/rotate", "5")
+    err = os_error(lambda: m.write(d + "keys/default/key", "ZENKEY_x\n"))
+    assert err in DENIED, ename(err)
+    for rel in rels:
+        if not rel.endswith(("updated", "last_rotated", "info.json",
+                             "retain_period_minutes")):
+            assert m.text(rel) == before[rel], rel
+    assert rest_sa(srv, sa["id"])["metadata"]["description"] == "keep"
+
+
+# --------------------------------------------------- the daemon's own key
+
+
+def _sa_can_rotate_own_keys(srv, cleanup):
+    """Does this server let a service account rotate its own keys?  Tried
+    on a throwaway account."""
+    sa, keys = make_sa(srv, cleanup, keys=("probe", "victim"))
+    tok = srv.api_key_session(keys["probe"])
+    r = srv.api("PUT", "%s/%s/api_keys/victim/rotate" % (SAS, sa["id"]),
+                json={"retain_period_minutes": 0}, token=tok)
+    return r.status_code == 200, r
+
+
+def test_own_key_rotate_through_own_tree(zenml_server, cleanup, mount):
+    """A mount authenticated with a key rotates that key through its own
+    tree (retain 0): it switches to the new key and keeps serving valid
+    tokens, new ones included.  Needs a server that lets a service
+    account rotate its own key."""
+    srv = zenml_server
+    allowed, probe = _sa_can_rotate_own_keys(srv, cleanup)
+    if not allowed:
+        pytest.skip("the server forbids a service account to rotate its "
+                    "own key: %s %s" % (probe.status_code, probe.text))
+    sa, keys = make_sa(srv, cleanup)
+    old = keys["default"]
+    m = mount(old, "meta_ttl=1,token_lifetime=600")
+    m.write("service-accounts/%s/keys/default/rotate" % sa["name"], "0\n")
+    new = read_new_key(m, sa["name"], "default")
+    assert_refused(srv, old)
+    assert_logs_in_as(srv, new, sa["name"])
+    m.write("refresh", "1")
+    tok = m.read("token").decode()
+    assert srv.current_user(tok).status_code == 200
+    assert srv.current_user(tok).json()["name"] == sa["name"]
+    assert m.status()["state"] == "ok"
+    assert_secret_absent(m.log(), new, "log")
+    assert_secret_absent(m.text("status"), new, "status")
+
+
+def test_own_key_rotate_refused_by_server(zenml_server, cleanup, mount):
+    """Where the server forbids it (OSS without RBAC: only admins manage
+    keys), the rotate fails with EPERM, the server's message is logged,
+    nothing changes and the mount keeps serving tokens."""
+    srv = zenml_server
+    allowed, _ = _sa_can_rotate_own_keys(srv, cleanup)
+    if allowed:
+        pytest.skip("this server lets a service account rotate its keys")
+    sa, keys = make_sa(srv, cleanup)
+    m = mount(keys["default"], "meta_ttl=1,token_lifetime=600")
+    m.expect_errors = True
+    d = "service-accounts/%s/keys/default/" % sa["name"]
+    tok = m.read("token").decode()
+    err = os_error(lambda: m.write(d + "rotate", "0\n"))
+    assert err == errno.EPERM, ename(err)
+    assert "Only admin users" in m.log(), m.log()
+    err = os_error(lambda: m.write(d + "active", "0\n"))
+    assert err == errno.EPERM, ename(err)
+    err = os_error(lambda: os.mkdir(m.join(d[:-len("default/")] + "more")))
+    assert err == errno.EPERM, ename(err)
+    k = rest_key(srv, sa["id"], "default")
+    assert k["metadata"]["last_rotated"] is None and k["body"]["active"]
+    assert rest_key(srv, sa["id"], "more") is None
+    assert os_error(lambda: m.read(d + "key")) == errno.ENOENT
+    assert_logs_in_as(srv, keys["default"], sa["name"])
+    assert m.read("token").decode() == tok
+    m.write("refresh", "1")
+    tok2 = m.read("token").decode()
+    assert srv.current_user(tok2).json()["name"] == sa["name"]
+    assert m.status()["state"] == "ok"
+    # It can still read its own account.
+    assert attr(m, "service-accounts/%s/id" % sa["name"]) == sa["id"]
+
+
+@pytest.mark.parametrize("how", ["deactivate", "delete"])
+def test_own_key_revoked_through_tree(zenml_server, cleanup, mount,
+                                      admin_mount, how):
+    """The daemon's key is deactivated or deleted (through an admin's
+    tree): token reads fail with EKEYREVOKED and status names the key."""
+    srv = zenml_server
+    sa, keys = make_sa(srv, cleanup)
+    kid = rest_key(srv, sa["id"], "default")["id"]
+    m = mount(keys["default"], "meta_ttl=1,token_lifetime=600,"
+                               "check_interval=1")
+    m.expect_errors = True
+    tok = m.read("token")
+    assert srv.current_user(tok.decode()).status_code == 200
+    adm = admin_mount()
+    d = "service-accounts/%s/keys/default" % sa["name"]
+    if how == "deactivate":
+        adm.write(d + "/active", "0")
+    else:
+        os.rmdir(adm.join(d))
+    assert srv.current_user(tok.decode()).status_code == 401
+
+    def failing():
+        try:
+            m.read("token")
+            return None
+        except OSError as e:
+            return e.errno
+    err = wait_for(failing, 8, "token reads to fail")
+    assert err == errno.EKEYREVOKED, ename(err)
+    time.sleep(1.5)
+    assert os_error(lambda: m.read("token")) == errno.EKEYREVOKED
+    assert os_error(lambda: m.read("token.json")) == errno.EKEYREVOKED
+    st = m.status()
+    assert st["state"] == "unauthenticated", st
+    assert "default" in st["last_error"] or kid in st["last_error"], st
+    assert_secret_absent(m.text("status"), keys["default"], "status")
+    assert_secret_absent(m.log(), keys["default"], "log")
