@@ -477,6 +477,7 @@ int main(int argc, char **argv)
 		.owner = getuid(), .token_mode = o.token_mode,
 		.meta_ttl = o.meta_ttl, .key_window = o.key_window,
 		.mount_time = time(NULL), .invalidate = fs_invalidate,
+		.sync_token = notify_token_sync,
 	};
 	if (!g_fs.cache || ops_init(&g_fs))
 		goto out_fs;

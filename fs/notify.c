@@ -4,28 +4,28 @@
  * (fuse_lowlevel_notify_*), and the published token.
  *
  * Replacing the token.  Readers take the token from the page cache and
- * its length from the inode's i_size, which the kernel reads separately.
- * With the same length, swap then invalidate: a reader sees old or new.
- * A shorter token is also safe: the kernel shrinks i_size itself on the
- * short READ that refills the page.  A longer one is not: a reader still
- * holding the old i_size would cut the new token.  So for a longer token:
- *   1. drop the pages (readers refill them with the old token, old size);
- *   2. close the gate: READs of the token wait (briefly) here;
- *   3. swap, then grow i_size with an empty store at the new length;
- *   4. open the gate: the waiting READs get the new token, whose length
- *      i_size now has;
- *   5. drop the pages again (anything cached between 1 and 2).
- * Step 3 touches no page, so it cannot deadlock with a READ held at the
- * gate (that READ holds the page's lock).
+ * its length from the inode's i_size, which the kernel reads separately,
+ * and a reader may read() more than once before EOF.  Swapping the content
+ * of one inode in place lets a reader holding the old size cut the new
+ * token, or read the old token and then the tail of a longer new one (the
+ * server's tokens carry a float "iat", so lengths change often); and with
+ * readers hammering the page, an invalidation can leave the old page in
+ * the cache.  So every new token gets a new inode, like a rename over the
+ * old file: the name "token" is invalidated and looked up anew (once per
+ * reader per refresh), while the old inode keeps the old token for a short
+ * grace period, so readers that hold it finish consistently, and then
+ * follows the current token (a single-file bind mount holds it forever).
  */
 #include "fs/notify.h"
 
 #include <errno.h>
 #include <pthread.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "backend/log.h"
 #include "backend/secret.h"
@@ -35,28 +35,31 @@
 #include "fs/tree.h"
 
 #define QUEUE_MAX 256
-#define GATE_WAIT_MS 200
+#define SYNC_WAIT_MS 2000
+#define TOKEN_INOS_MAX 64
+#define REINVAL_DELAY_US 20000
 
 static struct fuse_session *g_se;
 static struct fs *g_fs;
 static pthread_t g_thread;
 static bool g_started;
 
-/* q_lock protects the queue, the flags and wakes the thread via q_cond. */
+/* q_lock protects the queue, the flags and the publish counters; q_cond
+ * wakes the thread, done_cond the callers of notify_token_sync(). */
 static pthread_mutex_t q_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t q_cond = PTHREAD_COND_INITIALIZER;
+static pthread_cond_t done_cond = PTHREAD_COND_INITIALIZER;
 static char *queue[QUEUE_MAX];
 static int q_n;
 static bool q_token, q_stop, q_all;
+static uint64_t pub_req, pub_done;
 
-/* tok_lock protects the published token and the gate. */
+/* tok_lock protects the published token. */
 static pthread_mutex_t tok_lock = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t tok_cond = PTHREAD_COND_INITIALIZER;
 static struct secret *tok_pub;
 static int64_t tok_exp;
 static size_t tok_len = 1;
 static uint64_t tok_gen;
-static bool tok_gate_closed;
 
 void notify_path(const char *path)
 {
@@ -82,7 +85,25 @@ void notify_token_changed(void *arg)
 {
 	pthread_mutex_lock(&q_lock);
 	q_token = true;
+	pub_req++;
 	pthread_cond_signal(&q_cond);
+	pthread_mutex_unlock(&q_lock);
+}
+
+void notify_token_sync(void)
+{
+	struct timespec until;
+	uint64_t want;
+
+	if (!g_started)
+		return;
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += SYNC_WAIT_MS / 1000;
+	pthread_mutex_lock(&q_lock);
+	want = pub_req;
+	while (pub_done < want && !q_stop &&
+	       !pthread_cond_timedwait(&done_cond, &q_lock, &until))
+		;
 	pthread_mutex_unlock(&q_lock);
 }
 
@@ -108,7 +129,6 @@ uint64_t notify_token_gen(void)
 
 int notify_token_get(struct fs *fs, struct secret **out)
 {
-	struct timespec until;
 	struct secret *cur;
 	int64_t exp;
 	int ret;
@@ -117,16 +137,7 @@ int notify_token_get(struct fs *fs, struct secret **out)
 	ret = token_engine_get(fs->te, &cur, &exp);
 	if (ret)
 		return ret;
-	clock_gettime(CLOCK_REALTIME, &until);
-	until.tv_nsec += GATE_WAIT_MS * 1000000L;
-	if (until.tv_nsec >= 1000000000L) {
-		until.tv_sec++;
-		until.tv_nsec -= 1000000000L;
-	}
 	pthread_mutex_lock(&tok_lock);
-	while (tok_gate_closed &&
-	       pthread_cond_timedwait(&tok_cond, &tok_lock, &until) == 0)
-		;
 	/* Serve what the kernel was told about; before the first publish,
 	 * or if the published one is too close to expiry while its successor
 	 * waits to be published, the engine's current token. */
@@ -149,68 +160,103 @@ static void inval(fuse_ino_t ino)
 			  (unsigned long)ino, strerror(-ret));
 }
 
+/* Drop the kernel's copy of every live inode of path. */
+static void inval_all(const char *path)
+{
+	fuse_ino_t inos[TOKEN_INOS_MAX];
+	size_t n = ops_inos_of(path, inos, TOKEN_INOS_MAX);
+
+	for (size_t i = 0; i < n; i++)
+		inval(inos[i]);
+}
+
+/*
+ * Drop the name's dentry if it points to ino, and mark ino deleted (nlink
+ * 0), so the kernel evicts it once nobody holds it and we hear FORGET.
+ */
+static void delete_entry(const char *name, fuse_ino_t ino)
+{
+	int ret = fuse_lowlevel_notify_delete(g_se, FUSE_ROOT_ID, ino, name,
+					      strlen(name));
+
+	if (ret && ret != -ENOENT)
+		log_debug("cannot invalidate '%s': %s", name, strerror(-ret));
+}
+
+/* Give the name a new inode; returns the old one (0: none). */
+static fuse_ino_t rename_over(const char *name, struct content *keep)
+{
+	char path[32];
+	fuse_ino_t old;
+
+	snprintf(path, sizeof(path), "/%s", name);
+	old = ops_ino_of(path);
+	if (!old || ops_retire(path, keep))
+		return 0;
+	delete_entry(name, old);
+	return old;
+}
+
 static void publish_token(void)
 {
-	struct fuse_bufvec empty = FUSE_BUFVEC_INIT(0);
-	struct secret *cur = NULL, *old;
-	size_t old_len;
-	int64_t exp;
+	struct secret *cur = NULL, *old = NULL;
+	struct content *keep = NULL;
+	bool renamed = false;
+	int64_t exp = 0;
 	int ret;
 
 	ret = token_engine_get(g_fs->te, &cur, &exp);
 	pthread_mutex_lock(&tok_lock);
-	if (ret || secret_equal(cur, tok_pub)) {
-		/* Not servable (the READ will say why), or nothing new. */
-		tok_gen++;
-		pthread_mutex_unlock(&tok_lock);
-		secret_unref(cur);
-		inval(INO_TOKEN);
-		inval(INO_TOKEN_JSON);
-		return;
-	}
-	old_len = tok_pub ? tok_pub->len : 0;
-	if (!tok_pub || cur->len <= old_len) {
+	if (!ret && !secret_equal(cur, tok_pub)) {
+		if (tok_pub) {
+			keep = content_new(tok_pub->len, true);
+			if (keep) {
+				memcpy(keep->data, tok_pub->buf, tok_pub->len);
+				renamed = true;
+			}
+		}
 		old = tok_pub;
-		tok_pub = cur;
+		tok_pub = secret_ref(cur);
 		tok_exp = exp;
 		tok_len = cur->len;
-		tok_gen++;
-		pthread_mutex_unlock(&tok_lock);
-		secret_unref(old);
-		inval(INO_TOKEN);
-		inval(INO_TOKEN_JSON);
-		return;
 	}
-	pthread_mutex_unlock(&tok_lock);
-
-	/* Longer: see the top of this file. */
-	inval(INO_TOKEN);
-	pthread_mutex_lock(&tok_lock);
-	tok_gate_closed = true;
-	old = tok_pub;
-	tok_pub = cur;
-	tok_exp = exp;
-	tok_len = cur->len;
+	/* Also when it is not servable: the next read must come here to
+	 * fail, not find the old token in the page cache. */
 	tok_gen++;
 	pthread_mutex_unlock(&tok_lock);
-	ret = fuse_lowlevel_notify_store(g_se, INO_TOKEN, (off_t)cur->len,
-					 &empty, 0);
-	if (ret && ret != -ENOENT)
-		log_debug("cannot grow the token's size: %s", strerror(-ret));
-	pthread_mutex_lock(&tok_lock);
-	tok_gate_closed = false;
-	pthread_cond_broadcast(&tok_cond);
-	pthread_mutex_unlock(&tok_lock);
+	secret_unref(cur);
 	secret_unref(old);
-	inval(INO_TOKEN);
-	inval(INO_TOKEN_JSON);
+
+	log_debug("token published (gen %llu, %zu bytes%s, inode %lu)",
+		  (unsigned long long)tok_gen, tok_len,
+		  renamed ? ", new inode" : "",
+		  (unsigned long)ops_ino_of("/token"));
+	if (renamed) {
+		fuse_ino_t old_tok = rename_over("token", keep);
+		fuse_ino_t old_json = rename_over("token.json", NULL);
+
+		content_unref(keep);
+		/* A lookup answered just before the rename can land after
+		 * the first invalidation and pin the old inode again: drop
+		 * it once more when that has surely happened. */
+		usleep(REINVAL_DELAY_US);
+		if (old_tok)
+			delete_entry("token", old_tok);
+		if (old_json)
+			delete_entry("token.json", old_json);
+	}
+	inval_all("/token");
+	inval_all("/token.json");
 }
 
 static void *notify_main(void *arg)
 {
 	struct timespec ts;
+	fuse_ino_t thawed[TOKEN_INOS_MAX];
 	char *paths[QUEUE_MAX];
 	bool token, all;
+	uint64_t seq;
+	size_t nthaw;
 	int n;
 
 	pthread_mutex_lock(&q_lock);
@@ -221,6 +267,7 @@ static void *notify_main(void *arg)
 			pthread_cond_timedwait(&q_cond, &q_lock, &ts);
 		}
 		token = q_token;
+		seq = pub_req;
 		all = q_all;
 		n = q_n;
 		memcpy(paths, queue, sizeof(char *) * n);
@@ -228,8 +275,18 @@ static void *notify_main(void *arg)
 		q_n = 0;
 		pthread_mutex_unlock(&q_lock);
 
-		if (token)
+		if (token) {
 			publish_token();
+			pthread_mutex_lock(&q_lock);
+			pub_done = seq;
+			pthread_cond_broadcast(&done_cond);
+			pthread_mutex_unlock(&q_lock);
+		}
+		/* Retired inodes whose grace ended follow the current content
+		 * from now on. */
+		nthaw = ops_thaw(thawed, TOKEN_INOS_MAX);
+		for (size_t i = 0; i < nthaw; i++)
+			inval(thawed[i]);
 		for (int i = 0; i < n; i++) {
 			fuse_ino_t ino = ops_ino_of(paths[i]);
 
@@ -270,6 +327,7 @@ void notify_stop(void)
 		pthread_mutex_lock(&q_lock);
 		q_stop = true;
 		pthread_cond_signal(&q_cond);
+		pthread_cond_broadcast(&done_cond);
 		pthread_mutex_unlock(&q_lock);
 		pthread_join(g_thread, NULL);
 		g_started = false;

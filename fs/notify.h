@@ -22,11 +22,14 @@ void notify_stop(void);
 void notify_path(const char *path);
 /* The token engine's on_change callback. */
 void notify_token_changed(void *arg);
+/* Wait (up to 2 s) until every token change so far has reached the
+ * kernel: a writer of "refresh" then reads the new token at once.  Never
+ * call it from the notify thread. */
+void notify_token_sync(void);
 
 /*
- * The token for a READ: the published one (a new reference), waiting a
- * moment if a replacement of a different length is in progress.  Errors
- * as token_engine_get().
+ * The token for a READ: the published one (a new reference).  Errors as
+ * token_engine_get().
  */
 int notify_token_get(struct fs *fs, struct secret **tok);
 /* Length of the published token, for getattr (never 0). */

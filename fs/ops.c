@@ -24,8 +24,10 @@
 
 #define TIMEOUT_LONG 86400.0
 #define TOKEN_ATTR_TIMEOUT 10.0 /* safety net behind invalidation */
+#define TOKEN_ENTRY_TIMEOUT 1.0
 #define WRITE_MAX 4096		/* control values are a few bytes */
 #define NBUCKETS 1024
+#define RETIRE_GRACE 1 /* seconds a retired inode keeps its content */
 
 struct inode {
 	fuse_ino_t ino;
@@ -36,6 +38,11 @@ struct inode {
 	struct content *snap;
 	uint64_t hash;
 	struct timespec mtime;
+	/* A retired inode (its name now has a new one) keeps its snap until
+	 * then, so readers that hold it finish with what they started. */
+	time_t frozen_until;
+	bool retired;
+	uint64_t nlookup; /* the kernel's references (lookups - forgets) */
 };
 
 static struct fs *g_fs;
@@ -54,17 +61,13 @@ static uint64_t hash_bytes(const char *s, size_t n)
 	return h;
 }
 
-/* Caller holds itab_lock. */
-static struct inode *inode_by_path(const char *path, bool create)
+/* A new inode for path, found first by later lookups.  Caller holds
+ * itab_lock. */
+static struct inode *inode_new(const char *path)
 {
 	uint64_t h = hash_bytes(path, strlen(path)) % NBUCKETS;
 	struct inode *in, **nt;
 
-	for (in = buckets[h]; in; in = in->hnext)
-		if (!strcmp(in->path, path))
-			return in;
-	if (!create)
-		return NULL;
 	if (itab_n == itab_cap) {
 		size_t cap = itab_cap ? itab_cap * 2 : 256;
 
@@ -91,13 +94,99 @@ static struct inode *inode_by_path(const char *path, bool create)
 	return in;
 }
 
+/* The current inode of path (made if create).  Caller holds itab_lock. */
+static struct inode *inode_by_path(const char *path, bool create)
+{
+	uint64_t h = hash_bytes(path, strlen(path)) % NBUCKETS;
+	struct inode *in;
+
+	for (in = buckets[h]; in; in = in->hnext)
+		if (!strcmp(in->path, path))
+			return in;
+	return create ? inode_new(path) : NULL;
+}
+
+/* Caller holds itab_lock. */
+static struct inode *inode_by_ino(fuse_ino_t ino)
+{
+	return ino && ino <= itab_n ? itab[ino - 1] : NULL;
+}
+
+static bool frozen(const struct inode *in)
+{
+	return in->frozen_until && time(NULL) < in->frozen_until;
+}
+
+int ops_retire(const char *path, struct content *keep)
+{
+	struct inode *old, *in;
+	int ret = 0;
+
+	pthread_mutex_lock(&itab_lock);
+	old = inode_by_path(path, false);
+	if (old) {
+		in = inode_new(path);
+		if (!in) {
+			ret = -ENOMEM;
+		} else {
+			old->retired = true;
+			old->frozen_until = time(NULL) + RETIRE_GRACE;
+			if (keep) {
+				content_unref(old->snap);
+				old->snap = content_ref(keep);
+			}
+		}
+	}
+	pthread_mutex_unlock(&itab_lock);
+	return ret;
+}
+
+size_t ops_thaw(fuse_ino_t *out, size_t max)
+{
+	time_t now = time(NULL);
+	size_t n = 0;
+
+	pthread_mutex_lock(&itab_lock);
+	for (size_t i = 0; i < itab_n && n < max; i++) {
+		struct inode *in = itab[i];
+
+		if (!in->path || !in->frozen_until || now < in->frozen_until)
+			continue;
+		in->frozen_until = 0;
+		content_unref(in->snap);
+		in->snap = NULL;
+		clock_gettime(CLOCK_REALTIME, &in->mtime);
+		out[n++] = in->ino;
+	}
+	pthread_mutex_unlock(&itab_lock);
+	return n;
+}
+
+size_t ops_inos_of(const char *path, fuse_ino_t *out, size_t max)
+{
+	size_t n = 0;
+
+	pthread_mutex_lock(&itab_lock);
+	/* Newest first: the current inode, then retired ones the kernel
+	 * still holds. */
+	for (size_t i = itab_n; i-- > 0 && n < max;) {
+		struct inode *in = itab[i];
+
+		if (in->path && !strcmp(in->path, path) && !frozen(in) &&
+		    (!in->retired || in->nlookup))
+			out[n++] = in->ino;
+	}
+	pthread_mutex_unlock(&itab_lock);
+	return n;
+}
+
 /* The path of ino, copied into buf.  Caller holds no lock. */
 static int ino_path(fuse_ino_t ino, char *buf, size_t size)
 {
 	int ret = 0;
 
 	pthread_mutex_lock(&itab_lock);
-	if (ino == 0 || ino > itab_n)
+	if (ino == 0 || ino > itab_n || !itab[ino - 1]->path)
 		ret = -ESTALE;
 	else if (strlen(itab[ino - 1]->path) >= size)
 		ret = -ENAMETOOLONG;
@@ -138,7 +227,8 @@ void ops_stale(const char *path)
 	for (size_t i = 0; i < itab_n; i++) {
 		struct inode *in = itab[i];
 
-		if (path && strncmp(in->path, path, n))
+		if (!in->path || (path && strncmp(in->path, path, n)) ||
+		    frozen(in))
 			continue;
 		in->hash = 0;
 		clock_gettime(CLOCK_REALTIME, &in->mtime);
@@ -193,8 +283,8 @@ static void caller_of(fuse_req_t req, struct caller *who)
  * for the READs that follow, and gives it a new mtime when it changed so
  * the kernel drops stale pages.
  */
-static int stat_path(const char *path, struct match *m, struct stat *st,
-		     double *attr_to, double *entry_to)
+static int stat_path(const char *path, fuse_ino_t ino, struct match *m,
+		     struct stat *st, double *attr_to, double *entry_to)
 {
 	struct content *c = NULL;
 	struct inode *in;
@@ -204,6 +294,23 @@ static int stat_path(const char *path, struct match *m, struct stat *st,
 	ret = tree_match(path, m);
 	if (ret)
 		return ret;
+	/* A retired inode answers with what it froze. */
+	pthread_mutex_lock(&itab_lock);
+	in = inode_by_ino(ino);
+	if (in && frozen(in) && in->snap) {
+		memset(st, 0, sizeof(*st));
+		st->st_mode = tree_mode(g_fs, m);
+		st->st_uid = g_fs->uid;
+		st->st_gid = g_fs->gid;
+		st->st_nlink = 1;
+		st->st_size = in->snap->len;
+		st->st_mtim = in->mtime;
+		pthread_mutex_unlock(&itab_lock);
+		*attr_to = 1.0;
+		*entry_to = 0;
+		return 0;
+	}
+	pthread_mutex_unlock(&itab_lock);
 	memset(st, 0, sizeof(*st));
 	st->st_mode = tree_mode(g_fs, m);
 	st->st_uid = g_fs->uid;
@@ -224,11 +331,16 @@ static int stat_path(const char *path, struct match *m, struct stat *st,
 
 		st->st_nlink = 1;
 		st->st_size = notify_token_len();
+		/* A dentry pinned to a retired inode by a racing lookup is
+		 * revalidated this soon (one LOOKUP a second in all). */
+		*entry_to = TOKEN_ENTRY_TIMEOUT;
 		st->st_mtim.tv_sec = g_fs->mount_time + gen / 1000000000ULL;
 		st->st_mtim.tv_nsec = gen % 1000000000ULL;
 		*attr_to = TOKEN_ATTR_TIMEOUT;
 	} else {
 		st->st_nlink = 1;
+		if (!strcmp(path, "/token.json"))
+			*entry_to = TOKEN_ENTRY_TIMEOUT; /* renamed like token */
 		ret = tree_render(g_fs, m, &c);
 		if (ret == -EACCES) {
 			/* Write-only control file: a size, so that a read
@@ -247,7 +359,7 @@ static int stat_path(const char *path, struct match *m, struct stat *st,
 		}
 		h = c ? hash_bytes(c->data, c->len) ^ c->len : 0;
 		pthread_mutex_lock(&itab_lock);
-		in = inode_by_path(path, true);
+		in = ino ? inode_by_ino(ino) : inode_by_path(path, true);
 		if (in) {
 			if (!c || in->hash != h || !h)
 				clock_gettime(CLOCK_REALTIME, &in->mtime);
@@ -277,14 +389,16 @@ static int entry_for(const char *path, struct fuse_entry_param *e)
 	int ret;
 
 	memset(e, 0, sizeof(*e));
-	ret = stat_path(path, &m, &e->attr, &e->attr_timeout,
+	ret = stat_path(path, 0, &m, &e->attr, &e->attr_timeout,
 			&e->entry_timeout);
 	if (ret)
 		return ret;
 	pthread_mutex_lock(&itab_lock);
 	in = inode_by_path(path, true);
-	if (in)
+	if (in) {
 		e->ino = in->ino;
+		in->nlookup++; /* the reply gives the kernel a reference */
+	}
 	pthread_mutex_unlock(&itab_lock);
 	if (!in)
 		return -ENOMEM;
@@ -306,6 +420,60 @@ static int child_path(fuse_ino_t parent, const char *name, char *buf,
 		return -ENAMETOOLONG;
 	snprintf(buf + n, size - n, "%s%s", n > 1 ? "/" : "", name);
 	return 0;
+}
+
+/* The kernel dropped nlookup references to ino.  A retired inode nobody
+ * holds any more is gone for good: free it (its number is not reused). */
+static void forget_one(fuse_ino_t ino, uint64_t nlookup)
+{
+	struct inode *in, **pp;
+	uint64_t h;
+
+	pthread_mutex_lock(&itab_lock);
+	in = inode_by_ino(ino);
+	if (!in || !in->path)
+		goto out;
+	in->nlookup = in->nlookup > nlookup ? in->nlookup - nlookup : 0;
+	if (in->nlookup || !in->retired)
+		goto out;
+	h = hash_bytes(in->path, strlen(in->path)) % NBUCKETS;
+	for (pp = &buckets[h]; *pp; pp = &(*pp)->hnext)
+		if (*pp == in) {
+			*pp = in->hnext;
+			break;
+		}
+	free(in->path);
+	in->path = NULL;
+	content_unref(in->snap);
+	in->snap = NULL;
+out:
+	pthread_mutex_unlock(&itab_lock);
+}
+
+static void op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
+{
+	forget_one(ino, nlookup);
+	fuse_reply_none(req);
+}
+
+static void op_forget_multi(fuse_req_t req, size_t count,
+			    struct fuse_forget_data *forgets)
+{
+	for (size_t i = 0; i < count; i++)
+		forget_one(forgets[i].ino, forgets[i].nlookup);
+	fuse_reply_none(req);
+}
+
+static bool retired(fuse_ino_t ino)
+{
+	struct inode *in;
+	bool ret;
+
+	pthread_mutex_lock(&itab_lock);
+	in = inode_by_ino(ino);
+	ret = in && in->retired;
+	pthread_mutex_unlock(&itab_lock);
+	return ret;
 }
 
 /* The inode number a child will have (made now if needed). */
@@ -348,6 +516,12 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	ret = child_path(parent, name, path, sizeof(path));
 	if (!ret)
 		ret = entry_for(path, &e);
+	/* The token may have moved to a new inode meanwhile: answering with
+	 * the retired one would pin it under the name again. */
+	for (int tries = 0; !ret && tries < 3 && retired(e.ino); tries++) {
+		forget_one(e.ino, 1);
+		ret = entry_for(path, &e);
+	}
 	if (ret == -ENOENT) {
 		/* negative entry, not cached: objects come and go */
 		memset(&e, 0, sizeof(e));
@@ -371,7 +545,7 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino,
 
 	ret = ino_path(ino, path, sizeof(path));
 	if (!ret)
-		ret = stat_path(path, &m, &st, &attr_to, &entry_to);
+		ret = stat_path(path, ino, &m, &st, &attr_to, &entry_to);
 	if (ret) {
 		fuse_reply_err(req, -ret);
 		return;
@@ -408,7 +582,7 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
 		if (ret)
 			goto out;
 	}
-	ret = stat_path(path, &m, &st, &attr_to, &entry_to);
+	ret = stat_path(path, ino, &m, &st, &attr_to, &entry_to);
 out:
 	if (ret) {
 		fuse_reply_err(req, -ret);
@@ -445,16 +619,6 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	struct match m;
 	int ret;
 
-	if (ino == INO_TOKEN) {
-		ret = notify_token_get(g_fs, &tok);
-		if (ret) {
-			fuse_reply_err(req, -ret);
-			return;
-		}
-		reply_content(req, tok->buf, tok->len, size, off);
-		secret_unref(tok);
-		return;
-	}
 	ret = ino_path(ino, path, sizeof(path));
 	if (!ret)
 		ret = tree_match(path, &m);
@@ -465,10 +629,26 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		goto err;
 	}
 	pthread_mutex_lock(&itab_lock);
-	in = inode_by_path(path, false);
+	in = inode_by_ino(ino);
+	if (in && frozen(in) && in->snap) {
+		c = content_ref(in->snap);
+		pthread_mutex_unlock(&itab_lock);
+		reply_content(req, c->data, c->len, size, off);
+		content_unref(c);
+		return;
+	}
 	if (in)
 		c = content_ref(in->snap);
 	pthread_mutex_unlock(&itab_lock);
+	if (tree_flags(&m) & NF_TOKEN) {
+		content_unref(c);
+		ret = notify_token_get(g_fs, &tok);
+		if (ret)
+			goto err;
+		reply_content(req, tok->buf, tok->len, size, off);
+		secret_unref(tok);
+		return;
+	}
 	/* A secret is re-checked on every read (key window, token expiry). */
 	if (!c || (c->secret && off == 0)) {
 		content_unref(c);
@@ -507,11 +687,11 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
 	}
 	ret = tree_write(g_fs, &m, buf, size, &who);
 out:
-	/* The kernel may have cached the written bytes as the file's
-	 * content: make the next getattr report a new mtime, and drop the
-	 * pages from the notify thread. */
+	/* Make the next getattr report a new mtime, so the kernel drops any
+	 * page it kept.  No invalidation from the notify thread here: the
+	 * kernel holds this file's page locked during the next write, whose
+	 * handler may wait for that thread (refresh). */
 	ops_stale(path);
-	notify_path(path);
 	if (ret)
 		fuse_reply_err(req, -ret);
 	else
@@ -651,6 +831,8 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
 const struct fuse_lowlevel_ops zen_ops = {
 	.init = op_init,
 	.lookup = op_lookup,
+	.forget = op_forget,
+	.forget_multi = op_forget_multi,
 	.getattr = op_getattr,
 	.setattr = op_setattr,
 	.open = op_open,

@@ -9,15 +9,28 @@
 #include <fuse_lowlevel.h>
 
 struct fs;
+struct content;
 
-#define INO_TOKEN 2
-#define INO_TOKEN_JSON 3
 
 extern const struct fuse_lowlevel_ops zen_ops;
 
 /* Set up the inode table; fs lives as long as the session. */
 int ops_init(struct fs *fs);
 void ops_release(void);
+
+/*
+ * Give path a new inode for later lookups; the old one keeps serving keep
+ * (or its last content when keep is NULL) for a short grace period, so a
+ * reader that holds it never sees parts of two contents.  keep: a new
+ * reference is taken.
+ */
+int ops_retire(const char *path, struct content *keep);
+/* Retired inodes whose grace ended: they follow the current content from
+ * now on, and the kernel must drop what it cached for them. */
+size_t ops_thaw(fuse_ino_t *out, size_t max);
+/* The live (not frozen) inodes of path: the current one and any retired
+ * one still held by the kernel, e.g. by a bind mount. */
+size_t ops_inos_of(const char *path, fuse_ino_t *out, size_t max);
 
 /* How many inode numbers are in use (1 .. count). */
 fuse_ino_t ops_inode_count(void);

@@ -568,6 +568,8 @@ static int write_refresh(struct fs *fs, const struct match *m,
 	ret = token_engine_mint(fs->te);
 	if (ret)
 		log_err("cannot refresh the token: %s", strerror(-ret));
+	else
+		fs->sync_token(); /* the writer's next read sees it */
 	return ret;
 }
 

@@ -34,6 +34,8 @@ struct fs {
 	 * request for it (a key wiped, a list changed): path, may be NULL
 	 * for "everything under the root".  Must not block. */
 	void (*invalidate)(const char *path);
+	/* Wait until a new token has reached the kernel's caches. */
+	void (*sync_token)(void);
 };
 
 /* Node flags. */
