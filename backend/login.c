@@ -214,6 +214,12 @@ int login_main(int argc, char **argv)
 		if (r.status == 200)
 			break;
 		zerr_parse(r.body, r.len, cls, sizeof(cls), msg, sizeof(msg));
+		if (r.status >= 500 || r.status == 429) {
+			/* The server is busy or restarting: keep polling
+			 * until the code expires. */
+			http_response_release(&r);
+			continue;
+		}
 		http_response_release(&r);
 		if (!strcmp(cls, "authorization_pending"))
 			continue;

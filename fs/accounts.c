@@ -30,8 +30,9 @@
 
 struct new_key {
 	char sa[TREE_PARAM_MAX], key[TREE_PARAM_MAX];
+	char id[40]; /* the key's id: a key re-created elsewhere is another */
 	struct secret *value;
-	time_t at;
+	struct timespec at; /* CLOCK_MONOTONIC */
 };
 
 /* nk_lock protects new_keys[] and nk_n. */
@@ -57,7 +58,19 @@ static void nk_forget(const char *sa, const char *key)
 	pthread_mutex_unlock(&nk_lock);
 }
 
-static void nk_put(const char *sa, const char *key, struct secret *value)
+static bool nk_expired(const struct new_key *k, unsigned window)
+{
+	struct timespec now;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	/* readable for at least the whole window */
+	return (now.tv_sec - k->at.tv_sec) * 1000000000LL +
+		       (now.tv_nsec - k->at.tv_nsec) >
+	       (long long)window * 1000000000LL;
+}
+
+static void nk_put(const char *sa, const char *key, const char *id,
+		   struct secret *value)
 {
 	nk_forget(sa, key);
 	pthread_mutex_lock(&nk_lock);
@@ -65,8 +78,9 @@ static void nk_put(const char *sa, const char *key, struct secret *value)
 		nk_drop(0);
 	strlcpy_z(new_keys[nk_n].sa, sa, TREE_PARAM_MAX);
 	strlcpy_z(new_keys[nk_n].key, key, TREE_PARAM_MAX);
+	strlcpy_z(new_keys[nk_n].id, id, sizeof(new_keys[nk_n].id));
 	new_keys[nk_n].value = secret_ref(value);
-	new_keys[nk_n].at = time(NULL);
+	clock_gettime(CLOCK_MONOTONIC, &new_keys[nk_n].at);
 	nk_n++;
 	pthread_mutex_unlock(&nk_lock);
 }
@@ -74,11 +88,10 @@ static void nk_put(const char *sa, const char *key, struct secret *value)
 void keys_expire(struct fs *fs)
 {
 	char path[2 * TREE_PARAM_MAX + 40];
-	time_t now = time(NULL);
 
 	pthread_mutex_lock(&nk_lock);
 	for (int i = 0; i < nk_n; i++) {
-		if (now - new_keys[i].at < (time_t)fs->key_window)
+		if (!nk_expired(&new_keys[i], fs->key_window))
 			continue;
 		snprintf(path, sizeof(path), "/service-accounts/%s/keys/%s",
 			 new_keys[i].sa, new_keys[i].key);
@@ -100,19 +113,30 @@ void keys_release(void)
 	pthread_mutex_unlock(&nk_lock);
 }
 
+static int key_fetch(struct fs *fs, const struct match *m, json_t **out);
+
 int key_secret_render(struct fs *fs, const struct match *m,
 		      struct content **out)
 {
-	time_t now = time(NULL);
+	char id[40] = "";
+	const char *s;
+	json_t *obj;
 	int ret = -ENOENT;
 
+	/* The value belongs to one key id: if the name now stands for
+	 * another key (deleted and re-created elsewhere), it is not its. */
+	if (!key_fetch(fs, m, &obj)) {
+		s = json_string_value(json_object_get(obj, "id"));
+		strlcpy_z(id, s ? s : "", sizeof(id));
+		json_decref(obj);
+	}
 	pthread_mutex_lock(&nk_lock);
 	for (int i = 0; i < nk_n; i++) {
 		struct new_key *k = &new_keys[i];
 
 		if (strcmp(k->sa, m->params[0]) || strcmp(k->key, m->params[1]))
 			continue;
-		if (now - k->at >= (time_t)fs->key_window)
+		if (nk_expired(k, fs->key_window) || strcasecmp(k->id, id))
 			break;
 		*out = content_new(k->value->len + 1, true);
 		if (!*out) {
@@ -521,12 +545,14 @@ int key_mkdir(struct fs *fs, const struct match *m, const struct caller *who)
 		goto out;
 	}
 	ret = new_key_value(reply, &value);
-	if (ret) {
+	if (ret || !json_is_string(json_object_get(reply, "id"))) {
 		log_err("cannot create API key '%s/%s': the reply has no key",
 			m->params[0], m->params[1]);
+		ret = -EIO;
 		goto out;
 	}
-	nk_put(m->params[0], m->params[1], value);
+	nk_put(m->params[0], m->params[1],
+	       json_string_value(json_object_get(reply, "id")), value);
 out:
 	secret_unref(value);
 	json_decref(reply);
@@ -651,7 +677,7 @@ int key_rotate_write(struct fs *fs, const struct match *m, const char *buf,
 			m->params[0], m->params[1]);
 		goto out;
 	}
-	nk_put(m->params[0], m->params[1], value);
+	nk_put(m->params[0], m->params[1], id, value);
 	if (is_own_key(fs, id)) {
 		/* Switch to the new key now, so the daemon outlives the
 		 * retain period of the old one. */

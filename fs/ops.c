@@ -315,6 +315,9 @@ static int stat_path(const char *path, fuse_ino_t ino, struct match *m,
 	st->st_mode = tree_mode(g_fs, m);
 	st->st_uid = g_fs->uid;
 	st->st_gid = g_fs->gid;
+	/* A new API key is for the user who mounted, whatever -o uid says. */
+	if ((tree_flags(m) & (NF_SECRET | NF_STATIC)) == NF_SECRET)
+		st->st_uid = g_fs->owner;
 	st->st_blksize = 4096;
 	*entry_to = tree_flags(m) & NF_STATIC ? TIMEOUT_LONG : 0;
 	*attr_to = 0;
