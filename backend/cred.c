@@ -63,8 +63,8 @@ static int read_key_file(const char *path, struct secret **out, char *why,
 	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
 	if (fd < 0) {
 		ret = -errno;
-		snprintf(why, whysz, "cannot open API key file '%s': %s",
-			 path, strerror(errno));
+		snprintf(why, whysz, "cannot open API key file '%s': %s", path,
+			 strerror(errno));
 		return ret;
 	}
 	ret = secret_read_fd(fd, out);

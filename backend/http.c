@@ -288,8 +288,7 @@ int http_request(struct http_client *c, const char *method, const char *path,
 	curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
 	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, sink_write);
 	curl_easy_setopt(h, CURLOPT_WRITEDATA, &sink);
-	curl_easy_setopt(h, CURLOPT_MAXFILESIZE_LARGE,
-			 (curl_off_t)sink.max);
+	curl_easy_setopt(h, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)sink.max);
 	curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method);
 	if (body) {
 		curl_easy_setopt(h, CURLOPT_POSTFIELDS, body);

@@ -14,18 +14,18 @@
 struct secret;
 
 struct http_opts {
-	const char *base_url;	 /* "https://host[:port][/prefix]", copied */
-	const char *cafile;	 /* may be NULL; copied */
+	const char *base_url; /* "https://host[:port][/prefix]", copied */
+	const char *cafile; /* may be NULL; copied */
 	long connect_timeout_ms; /* 0: 5000 */
-	long timeout_ms;	 /* 0: 20000 */
-	size_t max_response;	 /* 0: 16 MiB */
+	long timeout_ms; /* 0: 20000 */
+	size_t max_response; /* 0: 16 MiB */
 };
 
 struct http_response {
-	long status;	    /* HTTP status, 0 when no reply */
-	char *body;	    /* NUL-terminated; free with http_response_release */
+	long status; /* HTTP status, 0 when no reply */
+	char *body; /* NUL-terminated; free with http_response_release */
 	size_t len;
-	bool secret;	    /* body lives in guarded memory */
+	bool secret; /* body lives in guarded memory */
 };
 
 /* Returns NULL on a bad URL (not http/https) or out of memory. */

@@ -21,8 +21,15 @@
 #include "backend/session.h"
 #include "backend/util.h"
 
-enum { L_OK = 0, L_USAGE = 1, L_DENIED = 4, L_EXPIRED = 5, L_SERVER = 3,
-       L_INTERRUPTED = 130, L_FAIL = 6 };
+enum {
+	L_OK = 0,
+	L_USAGE = 1,
+	L_DENIED = 4,
+	L_EXPIRED = 5,
+	L_SERVER = 3,
+	L_INTERRUPTED = 130,
+	L_FAIL = 6
+};
 
 static volatile sig_atomic_t interrupted;
 
@@ -97,11 +104,13 @@ int login_main(int argc, char **argv)
 		return L_USAGE;
 	}
 	url = argv[optind];
-	h = http_client_new(&(struct http_opts){ .base_url = url,
-						 .cafile = cafile });
+	h = http_client_new(
+		&(struct http_opts){ .base_url = url, .cafile = cafile });
 	if (!h) {
-		fprintf(stderr, "zenmlfs: invalid server URL '%s': it must "
-				"start with http:// or https://\n", url);
+		fprintf(stderr,
+			"zenmlfs: invalid server URL '%s': it must "
+			"start with http:// or https://\n",
+			url);
 		return L_USAGE;
 	}
 	url = http_base_url(h);
@@ -116,15 +125,19 @@ int login_main(int argc, char **argv)
 	if (http_request(h, "POST", "/api/v1/device_authorization",
 			 "application/x-www-form-urlencoded", form_buf,
 			 strlen(form_buf), NULL, true, &r)) {
-		fprintf(stderr, "zenmlfs: cannot reach the ZenML server at "
-				"'%s'\n", url);
+		fprintf(stderr,
+			"zenmlfs: cannot reach the ZenML server at "
+			"'%s'\n",
+			url);
 		ret = L_SERVER;
 		goto out;
 	}
 	if (r.status != 200) {
 		zerr_parse(r.body, r.len, cls, sizeof(cls), msg, sizeof(msg));
-		fprintf(stderr, "zenmlfs: '%s' refused the device login: "
-				"server said %ld (%s)\n", url, r.status, msg);
+		fprintf(stderr,
+			"zenmlfs: '%s' refused the device login: "
+			"server said %ld (%s)\n",
+			url, r.status, msg);
 		ret = L_SERVER;
 		goto out;
 	}
@@ -134,8 +147,10 @@ int login_main(int argc, char **argv)
 	if (!json_is_string(v) ||
 	    !json_is_string(json_object_get(j, "user_code")) ||
 	    !json_is_string(json_object_get(j, "verification_uri"))) {
-		fprintf(stderr, "zenmlfs: malformed device login reply from "
-				"'%s'\n", url);
+		fprintf(stderr,
+			"zenmlfs: malformed device login reply from "
+			"'%s'\n",
+			url);
 		ret = L_SERVER;
 		goto out;
 	}
@@ -167,7 +182,8 @@ int login_main(int argc, char **argv)
 	signal(SIGTERM, on_signal);
 	snprintf(form_buf, sizeof(form_buf),
 		 "grant_type=urn%%3Aietf%%3Aparams%%3Aoauth%%3Agrant-type"
-		 "%%3Adevice_code&client_id=%s&device_code=", client);
+		 "%%3Adevice_code&client_id=%s&device_code=",
+		 client);
 	form = secret_new(NULL, 0);
 	{
 		size_t n = strlen(form_buf);
@@ -195,7 +211,8 @@ int login_main(int argc, char **argv)
 		}
 		if (now >= deadline) {
 			printf("\rthe code expired before it was approved: "
-			       "run 'zenmlfs login %s' again.\n", url);
+			       "run 'zenmlfs login %s' again.\n",
+			       url);
 			ret = L_EXPIRED;
 			goto out;
 		}
@@ -236,7 +253,8 @@ int login_main(int argc, char **argv)
 		}
 		if (!strcmp(cls, "expired_token")) {
 			printf("\rthe code expired before it was approved: "
-			       "run 'zenmlfs login %s' again.\n", url);
+			       "run 'zenmlfs login %s' again.\n",
+			       url);
 			ret = L_EXPIRED;
 			goto out;
 		}
@@ -264,8 +282,8 @@ int login_main(int argc, char **argv)
 	}
 	session_path(url, full, sizeof(full));
 	printf("\rlogged in to %s%s%s; the session is saved in %s\n"
-	       "mount with: zenmlfs --url %s MOUNTPOINT\n", url,
-	       device[0] ? " as device " : "", device, full, url);
+	       "mount with: zenmlfs --url %s MOUNTPOINT\n",
+	       url, device[0] ? " as device " : "", device, full, url);
 	ret = L_OK;
 out:
 	http_response_release(&r);
@@ -295,8 +313,10 @@ int logout_main(int argc, char **argv)
 	if (ret == -ENOENT)
 		printf("no saved session for %s\n", http_base_url(h));
 	else if (ret)
-		fprintf(stderr, "zenmlfs: cannot remove the session for '%s': "
-				"%s\n", http_base_url(h), strerror(-ret));
+		fprintf(stderr,
+			"zenmlfs: cannot remove the session for '%s': "
+			"%s\n",
+			http_base_url(h), strerror(-ret));
 	else
 		printf("logged out of %s: the saved session is gone\n",
 		       http_base_url(h));

@@ -15,7 +15,7 @@
 struct secret {
 	size_t len;
 	char *buf; /* sodium_malloc'd, len + 1 bytes */
-	int refs;  /* atomic */
+	int refs; /* atomic */
 };
 
 /* A new secret holding a copy of s[0..len); NULL when out of memory. */

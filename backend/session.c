@@ -93,8 +93,7 @@ static int derive_key(const char *url, unsigned char *key)
 				15, crypto_secretbox_KEYBYTES);
 	crypto_generichash_update(&st, (unsigned char *)mid, (size_t)n);
 	crypto_generichash_update(&st, (unsigned char *)uid, strlen(uid));
-	crypto_generichash_update(&st, (const unsigned char *)url,
-				  strlen(url));
+	crypto_generichash_update(&st, (const unsigned char *)url, strlen(url));
 	crypto_generichash_final(&st, key, crypto_secretbox_KEYBYTES);
 	sodium_memzero(mid, sizeof(mid));
 	return 0;
@@ -135,8 +134,7 @@ int session_save(const char *url, const struct secret *token)
 		ret = -errno;
 		goto out;
 	}
-	if (fchmod(fd, 0600) ||
-	    write(fd, MAGIC, MAGIC_LEN) != MAGIC_LEN ||
+	if (fchmod(fd, 0600) || write(fd, MAGIC, MAGIC_LEN) != MAGIC_LEN ||
 	    write(fd, nonce, sizeof(nonce)) != (ssize_t)sizeof(nonce) ||
 	    write(fd, box, boxlen) != (ssize_t)boxlen || fsync(fd)) {
 		ret = errno ? -errno : -EIO;

@@ -37,14 +37,14 @@ struct token_engine {
 	bool stop, kick;
 	struct secret *tok;
 	int64_t exp;
-	time_t minted_at;	/* 0: never */
-	time_t next_refresh;	/* 0: none planned */
+	time_t minted_at; /* 0: never */
+	time_t next_refresh; /* 0: none planned */
 	time_t next_check;
-	unsigned failures;	/* consecutive, for backoff */
+	unsigned failures; /* consecutive, for backoff */
 	unsigned long refreshes, refresh_failures;
 	enum state state;
-	int auth_err;		/* set with ST_UNAUTH */
-	bool announced_expiry;	/* on_change sent for the current expiry */
+	int auth_err; /* set with ST_UNAUTH */
+	bool announced_expiry; /* on_change sent for the current expiry */
 	char last_error[512];
 };
 
@@ -163,7 +163,8 @@ int token_engine_mint(struct token_engine *te)
 			pthread_mutex_unlock(&te->lock);
 			if (!was) {
 				log_err("the server refused the daemon's "
-					"credential: %s", err);
+					"credential: %s",
+					err);
 				changed(te);
 			}
 		} else {
@@ -196,8 +197,7 @@ out:
 	return ret;
 }
 
-int token_engine_get(struct token_engine *te, struct secret **tok,
-		     int64_t *exp)
+int token_engine_get(struct token_engine *te, struct secret **tok, int64_t *exp)
 {
 	time_t now = time(NULL);
 	int ret = 0;
@@ -295,11 +295,10 @@ static void *engine_main(void *arg)
 			continue;
 		}
 		do_refresh = te->next_refresh && te->next_refresh <= now;
-		do_check = te->kick || (te->opts.check_interval &&
-					te->next_check <= now);
+		do_check = te->kick ||
+			   (te->opts.check_interval && te->next_check <= now);
 		expire = te->tok && te->exp != TOKEN_NO_EXPIRY &&
-			 !te->announced_expiry &&
-			 now >= te->exp - TOKEN_MARGIN;
+			 !te->announced_expiry && now >= te->exp - TOKEN_MARGIN;
 		te->kick = false;
 		if (do_check)
 			te->next_check = now + te->opts.check_interval;
@@ -356,8 +355,8 @@ static void fmt_time(time_t t, char *buf, size_t size)
 size_t token_engine_status(struct token_engine *te, char *buf, size_t size)
 {
 	static const char *const names[] = {
-		[ST_NONE] = "unauthenticated", [ST_OK] = "ok",
-		[ST_DEGRADED] = "degraded",    [ST_EXPIRED] = "expired",
+		[ST_NONE] = "unauthenticated",	 [ST_OK] = "ok",
+		[ST_DEGRADED] = "degraded",	 [ST_EXPIRED] = "expired",
 		[ST_UNAUTH] = "unauthenticated",
 	};
 	char exp[32], next[32], last[32], err[512];

@@ -16,12 +16,12 @@
 struct zen;
 struct secret;
 
-#define TOKEN_MARGIN 30	       /* never served this close to expiry */
+#define TOKEN_MARGIN 30 /* never served this close to expiry */
 #define TOKEN_LIFETIME_MIN 60
 #define TOKEN_NO_EXPIRY INT64_MAX
 
 struct token_opts {
-	unsigned lifetime;	 /* seconds, >= TOKEN_LIFETIME_MIN */
+	unsigned lifetime; /* seconds, >= TOKEN_LIFETIME_MIN */
 	unsigned check_interval; /* seconds between validity checks; 0 off */
 	/* Called (from any thread, no engine lock held) when what
 	 * token_engine_get() returns has changed: a new token, or the
@@ -56,8 +56,7 @@ int token_engine_get(struct token_engine *te, struct secret **tok,
 /* Record that the daemon's credential was revoked (found by the caller,
  * e.g. its own key deactivated through the tree); reason is logged and
  * shown in status. err is -EKEYREVOKED or similar; 0 clears. */
-void token_engine_revoke(struct token_engine *te, int err,
-			 const char *reason);
+void token_engine_revoke(struct token_engine *te, int err, const char *reason);
 
 /* The status file: "key: value" lines (DESIGN.md section 5).  Returns the
  * length written (truncated to size - 1). */

@@ -8,7 +8,7 @@
 
 #include <errno.h>
 #include <limits.h>
-#include <math.h>		/* isfinite(), a macro: no libm */
+#include <math.h> /* isfinite(), a macro: no libm */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,14 +17,14 @@
 #include <sodium.h>
 
 /* Upper bounds on what we are willing to decode at all. */
-#define JWT_MAX_LEN	 16384
-#define ZENKEY_MAX_LEN	 4096
-#define ZERR_MAX_BODY	 (1024 * 1024)
-#define ZERR_PREFIX_MAX	 200
+#define JWT_MAX_LEN 16384
+#define ZENKEY_MAX_LEN 4096
+#define ZERR_MAX_BODY (1024 * 1024)
+#define ZERR_PREFIX_MAX 200
 
-#define ZENKEY_PREFIX	 "ZENKEY_"
+#define ZENKEY_PREFIX "ZENKEY_"
 #define ZENKEY_PREFIX_LEN (sizeof(ZENKEY_PREFIX) - 1)
-#define UUID_STR_LEN	 36
+#define UUID_STR_LEN 36
 
 /* ---- small ASCII helpers (locale independent) ---- */
 
@@ -211,8 +211,7 @@ int time_parse_iso(const char *s, time_t *out)
 	if (!s || !out)
 		return -EINVAL;
 	if (!read_digits(&p, 4, &y) || *p++ != '-' ||
-	    !read_digits(&p, 2, &mo) || *p++ != '-' ||
-	    !read_digits(&p, 2, &d))
+	    !read_digits(&p, 2, &mo) || *p++ != '-' || !read_digits(&p, 2, &d))
 		return -EINVAL;
 	if (*p != 'T' && *p != 't' && *p != ' ')
 		return -EINVAL;
@@ -242,8 +241,8 @@ int time_parse_iso(const char *s, time_t *out)
 	}
 	if (*p != '\0')
 		return -EINVAL;
-	if (y < 1 || mo < 1 || mo > 12 || d < 1 ||
-	    d > days_in_month(y, mo) || h > 23 || mi > 59 || sec > 59)
+	if (y < 1 || mo < 1 || mo > 12 || d < 1 || d > days_in_month(y, mo) ||
+	    h > 23 || mi > 59 || sec > 59)
 		return -EINVAL;
 
 	t = days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + sec;
@@ -415,9 +414,9 @@ int jwt_exp(const char *jwt, size_t len, int64_t *exp)
 		double r = json_real_value(e);
 
 		if (isfinite(r) && r >= -9.2e18 && r <= 9.2e18) {
-			v = (int64_t)r;		/* toward zero ... */
+			v = (int64_t)r; /* toward zero ... */
 			if ((double)v > r)
-				v--;		/* ... then down */
+				v--; /* ... then down */
 			ret = 0;
 		} else {
 			ret = -EINVAL;
@@ -465,8 +464,8 @@ int zenkey_id(const char *key, size_t len, char *id, size_t idsz)
 		return -EINVAL;
 	if (idsz < UUID_STR_LEN + 1)
 		return -ENOSPC;
-	if (b64_decode(key + ZENKEY_PREFIX_LEN, len - ZENKEY_PREFIX_LEN,
-		       false, buf, sizeof(buf), &n) != 0)
+	if (b64_decode(key + ZENKEY_PREFIX_LEN, len - ZENKEY_PREFIX_LEN, false,
+		       buf, sizeof(buf), &n) != 0)
 		goto out;
 	root = json_loadb((const char *)buf, n, JSON_REJECT_DUPLICATES, NULL);
 	if (!json_is_object(root))
@@ -501,8 +500,8 @@ out:
 /* An output string that is truncated on a character boundary. */
 struct sbuf {
 	char *p;
-	size_t sz;	/* capacity including the NUL */
-	size_t n;	/* bytes used, excluding the NUL */
+	size_t sz; /* capacity including the NUL */
+	size_t n; /* bytes used, excluding the NUL */
 	bool full;
 };
 
@@ -556,8 +555,8 @@ static size_t utf8_seq(const unsigned char *s, size_t len, uint32_t *cp)
 			return 0;
 		c = (c << 6) | (s[i] & 0x3f);
 	}
-	if ((n == 3 && c < 0x800) || (n == 4 && c < 0x10000) ||
-	    c > 0x10ffff || (c >= 0xd800 && c <= 0xdfff))
+	if ((n == 3 && c < 0x800) || (n == 4 && c < 0x10000) || c > 0x10ffff ||
+	    (c >= 0xd800 && c <= 0xdfff))
 		return 0;
 	*cp = c;
 	return n;
@@ -684,8 +683,8 @@ static bool zerr_shape(const json_t *root, struct sbuf *c, struct sbuf *m)
 	return true;
 }
 
-int zerr_parse(const char *body, size_t len, char *cls, size_t clssz,
-	       char *msg, size_t msgsz)
+int zerr_parse(const char *body, size_t len, char *cls, size_t clssz, char *msg,
+	       size_t msgsz)
 {
 	struct sbuf c, m;
 	json_t *root = NULL;

@@ -85,8 +85,8 @@ bool uuid_valid(const char *s);
  * safe in a log line.  -EINVAL when the body is none of these (msg then
  * gets a printable prefix of the body, at most 200 bytes).
  */
-int zerr_parse(const char *body, size_t len, char *cls, size_t clssz,
-	       char *msg, size_t msgsz);
+int zerr_parse(const char *body, size_t len, char *cls, size_t clssz, char *msg,
+	       size_t msgsz);
 
 /*
  * The errno for a failed server call (DESIGN.md section 2):

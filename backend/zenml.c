@@ -231,8 +231,9 @@ static int do_login(struct zen *z)
 		break;
 	case CRED_SESSION:
 		/* A device session cannot be renewed without the user. */
-		zen_set_error(z, "the saved login session is no longer valid: "
-				 "run 'zenmlfs login %s' again",
+		zen_set_error(z,
+			      "the saved login session is no longer valid: "
+			      "run 'zenmlfs login %s' again",
 			      zen_url(z));
 		ret = -EKEYEXPIRED;
 		goto out;
@@ -337,8 +338,8 @@ int zen_info(struct zen *z, json_t **out)
 	json_t *root;
 	int ret;
 
-	ret = http_request(z->http, "GET", "/api/v1/info", NULL, NULL, 0,
-			   NULL, false, &r);
+	ret = http_request(z->http, "GET", "/api/v1/info", NULL, NULL, 0, NULL,
+			   false, &r);
 	if (ret)
 		return transport_error(z, "server info", ret);
 	if (r.status != 200) {
@@ -363,9 +364,8 @@ out:
  * One authenticated request.  On 401 CredentialsNotValid with the daemon's
  * session, log in again once and retry.
  */
-static int call(struct zen *z, const struct secret *bearer,
-		const char *method, const char *path, json_t *body,
-		bool secret_reply, json_t **out)
+static int call(struct zen *z, const struct secret *bearer, const char *method,
+		const char *path, json_t *body, bool secret_reply, json_t **out)
 {
 	struct http_response r = { 0 };
 	struct secret *sess = NULL;
@@ -414,8 +414,8 @@ again:
 			if (ret != -EKEYREVOKED)
 				ret = -EKEYEXPIRED;
 			zen_last_error(z, msg, sizeof(msg));
-			zen_set_error(z, "%s; run 'zenmlfs login %s' again", msg,
-				      zen_url(z));
+			zen_set_error(z, "%s; run 'zenmlfs login %s' again",
+				      msg, zen_url(z));
 			goto out;
 		}
 		if (r.status == 401 && !bearer && tries++ == 0 &&
@@ -429,8 +429,9 @@ again:
 		goto out;
 	}
 	if (out) {
-		root = r.len ? json_loadb(r.body, r.len, JSON_DECODE_ANY, NULL)
-			     : json_null();
+		root = r.len ? json_loadb(r.body, r.len, JSON_DECODE_ANY,
+					  NULL) :
+			       json_null();
 		if (!root) {
 			zen_set_error(z, "%s: malformed reply from the server",
 				      what);
@@ -445,14 +446,14 @@ out:
 	return ret;
 }
 
-int zen_call(struct zen *z, const char *method, const char *path,
-	     json_t *body, bool secret_reply, json_t **out)
+int zen_call(struct zen *z, const char *method, const char *path, json_t *body,
+	     bool secret_reply, json_t **out)
 {
 	return call(z, NULL, method, path, body, secret_reply, out);
 }
 
-int zen_call_as(struct zen *z, const struct secret *bearer,
-		const char *method, const char *path, json_t **out)
+int zen_call_as(struct zen *z, const struct secret *bearer, const char *method,
+		const char *path, json_t **out)
 {
 	return call(z, bearer, method, path, NULL, false, out);
 }
@@ -505,8 +506,7 @@ int zen_list(struct zen *z, const char *path, json_t **items)
 		return -ENOMEM;
 	for (long i = 1; i <= pages; i++) {
 		snprintf(url, sizeof(url), "%s%spage=%ld&size=%d&hydrate=true",
-			 path, strchr(path, '?') ? "&" : "?", i,
-			 PAGE_SIZE_MAX);
+			 path, strchr(path, '?') ? "&" : "?", i, PAGE_SIZE_MAX);
 		ret = call(z, NULL, "GET", url, NULL, false, &page);
 		if (ret)
 			goto fail;
@@ -517,8 +517,8 @@ int zen_list(struct zen *z, const char *path, json_t **items)
 			ret = -EIO;
 			goto fail;
 		}
-		pages = json_integer_value(json_object_get(page,
-							   "total_pages"));
+		pages = json_integer_value(
+			json_object_get(page, "total_pages"));
 		if (pages > 100000)
 			pages = 100000;
 		json_array_extend(all, arr);

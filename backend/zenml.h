@@ -18,15 +18,15 @@ struct secret;
 
 enum cred_kind {
 	CRED_NONE,
-	CRED_API_KEY,  /* API key or Pro personal access token */
-	CRED_SESSION,  /* token saved by "zenmlfs login" (device flow) */
+	CRED_API_KEY, /* API key or Pro personal access token */
+	CRED_SESSION, /* token saved by "zenmlfs login" (device flow) */
 	CRED_PASSWORD, /* ZENML_STORE_USERNAME / ZENML_STORE_PASSWORD */
 };
 
 struct zen_cred {
 	enum cred_kind kind;
 	struct secret *secret; /* key, session token or password */
-	char *username;	       /* CRED_PASSWORD only; malloc'd */
+	char *username; /* CRED_PASSWORD only; malloc'd */
 };
 
 /* Name of a credential kind for status: "api-key", "device", "password". */
@@ -60,12 +60,12 @@ int zen_api_token(struct zen *z, unsigned lifetime, struct secret **out);
  * dropped).  secret_reply keeps the raw reply in guarded memory (replies
  * carrying a new API key).  bearer NULL: the daemon's session.
  */
-int zen_call(struct zen *z, const char *method, const char *path,
-	     json_t *body, bool secret_reply, json_t **out);
+int zen_call(struct zen *z, const char *method, const char *path, json_t *body,
+	     bool secret_reply, json_t **out);
 
 /* Like zen_call, but authenticated with the given token and no re-login. */
-int zen_call_as(struct zen *z, const struct secret *bearer,
-		const char *method, const char *path, json_t **out);
+int zen_call_as(struct zen *z, const struct secret *bearer, const char *method,
+		const char *path, json_t **out);
 
 /* Every page of a list endpoint, hydrated: *items is a JSON array. */
 int zen_list(struct zen *z, const char *path, json_t **items);

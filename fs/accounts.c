@@ -189,7 +189,7 @@ static int sa_fetch(struct fs *fs, const struct match *m, json_t **out)
 	if (ret)
 		return ret;
 	ret = -ENOENT;
-	json_array_foreach(items, i, it) {
+	json_array_foreach (items, i, it) {
 		json_t *name = json_object_get(it, "name");
 
 		if (json_is_string(name) &&
@@ -229,7 +229,7 @@ int sa_list(struct fs *fs, const struct match *m, struct names *out)
 	ret = model_list(fs, SAS, &items);
 	if (ret)
 		return ret;
-	json_array_foreach(items, i, it) {
+	json_array_foreach (items, i, it) {
 		json_t *name = json_object_get(it, "name");
 		const char *s = json_string_value(name);
 
@@ -296,13 +296,12 @@ int sa_mkdir(struct fs *fs, const struct match *m, const struct caller *who)
 		return ret;
 	log_info("uid %u pid %d: create service account '%s'",
 		 (unsigned)who->uid, (int)who->pid, m->params[0]);
-	body = json_pack("{s:s,s:s,s:b}", "name", m->params[0], "full_name",
-			 "", "active", 1);
+	body = json_pack("{s:s,s:s,s:b}", "name", m->params[0], "full_name", "",
+			 "active", 1);
 	ret = zen_call(fs->zen, "POST", SAS, body, false, NULL);
 	json_decref(body);
 	if (ret)
-		server_failed(fs, ret, "create service account",
-			      m->params[0]);
+		server_failed(fs, ret, "create service account", m->params[0]);
 	sa_changed(fs, m->params[0]);
 	return ret;
 }
@@ -325,16 +324,14 @@ int sa_rmdir(struct fs *fs, const struct match *m, const struct caller *who)
 	}
 	ret = zen_call(fs->zen, "DELETE", path, NULL, false, NULL);
 	if (ret)
-		server_failed(fs, ret, "delete service account",
-			      m->params[0]);
+		server_failed(fs, ret, "delete service account", m->params[0]);
 	else
 		nk_forget(m->params[0], NULL);
 	sa_changed(fs, m->params[0]);
 	return ret;
 }
 
-int sa_active_render(struct fs *fs, const struct match *m,
-		     struct content **out)
+int sa_active_render(struct fs *fs, const struct match *m, struct content **out)
 {
 	json_t *sa;
 	int ret = sa_fetch(fs, m, &sa);
@@ -403,7 +400,7 @@ int key_list(struct fs *fs, const struct match *m, struct names *out)
 		ret = model_list(fs, path, &items);
 	if (ret)
 		return ret;
-	json_array_foreach(items, i, it) {
+	json_array_foreach (items, i, it) {
 		const char *s = json_string_value(json_object_get(it, "name"));
 
 		if (s && *s && !strchr(s, '/') && strcmp(s, ".") &&
@@ -428,7 +425,7 @@ static int key_fetch(struct fs *fs, const struct match *m, json_t **out)
 	if (ret)
 		return ret;
 	ret = -ENOENT;
-	json_array_foreach(items, i, it) {
+	json_array_foreach (items, i, it) {
 		const char *s = json_string_value(json_object_get(it, "name"));
 
 		if (s && !strcmp(s, m->params[1])) {
@@ -506,8 +503,7 @@ static void key_changed(struct fs *fs, const struct match *m)
 	snprintf(path, sizeof(path), "/service-accounts/%s/keys/%s",
 		 m->params[0], m->params[1]);
 	fs->invalidate(path);
-	snprintf(path, sizeof(path), "/service-accounts/%s/keys",
-		 m->params[0]);
+	snprintf(path, sizeof(path), "/service-accounts/%s/keys", m->params[0]);
 	fs->invalidate(path);
 }
 
@@ -625,8 +621,8 @@ int key_active_write(struct fs *fs, const struct match *m, const char *buf,
 	ret = zen_call(fs->zen, "PUT", path, body, false, NULL);
 	json_decref(body);
 	if (ret) {
-		server_failed(fs, ret, on ? "activate API key" :
-					    "deactivate API key",
+		server_failed(fs, ret,
+			      on ? "activate API key" : "deactivate API key",
 			      m->params[1]);
 	} else if (is_own_key(fs, id)) {
 		snprintf(why, sizeof(why),

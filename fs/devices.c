@@ -26,7 +26,7 @@ int devices_list(struct fs *fs, const struct match *m, struct names *out)
 	ret = model_list(fs, DEVICES, &items);
 	if (ret)
 		return ret;
-	json_array_foreach(items, i, it) {
+	json_array_foreach (items, i, it) {
 		json_t *id = json_object_get(it, "id");
 
 		if (json_is_string(id) && uuid_valid(json_string_value(id)) &&
@@ -51,7 +51,7 @@ static int device_fetch(struct fs *fs, const struct match *m, json_t **out)
 	if (ret)
 		return ret;
 	ret = -ENOENT;
-	json_array_foreach(items, i, it) {
+	json_array_foreach (items, i, it) {
 		json_t *id = json_object_get(it, "id");
 
 		if (json_is_string(id) &&
@@ -107,8 +107,7 @@ int device_lock_render(struct fs *fs, const struct match *m,
 	if (ret)
 		return ret;
 	st = model_value(d, "body.status");
-	locked = json_is_string(st) &&
-		 !strcmp(json_string_value(st), "locked");
+	locked = json_is_string(st) && !strcmp(json_string_value(st), "locked");
 	json_decref(d);
 	return content_bool(locked, out);
 }
@@ -155,8 +154,7 @@ int device_lock_write(struct fs *fs, const struct match *m, const char *buf,
 	return ret;
 }
 
-int device_rmdir(struct fs *fs, const struct match *m,
-		 const struct caller *who)
+int device_rmdir(struct fs *fs, const struct match *m, const struct caller *who)
 {
 	char path[320], err[512];
 	int ret;

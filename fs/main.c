@@ -130,12 +130,14 @@ struct num_opt {
 	const char *name;
 	unsigned long min, max;
 	int base;
-	size_t off;  /* offset of the field in struct options */
+	size_t off; /* offset of the field in struct options */
 	bool is_long;
 };
 
-#define NUM_OPT(n, lo, hi, b, f, l) \
-	{ n, lo, hi, b, offsetof(struct options, f), l }
+#define NUM_OPT(n, lo, hi, b, f, l)                          \
+	{                                                    \
+		n, lo, hi, b, offsetof(struct options, f), l \
+	}
 
 static const struct num_opt num_opts[] = {
 	NUM_OPT("token_lifetime", TOKEN_LIFETIME_MIN, 365UL * 86400, 10,
@@ -229,12 +231,15 @@ static int parse_args(int argc, char **argv, struct options *o)
 	int c;
 
 	*o = (struct options){
-		.token_lifetime = 3600, .meta_ttl = 5, .key_window = 300,
-		.check_interval = 30, .token_mode = 0400, .uid = -1,
+		.token_lifetime = 3600,
+		.meta_ttl = 5,
+		.key_window = 300,
+		.check_interval = 30,
+		.token_mode = 0400,
+		.uid = -1,
 		.gid = -1,
 	};
-	while ((c = getopt_long(argc, argv, "+fdho:V", longopts, NULL)) !=
-	       -1) {
+	while ((c = getopt_long(argc, argv, "+fdho:V", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'u':
 			o->url = optarg;
@@ -284,8 +289,8 @@ static int parse_args(int argc, char **argv, struct options *o)
 	}
 	if (optind != argc - 1) {
 		fprintf(stderr, optind == argc ?
-				"zenmlfs: missing MOUNTPOINT\n" :
-				"zenmlfs: too many arguments\n");
+					"zenmlfs: missing MOUNTPOINT\n" :
+					"zenmlfs: too many arguments\n");
 		usage(stderr);
 		return -EINVAL;
 	}
@@ -416,8 +421,8 @@ int main(int argc, char **argv)
 	}
 
 	/* The server, on the user's terminal. */
-	http = http_client_new(&(struct http_opts){ .base_url = o.url,
-						    .cafile = o.cafile });
+	http = http_client_new(
+		&(struct http_opts){ .base_url = o.url, .cafile = o.cafile });
 	if (!http) {
 		cred_release(&cred);
 		fprintf(stderr, "zenmlfs: invalid server URL '%s'\n", o.url);
@@ -448,10 +453,10 @@ int main(int argc, char **argv)
 		}
 	}
 	te = token_engine_new(zen, &(struct token_opts){
-		.lifetime = o.token_lifetime,
-		.check_interval = o.check_interval,
-		.on_change = notify_token_changed,
-	});
+					   .lifetime = o.token_lifetime,
+					   .check_interval = o.check_interval,
+					   .on_change = notify_token_changed,
+				   });
 	if (!te)
 		goto out_zen;
 	ret = token_engine_mint(te);
@@ -471,12 +476,17 @@ int main(int argc, char **argv)
 
 	/* The tree. */
 	g_fs = (struct fs){
-		.zen = zen, .te = te, .cache = cache_new(o.meta_ttl),
+		.zen = zen,
+		.te = te,
+		.cache = cache_new(o.meta_ttl),
 		.uid = o.uid >= 0 ? (uid_t)o.uid : getuid(),
 		.gid = o.gid >= 0 ? (gid_t)o.gid : getgid(),
-		.owner = getuid(), .token_mode = o.token_mode,
-		.meta_ttl = o.meta_ttl, .key_window = o.key_window,
-		.mount_time = time(NULL), .invalidate = fs_invalidate,
+		.owner = getuid(),
+		.token_mode = o.token_mode,
+		.meta_ttl = o.meta_ttl,
+		.key_window = o.key_window,
+		.mount_time = time(NULL),
+		.invalidate = fs_invalidate,
 		.sync_token = notify_token_sync,
 	};
 	if (!g_fs.cache || ops_init(&g_fs))
@@ -487,8 +497,8 @@ int main(int argc, char **argv)
 		 o.allow_other ? ",allow_other" : "",
 		 o.default_permissions ? ",default_permissions" : "",
 		 o.fuse_opts[0] ? "," : "", o.fuse_opts);
-	if (fuse_opt_add_arg(&args, argv[0]) ||
-	    fuse_opt_add_arg(&args, "-o") || fuse_opt_add_arg(&args, fopts) ||
+	if (fuse_opt_add_arg(&args, argv[0]) || fuse_opt_add_arg(&args, "-o") ||
+	    fuse_opt_add_arg(&args, fopts) ||
 	    (o.debug && fuse_opt_add_arg(&args, "-d")))
 		goto out_fs;
 	se = fuse_session_new(&args, &zen_ops, sizeof(zen_ops), NULL);

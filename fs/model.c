@@ -102,8 +102,7 @@ json_t *model_info_json(const struct model *md, json_t *obj, struct fs *fs)
 		} else if (a->type == AT_INT) {
 			nv = json_incref(v);
 		} else if (a->type == AT_TIME) {
-			model_attr_text(md, obj, a->name, fs, buf,
-					sizeof(buf));
+			model_attr_text(md, obj, a->name, fs, buf, sizeof(buf));
 			nv = json_string(buf);
 		} else {
 			nv = json_incref(v);

@@ -15,11 +15,11 @@
 #include "fs/tree.h"
 
 enum atype {
-	AT_STR,	 /* string as is */
+	AT_STR, /* string as is */
 	AT_BOOL, /* 1 / 0 */
 	AT_TIME, /* RFC 3339 UTC */
 	AT_INT,
-	AT_URL,	 /* the URL the daemon talks to (not from the object) */
+	AT_URL, /* the URL the daemon talks to (not from the object) */
 };
 
 struct attr {
@@ -34,8 +34,8 @@ struct model {
 	int (*fetch)(struct fs *fs, const struct match *m, json_t **out);
 };
 
-extern const struct model model_server, model_whoami, model_device,
-	model_sa, model_key;
+extern const struct model model_server, model_whoami, model_device, model_sa,
+	model_key;
 
 /* One attribute as file text (without the final newline). */
 int model_attr_text(const struct model *md, json_t *obj, const char *name,

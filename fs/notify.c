@@ -141,8 +141,8 @@ int notify_token_get(struct fs *fs, struct secret **out)
 	/* Serve what the kernel was told about; before the first publish,
 	 * or if the published one is too close to expiry while its successor
 	 * waits to be published, the engine's current token. */
-	if (tok_pub && (tok_exp == TOKEN_NO_EXPIRY ||
-			time(NULL) < tok_exp - TOKEN_MARGIN))
+	if (tok_pub &&
+	    (tok_exp == TOKEN_NO_EXPIRY || time(NULL) < tok_exp - TOKEN_MARGIN))
 		*out = secret_ref(tok_pub);
 	else
 		*out = secret_ref(cur);
@@ -156,8 +156,8 @@ static void inval(fuse_ino_t ino)
 	int ret = fuse_lowlevel_notify_inval_inode(g_se, ino, 0, 0);
 
 	if (ret && ret != -ENOENT)
-		log_debug("cannot invalidate inode %lu: %s",
-			  (unsigned long)ino, strerror(-ret));
+		log_debug("cannot invalidate inode %lu: %s", (unsigned long)ino,
+			  strerror(-ret));
 }
 
 /* Drop the kernel's copy of every live inode of path. */

@@ -25,7 +25,7 @@
 #define TIMEOUT_LONG 86400.0
 #define TOKEN_ATTR_TIMEOUT 10.0 /* safety net behind invalidation */
 #define TOKEN_ENTRY_TIMEOUT 1.0
-#define WRITE_MAX 4096		/* control values are a few bytes */
+#define WRITE_MAX 4096 /* control values are a few bytes */
 #define NBUCKETS 1024
 #define RETIRE_GRACE 1 /* seconds a retired inode keeps its content */
 
@@ -342,8 +342,9 @@ static int stat_path(const char *path, fuse_ino_t ino, struct match *m,
 		*attr_to = TOKEN_ATTR_TIMEOUT;
 	} else {
 		st->st_nlink = 1;
+		/* token.json moves to a new inode with the token */
 		if (!strcmp(path, "/token.json"))
-			*entry_to = TOKEN_ENTRY_TIMEOUT; /* renamed like token */
+			*entry_to = TOKEN_ENTRY_TIMEOUT;
 		ret = tree_render(g_fs, m, &c);
 		if (ret == -EACCES) {
 			/* Write-only control file: a size, so that a read
@@ -487,8 +488,7 @@ static fuse_ino_t child_ino(const char *dir, const char *name)
 	fuse_ino_t ino = 1;
 
 	if ((size_t)snprintf(path, sizeof(path), "%s%s%s", dir,
-			     strcmp(dir, "/") ? "/" : "", name) >=
-	    sizeof(path))
+			     strcmp(dir, "/") ? "/" : "", name) >= sizeof(path))
 		return ino;
 	pthread_mutex_lock(&itab_lock);
 	in = inode_by_path(path, true);
@@ -701,8 +701,8 @@ out:
 		fuse_reply_write(req, size);
 }
 
-static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size,
-		       off_t off, struct fuse_file_info *fi)
+static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		       struct fuse_file_info *fi)
 {
 	struct names names = { 0 };
 	char path[PATH_MAX], *buf = NULL;
@@ -725,8 +725,9 @@ static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size,
 	}
 	/* Offsets: 0 ".", 1 "..", then names[i] at i + 2. */
 	for (size_t i = off; i < names.n + 2; i++) {
-		const char *name = i == 0 ? "." : i == 1 ? ".." :
-						      names.v[i - 2];
+		const char *name = i == 0 ? "." :
+				   i == 1 ? ".." :
+					    names.v[i - 2];
 
 		st.st_mode = i < 2 || names.is_dir[i - 2] ? S_IFDIR : S_IFREG;
 		/* libc skips entries whose inode number is 0 */
@@ -794,8 +795,7 @@ static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 	fuse_reply_err(req, -ret);
 }
 
-static void op_refuse_name(fuse_req_t req, fuse_ino_t parent,
-			   const char *name)
+static void op_refuse_name(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	fuse_reply_err(req, EPERM);
 }

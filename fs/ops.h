@@ -11,7 +11,6 @@
 struct fs;
 struct content;
 
-
 extern const struct fuse_lowlevel_ops zen_ops;
 
 /* Set up the inode table; fs lives as long as the session. */

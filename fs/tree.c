@@ -143,14 +143,11 @@ static int render_attr(struct fs *fs, const struct match *m,
 		       struct content **out);
 static int render_info(struct fs *fs, const struct match *m,
 		       struct content **out);
-static int write_refresh(struct fs *fs, const struct match *m,
-			 const char *buf, size_t len,
-			 const struct caller *who);
+static int write_refresh(struct fs *fs, const struct match *m, const char *buf,
+			 size_t len, const struct caller *who);
 
-#define ATTRS(mdl) \
-	.model = &(mdl), .render = render_attr
-#define INFO(mdl) \
-	.model = &(mdl), .render = render_info
+#define ATTRS(mdl) .model = &(mdl), .render = render_attr
+#define INFO(mdl) .model = &(mdl), .render = render_info
 
 static const struct node nodes[] = {
 	{ "/", N_DIR, 0555, NF_STATIC },
@@ -175,8 +172,8 @@ static const struct node nodes[] = {
 	  .rmdir = device_rmdir },
 	{ "/devices/*/@", N_REG, 0444, 0, ATTRS(model_device) },
 	{ "/devices/*/info.json", N_REG, 0444, 0, INFO(model_device) },
-	{ "/devices/*/lock", N_REG, 0600, NF_CTRL,
-	  .render = device_lock_render, .write = device_lock_write },
+	{ "/devices/*/lock", N_REG, 0600, NF_CTRL, .render = device_lock_render,
+	  .write = device_lock_write },
 
 	{ "/service-accounts", N_DIR, 0755, NF_STATIC, .list = sa_list,
 	  .mkdir = sa_mkdir },
@@ -227,8 +224,7 @@ static bool attr_known(const struct model *md, const char *name, size_t n)
 	return false;
 }
 
-static bool match_node(const struct node *nd, const char *path,
-		       struct match *m)
+static bool match_node(const struct node *nd, const char *path, struct match *m)
 {
 	const char *pp = nd->pattern, *ps = path, *pc, *sc;
 	size_t pn, sn;
@@ -242,8 +238,9 @@ static bool match_node(const struct node *nd, const char *path,
 			return pn == sn;
 		if (pn == 1 && *pc == '*') {
 			/* ".." and "." are never names of server objects */
-			if (sn >= TREE_PARAM_MAX || m->nparams ==
-			    TREE_MAX_PARAMS || (sn == 1 && sc[0] == '.') ||
+			if (sn >= TREE_PARAM_MAX ||
+			    m->nparams == TREE_MAX_PARAMS ||
+			    (sn == 1 && sc[0] == '.') ||
 			    (sn == 2 && sc[0] == '.' && sc[1] == '.'))
 				return false;
 			memcpy(m->params[m->nparams], sc, sn);
@@ -550,9 +547,8 @@ static int render_status(struct fs *fs, const struct match *m,
 	return *out ? 0 : -ENOMEM;
 }
 
-static int write_refresh(struct fs *fs, const struct match *m,
-			 const char *buf, size_t len,
-			 const struct caller *who)
+static int write_refresh(struct fs *fs, const struct match *m, const char *buf,
+			 size_t len, const struct caller *who)
 {
 	bool on;
 	int ret;

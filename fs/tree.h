@@ -25,7 +25,7 @@ struct fs {
 	struct zen *zen;
 	struct token_engine *te;
 	struct cache *cache;
-	uid_t uid, owner;	/* files' owner; the user who mounted */
+	uid_t uid, owner; /* files' owner; the user who mounted */
 	gid_t gid;
 	mode_t token_mode;
 	unsigned meta_ttl, key_window;
@@ -39,9 +39,9 @@ struct fs {
 };
 
 /* Node flags. */
-#define NF_TOKEN 0x1  /* the token itself: served by ops.c from the engine */
+#define NF_TOKEN 0x1 /* the token itself: served by ops.c from the engine */
 #define NF_SECRET 0x2 /* content is secret: guarded memory */
-#define NF_CTRL 0x4   /* control file: write handler, truncate ignored */
+#define NF_CTRL 0x4 /* control file: write handler, truncate ignored */
 #define NF_STATIC 0x8 /* existence never changes: long entry timeout */
 
 #define TREE_MAX_PARAMS 3
@@ -109,9 +109,7 @@ int tree_write(struct fs *fs, const struct match *m, const char *buf,
 	       size_t len, const struct caller *who);
 int tree_truncate(struct fs *fs, const struct match *m,
 		  const struct caller *who);
-int tree_mkdir(struct fs *fs, const struct match *m,
-	       const struct caller *who);
-int tree_rmdir(struct fs *fs, const struct match *m,
-	       const struct caller *who);
+int tree_mkdir(struct fs *fs, const struct match *m, const struct caller *who);
+int tree_rmdir(struct fs *fs, const struct match *m, const struct caller *who);
 
 #endif

@@ -1113,3 +1113,35 @@ def test_own_key_revoked_through_tree(zenml_server, cleanup, mount,
     assert any(n in st["last_error"] for n in names), st
     assert_secret_absent(m.text("status"), keys["default"], "status")
     assert_secret_absent(m.log(), keys["default"], "log")
+
+
+def test_own_key_rotate_through_own_tree_with_rbac(zenml_server, cleanup,
+                                                   proxy, mount):
+    """The daemon's own key rotated through its own tree, on a server whose
+    RBAC lets the account rotate its key (the proxy stands in for that
+    grant by sending the rotate with the admin's token; OSS forbids it).
+    Retain 0: the old key dies at once, yet the daemon switched to the new
+    key by itself and keeps logging in and minting valid tokens."""
+    srv = zenml_server
+    sa, keys = make_sa(srv, cleanup)
+    old = keys["default"]
+    proxy.auth_override[("PUT", "/api/v1/service_accounts/%s/api_keys"
+                         % sa["id"])] = srv.admin_token()
+    m = mount(old, "meta_ttl=1,token_lifetime=600", url=proxy.url)
+    m.write("service-accounts/%s/keys/default/rotate" % sa["name"], "0\n")
+    new = read_new_key(m, sa["name"], "default")
+    assert new != old
+    assert_refused(srv, old)
+    assert_logs_in_as(srv, new, sa["name"])
+    # The daemon's session from the old key may die any time now: a fresh
+    # token must come from a login with the new key.
+    before = m.read("token").decode()
+    m.write("refresh", "1")
+    tok = m.read("token").decode()
+    assert tok != before
+    r = srv.current_user(tok)
+    assert r.status_code == 200 and r.json()["name"] == sa["name"]
+    assert m.status()["state"] == "ok"
+    assert "now uses the rotated key" in m.log()
+    assert_secret_absent(m.log(), new, "log")
+    assert_secret_absent(m.text("status"), new, "status")

@@ -23,13 +23,13 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-#define ENSURE(c)                                                       \
-	do {                                                            \
-		if (!(c)) {                                             \
-			fprintf(stderr, "%s:%d: violated: %s\n",        \
-				__FILE__, __LINE__, #c);                \
-			abort();                                        \
-		}                                                       \
+#define ENSURE(c)                                                          \
+	do {                                                               \
+		if (!(c)) {                                                \
+			fprintf(stderr, "%s:%d: violated: %s\n", __FILE__, \
+				__LINE__, #c);                             \
+			abort();                                           \
+		}                                                          \
 	} while (0)
 
 /* An exact-size heap copy, so ASan sees any read past the length. */

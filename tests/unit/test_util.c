@@ -16,41 +16,43 @@
 
 static int n_pass, n_fail;
 
-#define CHECK(cond)                                                     \
-	do {                                                            \
-		if (cond) {                                             \
-			n_pass++;                                       \
-		} else {                                                \
-			n_fail++;                                       \
-			fprintf(stderr, "%s:%d: FAIL: %s\n", __FILE__,  \
-				__LINE__, #cond);                       \
-		}                                                       \
+#define CHECK(cond)                                                    \
+	do {                                                           \
+		if (cond) {                                            \
+			n_pass++;                                      \
+		} else {                                               \
+			n_fail++;                                      \
+			fprintf(stderr, "%s:%d: FAIL: %s\n", __FILE__, \
+				__LINE__, #cond);                      \
+		}                                                      \
 	} while (0)
 
-#define CHECK_EQ_INT(got, want)                                         \
-	do {                                                            \
+#define CHECK_EQ_INT(got, want)                                          \
+	do {                                                             \
 		long long g_ = (long long)(got), w_ = (long long)(want); \
-		if (g_ == w_) {                                         \
-			n_pass++;                                       \
-		} else {                                                \
-			n_fail++;                                       \
-			fprintf(stderr, "%s:%d: FAIL: %s == %lld, "     \
-				"want %lld\n", __FILE__, __LINE__,      \
-				#got, g_, w_);                          \
-		}                                                       \
+		if (g_ == w_) {                                          \
+			n_pass++;                                        \
+		} else {                                                 \
+			n_fail++;                                        \
+			fprintf(stderr,                                  \
+				"%s:%d: FAIL: %s == %lld, "              \
+				"want %lld\n",                           \
+				__FILE__, __LINE__, #got, g_, w_);       \
+		}                                                        \
 	} while (0)
 
-#define CHECK_EQ_STR(got, want)                                         \
-	do {                                                            \
-		const char *g_ = (got), *w_ = (want);                   \
-		if (strcmp(g_, w_) == 0) {                              \
-			n_pass++;                                       \
-		} else {                                                \
-			n_fail++;                                       \
-			fprintf(stderr, "%s:%d: FAIL: %s == \"%s\", "   \
-				"want \"%s\"\n", __FILE__, __LINE__,    \
-				#got, g_, w_);                          \
-		}                                                       \
+#define CHECK_EQ_STR(got, want)                                    \
+	do {                                                       \
+		const char *g_ = (got), *w_ = (want);              \
+		if (strcmp(g_, w_) == 0) {                         \
+			n_pass++;                                  \
+		} else {                                           \
+			n_fail++;                                  \
+			fprintf(stderr,                            \
+				"%s:%d: FAIL: %s == \"%s\", "      \
+				"want \"%s\"\n",                   \
+				__FILE__, __LINE__, #got, g_, w_); \
+		}                                                  \
 	} while (0)
 
 /* ---- base64 encoders used to build test inputs at run time ---- */
@@ -58,11 +60,11 @@ static int n_pass, n_fail;
 static void b64_encode(const void *in, size_t len, bool urlsafe, bool pad,
 		       char *out, size_t outsz)
 {
-	const char *alpha = urlsafe ?
-		"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-		"0123456789-_" :
-		"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-		"0123456789+/";
+	const char *alpha =
+		urlsafe ? "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+			  "0123456789-_" :
+			  "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+			  "0123456789+/";
 	const unsigned char *p = in;
 	size_t i, o = 0;
 	uint32_t v;
@@ -125,8 +127,7 @@ static int jwt_exp_of(const char *payload, int64_t *exp)
 }
 
 /* "ZENKEY_" + base64(payload), as zenml.models.APIKey.encode() does. */
-static void make_zenkey(const char *payload, bool pad, char *out,
-			size_t outsz)
+static void make_zenkey(const char *payload, bool pad, char *out, size_t outsz)
 {
 	char b[2048];
 
@@ -162,28 +163,46 @@ static void test_parse_bool(void)
 		const char *s;
 		bool v;
 	} good[] = {
-		{ "1", true },	   { "0", false },    { "true", true },
-		{ "TRUE", true },  { "True", true },  { "tRuE", true },
+		{ "1", true },	    { "0", false },	{ "true", true },
+		{ "TRUE", true },   { "True", true },	{ "tRuE", true },
 		{ "false", false }, { "FALSE", false }, { "False", false },
-		{ "yes", true },   { "YES", true },   { "Yes", true },
-		{ "no", false },   { "NO", false },   { "No", false },
-		{ "nO", false },   { "on", true },    { "ON", true },
-		{ "On", true },    { "off", false },  { "OFF", false },
-		{ "Off", false },  { "oFf", false },
+		{ "yes", true },    { "YES", true },	{ "Yes", true },
+		{ "no", false },    { "NO", false },	{ "No", false },
+		{ "nO", false },    { "on", true },	{ "ON", true },
+		{ "On", true },	    { "off", false },	{ "OFF", false },
+		{ "Off", false },   { "oFf", false },
 	};
 	static const struct {
 		const char *s;
 		size_t len;
 	} bad[] = {
-		{ "", 0 },	     { "\n", 1 },	{ "2", 1 },
-		{ " 1", 2 },	     { "1 ", 2 },	{ "1\n\n", 3 },
-		{ "tru", 3 },	     { "yes\r\n", 5 },	{ "1\0", 2 },
-		{ "\0" "1", 2 },     { "t\0rue", 5 },	{ "yes\r", 4 },
-		{ "\n1", 2 },	     { "y", 1 },	{ "n", 1 },
-		{ "truee", 5 },	     { "of", 2 },	{ "onn", 3 },
-		{ "-1", 2 },	     { "01", 2 },	{ "10", 2 },
-		{ "\t1", 2 },	     { "true\nfalse", 10 },
-		{ "true\nfalse\n", 11 }, { "\xc3\xbf", 2 },
+		{ "", 0 },
+		{ "\n", 1 },
+		{ "2", 1 },
+		{ " 1", 2 },
+		{ "1 ", 2 },
+		{ "1\n\n", 3 },
+		{ "tru", 3 },
+		{ "yes\r\n", 5 },
+		{ "1\0", 2 },
+		{ "\0"
+		  "1",
+		  2 },
+		{ "t\0rue", 5 },
+		{ "yes\r", 4 },
+		{ "\n1", 2 },
+		{ "y", 1 },
+		{ "n", 1 },
+		{ "truee", 5 },
+		{ "of", 2 },
+		{ "onn", 3 },
+		{ "-1", 2 },
+		{ "01", 2 },
+		{ "10", 2 },
+		{ "\t1", 2 },
+		{ "true\nfalse", 10 },
+		{ "true\nfalse\n", 11 },
+		{ "\xc3\xbf", 2 },
 	};
 	char buf[32];
 	size_t i, n;
@@ -204,7 +223,7 @@ static void test_parse_bool(void)
 	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		v = true;
 		CHECK_EQ_INT(parse_bool(bad[i].s, bad[i].len, &v), -EINVAL);
-		CHECK(v == true);	/* untouched on failure */
+		CHECK(v == true); /* untouched on failure */
 		v = false;
 		CHECK_EQ_INT(parse_bool(bad[i].s, bad[i].len, &v), -EINVAL);
 		CHECK(v == false);
@@ -281,8 +300,7 @@ static void test_parse_uint(void)
 	CHECK_EQ_INT(pu("1e3", UINT64_MAX, &v), -EINVAL);
 	CHECK_EQ_INT(pu("1.0", UINT64_MAX, &v), -EINVAL);
 	CHECK_EQ_INT(pu("1,000", UINT64_MAX, &v), -EINVAL);
-	CHECK_EQ_INT(pu("99999999999999999999999x", UINT64_MAX, &v),
-		     -EINVAL);
+	CHECK_EQ_INT(pu("99999999999999999999999x", UINT64_MAX, &v), -EINVAL);
 	CHECK_EQ_INT(parse_uint("1\0", 2, 10, &v), -EINVAL);
 	CHECK_EQ_INT(parse_uint("12", 1, 10, &v), 0);
 	CHECK(v == 1);
@@ -394,8 +412,10 @@ static void test_time(void)
 		t = 12345;
 		if (tp(bad[i], &t) != -EINVAL) {
 			n_fail++;
-			fprintf(stderr, "FAIL: time_parse_iso(\"%s\") "
-				"accepted\n", bad[i]);
+			fprintf(stderr,
+				"FAIL: time_parse_iso(\"%s\") "
+				"accepted\n",
+				bad[i]);
 		} else {
 			n_pass++;
 		}
@@ -408,11 +428,12 @@ static void test_time(void)
 	CHECK_EQ_STR(out, "1970-01-01T00:00:00Z");
 	CHECK_EQ_INT(time_format_rfc3339(1704164645, out, sizeof(out)), 0);
 	CHECK_EQ_STR(out, "2024-01-02T03:04:05Z");
-	CHECK_EQ_INT(time_format_rfc3339((time_t)2147483648LL, out,
-					 sizeof(out)), 0);
+	CHECK_EQ_INT(
+		time_format_rfc3339((time_t)2147483648LL, out, sizeof(out)), 0);
 	CHECK_EQ_STR(out, "2038-01-19T03:14:08Z");
 	CHECK_EQ_INT(time_format_rfc3339((time_t)253402300799LL, out,
-					 sizeof(out)), 0);
+					 sizeof(out)),
+		     0);
 	CHECK_EQ_STR(out, "9999-12-31T23:59:59Z");
 	CHECK_EQ_INT(time_format_rfc3339(-1, out, sizeof(out)), 0);
 	CHECK_EQ_STR(out, "1969-12-31T23:59:59Z");
@@ -420,20 +441,24 @@ static void test_time(void)
 	CHECK_EQ_INT(time_format_rfc3339(0, big, RFC3339_LEN - 1), -ENOSPC);
 	CHECK(big[0] == 'x');
 	CHECK_EQ_INT(time_format_rfc3339((time_t)253402300800LL, big,
-					 sizeof(big)), -ERANGE);
+					 sizeof(big)),
+		     -ERANGE);
 	CHECK(big[0] == 'x');
 	CHECK_EQ_INT(time_format_rfc3339(0, big, sizeof(big)), 0);
 	CHECK_EQ_INT(strlen(big), RFC3339_LEN - 1);
 
 	/* Round trip. */
 	CHECK_EQ_INT(time_iso_to_rfc3339("2024-01-02 05:04:05.5+02:00", out,
-					 sizeof(out)), 0);
+					 sizeof(out)),
+		     0);
 	CHECK_EQ_STR(out, "2024-01-02T03:04:05Z");
 	CHECK_EQ_INT(time_iso_to_rfc3339("2024-02-29T23:59:59", out,
-					 sizeof(out)), 0);
+					 sizeof(out)),
+		     0);
 	CHECK_EQ_STR(out, "2024-02-29T23:59:59Z");
 	CHECK_EQ_INT(time_iso_to_rfc3339("2024-12-31T23:30:00-01:00", out,
-					 sizeof(out)), 0);
+					 sizeof(out)),
+		     0);
 	CHECK_EQ_STR(out, "2025-01-01T00:30:00Z");
 	CHECK_EQ_INT(time_iso_to_rfc3339("nope", out, sizeof(out)), -EINVAL);
 	CHECK_EQ_INT(time_iso_to_rfc3339("2024-01-02T03:04:05", out, 20),
@@ -466,13 +491,13 @@ static void test_b64(void)
 	/* Bytes that exercise '+', '/', '-' and '_'. */
 	b64_encode(all, sizeof(all), false, true, enc, sizeof(enc));
 	CHECK_EQ_STR(enc, "+/+/AD4=");
-	CHECK_EQ_INT(b64_decode(enc, strlen(enc), false, out, sizeof(out),
-				&n), 0);
+	CHECK_EQ_INT(b64_decode(enc, strlen(enc), false, out, sizeof(out), &n),
+		     0);
 	CHECK(n == sizeof(all) && memcmp(out, all, n) == 0);
 	b64_encode(all, sizeof(all), true, false, enc, sizeof(enc));
 	CHECK_EQ_STR(enc, "-_-_AD4");
-	CHECK_EQ_INT(b64_decode(enc, strlen(enc), true, out, sizeof(out),
-				&n), 0);
+	CHECK_EQ_INT(b64_decode(enc, strlen(enc), true, out, sizeof(out), &n),
+		     0);
 	CHECK(n == sizeof(all) && memcmp(out, all, n) == 0);
 
 	/* Alphabets do not mix; url-safe has no padding. */
@@ -486,14 +511,11 @@ static void test_b64(void)
 	CHECK_EQ_INT(n, 77);
 
 	/* Bad padding, bad lengths, bad characters. */
-	CHECK_EQ_INT(b64_decode("T", 1, false, out, sizeof(out), &n),
-		     -EINVAL);
+	CHECK_EQ_INT(b64_decode("T", 1, false, out, sizeof(out), &n), -EINVAL);
 	CHECK_EQ_INT(b64_decode("TWFuT", 5, false, out, sizeof(out), &n),
 		     -EINVAL);
-	CHECK_EQ_INT(b64_decode("=", 1, false, out, sizeof(out), &n),
-		     -EINVAL);
-	CHECK_EQ_INT(b64_decode("==", 2, false, out, sizeof(out), &n),
-		     -EINVAL);
+	CHECK_EQ_INT(b64_decode("=", 1, false, out, sizeof(out), &n), -EINVAL);
+	CHECK_EQ_INT(b64_decode("==", 2, false, out, sizeof(out), &n), -EINVAL);
 	CHECK_EQ_INT(b64_decode("====", 4, false, out, sizeof(out), &n),
 		     -EINVAL);
 	CHECK_EQ_INT(b64_decode("T===", 4, false, out, sizeof(out), &n),
@@ -523,8 +545,7 @@ static void test_b64(void)
 	CHECK_EQ_INT(b64_decode("", 0, true, NULL, 0, &n), 0);
 	CHECK_EQ_INT(n, 0);
 	/* The length is honoured. */
-	CHECK_EQ_INT(b64_decode("TWFu!!!!", 4, false, out, sizeof(out), &n),
-		     0);
+	CHECK_EQ_INT(b64_decode("TWFu!!!!", 4, false, out, sizeof(out), &n), 0);
 	CHECK_EQ_INT(n, 3);
 }
 
@@ -558,7 +579,9 @@ static void test_jwt(void)
 	CHECK_EQ_INT(jwt_exp_of("{\"sub\":\"0c8f4b5e-1111-4a2b-9c3d-"
 				"5e6f7a8b9c0d\",\"iss\":\"a\",\"aud\":\"b\","
 				"\"iat\":1704160000.123,\"exp\":1704163600,"
-				"\"api_key_id\":\"x\",\"key_gen\":2}", &e), 0);
+				"\"api_key_id\":\"x\",\"key_gen\":2}",
+				&e),
+		     0);
 	CHECK_EQ_INT(e, 1704163600);
 
 	/* No exp: never expires. */
@@ -575,8 +598,7 @@ static void test_jwt(void)
 	CHECK_EQ_INT(jwt_exp_of("{\"exp\":[1]}", &e), -EINVAL);
 	CHECK_EQ_INT(jwt_exp_of("{\"exp\":{}}", &e), -EINVAL);
 	CHECK_EQ_INT(jwt_exp_of("{\"exp\":1e300}", &e), -EINVAL);
-	CHECK_EQ_INT(jwt_exp_of("{\"exp\":99999999999999999999}", &e),
-		     -EINVAL);
+	CHECK_EQ_INT(jwt_exp_of("{\"exp\":99999999999999999999}", &e), -EINVAL);
 	CHECK_EQ_INT(jwt_exp_of("{\"exp\":1,\"exp\":2}", &e), -EINVAL);
 	CHECK_EQ_INT(e, 42);
 
@@ -603,9 +625,9 @@ static void test_jwt(void)
 	make_jwt("{\"exp\":100}", jwt, sizeof(jwt));
 	CHECK_EQ_INT(jwt_exp_s(jwt, &e), 0);
 	CHECK_EQ_INT(e, 100);
-	snprintf(tmp, sizeof(tmp), "%s.x", jwt);		/* 4 parts */
+	snprintf(tmp, sizeof(tmp), "%s.x", jwt); /* 4 parts */
 	CHECK_EQ_INT(jwt_exp_s(tmp, &e), -EINVAL);
-	snprintf(tmp, sizeof(tmp), "%s=", jwt);		/* padded sig */
+	snprintf(tmp, sizeof(tmp), "%s=", jwt); /* padded sig */
 	CHECK_EQ_INT(jwt_exp_s(tmp, &e), -EINVAL);
 	snprintf(tmp, sizeof(tmp), " %s", jwt);
 	CHECK_EQ_INT(jwt_exp_s(tmp, &e), -EINVAL);
@@ -707,8 +729,7 @@ static void test_zenkey(void)
 	snprintf(payload, sizeof(payload), "{\"id\":\"%s\",\"key\":null}",
 		 uuid);
 	CHECK_EQ_INT(zenkey_id_of(payload, id, sizeof(id)), -EINVAL);
-	snprintf(payload, sizeof(payload), "{\"id\":5,\"key\":\"%s\"}",
-		 secret);
+	snprintf(payload, sizeof(payload), "{\"id\":5,\"key\":\"%s\"}", secret);
 	CHECK_EQ_INT(zenkey_id_of(payload, id, sizeof(id)), -EINVAL);
 	snprintf(payload, sizeof(payload), "{\"id\":\"{%s}\",\"key\":\"%s\"}",
 		 uuid, secret);
@@ -725,7 +746,8 @@ static void test_zenkey(void)
 	CHECK_EQ_INT(zenkey_id_of(payload, id, sizeof(id)), -EINVAL);
 	snprintf(payload, sizeof(payload),
 		 "{\"id\":\"0c8f4b5e-1a2b-4c3d-9e8f-a0b1c2d3e4fg\","
-		 "\"key\":\"%s\"}", secret);
+		 "\"key\":\"%s\"}",
+		 secret);
 	CHECK_EQ_INT(zenkey_id_of(payload, id, sizeof(id)), -EINVAL);
 	snprintf(payload, sizeof(payload),
 		 "{\"id\":\"%s\",\"id\":\"%s\",\"key\":\"%s\"}", uuid, uuid,
@@ -733,7 +755,8 @@ static void test_zenkey(void)
 	CHECK_EQ_INT(zenkey_id_of(payload, id, sizeof(id)), -EINVAL);
 	snprintf(payload, sizeof(payload),
 		 "{\"id\":\"0c8f4b5e-1a2b-4c3d-9e8f-a0b1c2d3e4f\\u0000\","
-		 "\"key\":\"%s\"}", secret);
+		 "\"key\":\"%s\"}",
+		 secret);
 	CHECK_EQ_INT(zenkey_id_of(payload, id, sizeof(id)), -EINVAL);
 	snprintf(payload, sizeof(payload), "[\"%s\",\"%s\"]", uuid, secret);
 	CHECK_EQ_INT(zenkey_id_of(payload, id, sizeof(id)), -EINVAL);
@@ -752,13 +775,13 @@ static void test_zenkey(void)
 	CHECK_EQ_INT(zenkey_id(key, 0, id, sizeof(id)), -EINVAL);
 	CHECK_EQ_INT(zenkey_id(key + 7, n - 7, id, sizeof(id)), -EINVAL);
 	CHECK_EQ_INT(zenkey_id(key, n - 1, id, sizeof(id)), -EINVAL);
-	key[0] = 'z';			/* "zENKEY_" */
+	key[0] = 'z'; /* "zENKEY_" */
 	CHECK_EQ_INT(zenkey_id(key, n, id, sizeof(id)), -EINVAL);
 	key[0] = 'Z';
-	key[n] = '\n';			/* trailing newline */
+	key[n] = '\n'; /* trailing newline */
 	CHECK_EQ_INT(zenkey_id(key, n + 1, id, sizeof(id)), -EINVAL);
 	key[n] = '\0';
-	key[20] = '-';			/* url-safe character */
+	key[20] = '-'; /* url-safe character */
 	CHECK_EQ_INT(zenkey_id(key, n, id, sizeof(id)), -EINVAL);
 	key[20] = ' ';
 	CHECK_EQ_INT(zenkey_id(key, n, id, sizeof(id)), -EINVAL);
@@ -807,8 +830,8 @@ struct zerr_case {
 	const char *msg;
 };
 
-static void zerr_check(const char *body, size_t len, int ret,
-		       const char *cls, const char *msg, int line)
+static void zerr_check(const char *body, size_t len, int ret, const char *cls,
+		       const char *msg, int line)
 {
 	char c[128], m[512];
 	int r;
@@ -822,8 +845,10 @@ static void zerr_check(const char *body, size_t len, int ret,
 		return;
 	}
 	n_fail++;
-	fprintf(stderr, "%s:%d: FAIL: zerr_parse -> %d \"%.128s\" \"%.512s\", "
-		"want %d \"%s\" \"%s\"\n", __FILE__, line, r,
+	fprintf(stderr,
+		"%s:%d: FAIL: zerr_parse -> %d \"%.128s\" \"%.512s\", "
+		"want %d \"%s\" \"%s\"\n",
+		__FILE__, line, r,
 		memchr(c, '\0', sizeof(c)) ? c : "(unterminated)",
 		memchr(m, '\0', sizeof(m)) ? m : "(unterminated)", ret, cls,
 		msg);
@@ -839,16 +864,16 @@ static void test_zerr_parse(void)
 
 	/* The five shapes. */
 	ZERR("{\"detail\":[\"CredentialsNotValid\",\"Authentication error: "
-	     "invalid credentials\"]}", 0, "CredentialsNotValid",
+	     "invalid credentials\"]}",
+	     0, "CredentialsNotValid",
 	     "Authentication error: invalid credentials");
-	ZERR("{\"detail\":\"Not authenticated\"}", 0, "",
-	     "Not authenticated");
+	ZERR("{\"detail\":\"Not authenticated\"}", 0, "", "Not authenticated");
 	ZERR("{\"detail\":[{\"loc\":[\"body\",\"name\"],\"msg\":\"field "
-	     "required\",\"type\":\"value_error.missing\"}]}", 0, "",
-	     "body.name: field required");
+	     "required\",\"type\":\"value_error.missing\"}]}",
+	     0, "", "body.name: field required");
 	ZERR("{\"error\":\"access_denied\",\"error_description\":\"device "
-	     "locked\",\"error_uri\":null}", 0, "access_denied",
-	     "device locked");
+	     "locked\",\"error_uri\":null}",
+	     0, "access_denied", "device locked");
 	ZERR("[\"ValueError\",\"Invalid request: bad\"]", 0, "ValueError",
 	     "Invalid request: bad");
 
@@ -859,12 +884,10 @@ static void test_zerr_parse(void)
 	ZERR("{\"detail\":\"\"}", 0, "", "");
 	ZERR("{\"detail\":\"m\",\"error\":\"e\"}", 0, "", "m");
 	ZERR("{\"detail\":[{\"loc\":[\"query\",\"page\",0],\"msg\":\"bad\","
-	     "\"type\":\"t\"},{\"loc\":[\"x\"],\"msg\":\"second\"}]}", 0, "",
-	     "query.page.0: bad");
-	ZERR("{\"detail\":[{\"loc\":[],\"msg\":\"no loc\"}]}", 0, "",
-	     "no loc");
-	ZERR("{\"detail\":[{\"msg\":\"loc missing\"}]}", 0, "",
-	     "loc missing");
+	     "\"type\":\"t\"},{\"loc\":[\"x\"],\"msg\":\"second\"}]}",
+	     0, "", "query.page.0: bad");
+	ZERR("{\"detail\":[{\"loc\":[],\"msg\":\"no loc\"}]}", 0, "", "no loc");
+	ZERR("{\"detail\":[{\"msg\":\"loc missing\"}]}", 0, "", "loc missing");
 	ZERR("{\"detail\":[{\"loc\":[-1,\"a\"],\"msg\":\"m\"}]}", 0, "",
 	     "-1.a: m");
 	ZERR("{\"error\":\"invalid_client\"}", 0, "invalid_client", "");
@@ -891,7 +914,8 @@ static void test_zerr_parse(void)
 	ZERR("", -EINVAL, "", "");
 	ZERR("Internal Server Error", -EINVAL, "", "Internal Server Error");
 	ZERR("<html>\r\n<h1>502</h1>\n</html>", -EINVAL, "",
-	     "<html>?" "?<h1>502</h1>?</html>");
+	     "<html>?"
+	     "?<h1>502</h1>?</html>");
 	ZERR("{}", -EINVAL, "", "{}");
 	ZERR("[]", -EINVAL, "", "[]");
 	ZERR("null", -EINVAL, "", "null");
@@ -919,11 +943,9 @@ static void test_zerr_parse(void)
 	ZERR("{\"error\":\"e\",\"error_description\":7}", -EINVAL, "",
 	     "{\"error\":\"e\",\"error_description\":7}");
 	ZERR("{\"message\":\"x\"}", -EINVAL, "", "{\"message\":\"x\"}");
-	ZERR("[\"a\",\"b\"] trailing", -EINVAL, "",
-	     "[\"a\",\"b\"] trailing");
+	ZERR("[\"a\",\"b\"] trailing", -EINVAL, "", "[\"a\",\"b\"] trailing");
 	ZERR("{\"detail\":\"x\"", -EINVAL, "", "{\"detail\":\"x\"");
-	ZERR("\xff\xfe{\"detail\":\"x\"}", -EINVAL, "",
-	     "??{\"detail\":\"x\"}");
+	ZERR("\xff\xfe{\"detail\":\"x\"}", -EINVAL, "", "??{\"detail\":\"x\"}");
 	ZERR("{\"detail\":\"\xff\"}", -EINVAL, "", "{\"detail\":\"?\"}");
 	ZERR("{\"detail\":\"caf\xc3\xa9\"}", 0, "", "caf\xc3\xa9");
 	zerr_check("{\"detail\":\"a\"}\0junk", 19, -EINVAL, "",
@@ -944,12 +966,12 @@ static void test_zerr_parse(void)
 	memset(m, 'x', sizeof(m));
 	snprintf(body, sizeof(body), "[\"ClassNameLong\",\"%s\"]",
 		 "0123456789abcdefghij");
-	CHECK_EQ_INT(zerr_parse(body, strlen(body), c, sizeof(c), m,
-				sizeof(m)), 0);
+	CHECK_EQ_INT(zerr_parse(body, strlen(body), c, sizeof(c), m, sizeof(m)),
+		     0);
 	CHECK_EQ_STR(c, "ClassNa");
 	CHECK_EQ_STR(m, "0123456789abcde");
 	snprintf(body, sizeof(body), "{\"detail\":\"%s\"}",
-		 "abcdefghijklm\\u00e9z");		/* 13 + 2-byte char */
+		 "abcdefghijklm\\u00e9z"); /* 13 + 2-byte char */
 	CHECK_EQ_INT(zerr_parse(body, strlen(body), c, sizeof(c), m, 15), 0);
 	CHECK_EQ_STR(m, "abcdefghijklm");
 	CHECK_EQ_INT(zerr_parse(body, strlen(body), c, sizeof(c), m, 16), 0);
@@ -962,8 +984,8 @@ static void test_zerr_parse(void)
 	snprintf(body, sizeof(body),
 		 "{\"detail\":[{\"loc\":[\"body\",\"very_long_name\"],"
 		 "\"msg\":\"field required\"}]}");
-	CHECK_EQ_INT(zerr_parse(body, strlen(body), c, sizeof(c), m,
-				sizeof(m)), 0);
+	CHECK_EQ_INT(zerr_parse(body, strlen(body), c, sizeof(c), m, sizeof(m)),
+		     0);
 	CHECK_EQ_STR(m, "body.very_long_");
 	/* Bad arguments: nothing written. */
 	memset(m, 'x', sizeof(m));
