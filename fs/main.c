@@ -81,7 +81,7 @@ static void usage(FILE *f)
 		"  key_window=N       a new key is readable N seconds "
 		"(default 300)\n"
 		"  check_interval=N   check the served token every N s "
-		"(default 30, 0: never)\n"
+		"(default 10, 0: never)\n"
 		"  token_mode=MODE    mode of token and token.json "
 		"(default 0400)\n"
 		"  uid=N, gid=N       owner and group of the files\n"
@@ -234,7 +234,7 @@ static int parse_args(int argc, char **argv, struct options *o)
 		.token_lifetime = 3600,
 		.meta_ttl = 5,
 		.key_window = 300,
-		.check_interval = 30,
+		.check_interval = 10,
 		.token_mode = 0400,
 		.uid = -1,
 		.gid = -1,

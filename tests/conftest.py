@@ -17,6 +17,7 @@ Fixtures and helpers (see each docstring):
 """
 
 import atexit
+import contextlib
 import errno
 import os
 import shutil
@@ -35,7 +36,7 @@ from proxy import FaultProxy  # noqa: E402
 from zenserver import (ServiceAccount, ZenServer, clean_env,  # noqa: E402
                        fake_api_key, free_port, jwt_claims, jwt_header)
 
-__all__ = ["is_mounted", "jwt_claims", "jwt_header", "fake_api_key", "free_port",
+__all__ = ["is_mounted", "os_error", "running_server", "jwt_claims", "jwt_header", "fake_api_key", "free_port",
            "run_zenmlfs", "read_file", "ZENMLFS_BIN", "TMP_PREFIX"]
 
 ZENMLFS_BIN = os.environ.get("ZENMLFS_BIN",
@@ -319,13 +320,22 @@ def pytest_sessionstart(session):
                 _fusermount_u(mp)
 
 
-@pytest.fixture(scope="session")
-def zenml_server():
-    """The real ZenML server, one per session (see tests/zenserver.py).
-    Log: zenml_server.log_path.  Restarted at the end of any test that
-    stopped it (see the autouse fixture below)."""
-    workdir = tempfile.mkdtemp(prefix="zenmlfs-server-")
-    srv = ZenServer(workdir)
+def os_error(fn):
+    """errno of the OSError fn() raises; None if it does not raise."""
+    try:
+        fn()
+    except OSError as e:
+        return e.errno
+    return None
+
+
+@contextlib.contextmanager
+def running_server(cls=None, prefix="zenmlfs-server-"):
+    """A started real ZenML server of class cls (ZenServer by default) in
+    a fresh directory; stopped and removed (unless ZENMLFS_KEEP_SERVER_DIR)
+    on exit."""
+    workdir = tempfile.mkdtemp(prefix=prefix)
+    srv = (cls or ZenServer)(workdir)
     try:
         srv.start()
         srv.admin_token()
@@ -336,6 +346,15 @@ def zenml_server():
             print("server dir kept:", workdir)
         else:
             shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def zenml_server():
+    """The real ZenML server, one per session (see tests/zenserver.py).
+    Log: zenml_server.log_path.  Restarted at the end of any test that
+    stopped it (see the autouse fixture below)."""
+    with running_server() as srv:
+        yield srv
 
 
 @pytest.fixture(autouse=True)

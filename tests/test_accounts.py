@@ -20,6 +20,7 @@ import time
 import pytest
 import requests
 
+from conftest import os_error
 from zenserver import jwt_claims
 
 SAS = "/api/v1/service_accounts"
@@ -41,15 +42,6 @@ BAD_ROTATE = (b"abc", b"abc\n", b"-1", b"-1\n", b"99999999999999999999",
 
 
 # ------------------------------------------------------------------ helpers
-
-
-def os_error(fn):
-    """errno of the OSError fn() raises; None if it does not raise."""
-    try:
-        fn()
-    except OSError as e:
-        return e.errno
-    return None
 
 
 def ename(e):

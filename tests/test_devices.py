@@ -48,8 +48,8 @@ import uuid
 import pytest
 import requests
 
-from conftest import (TMP_PREFIX, ZENMLFS_BIN, is_mounted, read_file,
-                      run_zenmlfs)
+from conftest import (TMP_PREFIX, ZENMLFS_BIN, is_mounted, os_error,
+                      read_file, run_zenmlfs, running_server)
 from zenserver import ZenServer, clean_env, free_port, jwt_claims
 
 POLL_INTERVAL = 1          # ZENML_SERVER_DEVICE_AUTH_POLLING_INTERVAL
@@ -105,18 +105,8 @@ class DeviceServer(ZenServer):
 def zenml_server():
     """Overrides conftest's session server for this module (so `mount`,
     `proxy` and `service_account` use it too)."""
-    workdir = tempfile.mkdtemp(prefix="zenmlfs-devserver-")
-    srv = DeviceServer(workdir)
-    try:
-        srv.start()
-        srv.admin_token()
+    with running_server(DeviceServer, "zenmlfs-devserver-") as srv:
         yield srv
-    finally:
-        srv.stop()
-        if os.environ.get("ZENMLFS_KEEP_SERVER_DIR"):
-            print("server dir kept:", workdir)
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
 
 
 # ------------------------------------------------------- REST helpers
@@ -426,14 +416,6 @@ def mount_session(mount, root, opts=""):
 
 
 # ----------------------------------------------------------- file helpers
-
-
-def os_error(fn):
-    try:
-        fn()
-    except OSError as e:
-        return e.errno
-    return None
 
 
 def attr(m, rel):

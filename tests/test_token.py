@@ -19,7 +19,7 @@ import time
 
 import pytest
 
-from conftest import is_mounted, read_file, run_zenmlfs
+from conftest import is_mounted, os_error, read_file, run_zenmlfs
 from zenserver import fake_api_key, free_port, jwt_claims, jwt_header, jwt_sign
 
 JWT_RE = re.compile(rb"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$")
@@ -77,15 +77,6 @@ def rfc3339_to_epoch(s):
 
 def as_bool_text(v):
     return "1" if v in (True, 1) else "0" if v in (False, 0) else repr(v)
-
-
-def os_error(fn):
-    """errno of the OSError fn() raises; None if it does not raise."""
-    try:
-        fn()
-    except OSError as e:
-        return e.errno
-    return None
 
 
 def classify_torn(bad, known):
