@@ -761,7 +761,9 @@ static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name,
 	if (ret)
 		goto out;
 	if (tree_match(path, &m)) {
-		/* no such kind of directory here */
+		log_warn("uid %u pid %d may not mkdir '%s': nothing can be "
+			 "created there",
+			 (unsigned)who.uid, (int)who.pid, path);
 		ret = -EPERM;
 		goto out;
 	}

@@ -397,15 +397,48 @@ int tree_list(struct fs *fs, const struct match *m, struct names *out)
 	return 0;
 }
 
+/* The concrete path of a match, for messages: the pattern with its '*'
+ * and '@' filled in. */
+static void match_path(const struct match *m, char *buf, size_t size)
+{
+	size_t n = 0;
+	int p = 0;
+
+	for (const char *c = m->node->pattern; *c && n + 1 < size; c++) {
+		const char *fill = *c == '*' && p < m->nparams ?
+					   m->params[p++] :
+				   *c == '@' ? m->leaf :
+					       NULL;
+
+		if (fill)
+			n += strlcpy_z(buf + n, fill, size - n);
+		else
+			buf[n++] = *c;
+		if (n >= size)
+			n = size - 1;
+	}
+	buf[n] = '\0';
+}
+
+/* Log a refused request, naming the path and why; returns err. */
+static int refuse(const struct caller *who, const char *what,
+		  const struct match *m, const char *why, int err)
+{
+	char path[3 * TREE_PARAM_MAX + 64];
+
+	match_path(m, path, sizeof(path));
+	log_warn("uid %u pid %d may not %s '%s': %s", (unsigned)who->uid,
+		 (int)who->pid, what, path, why);
+	return err;
+}
+
 static int check_admin(struct fs *fs, const struct caller *who,
-		       const char *what, const char *path)
+		       const char *what, const struct match *m)
 {
 	if (who->uid == 0 || who->uid == fs->owner)
 		return 0;
-	log_warn("uid %u pid %d may not %s '%s': only the mount owner or root "
-		 "may",
-		 (unsigned)who->uid, (int)who->pid, what, path);
-	return -EACCES;
+	return refuse(who, what, m, "only the mount owner or root may",
+		      -EACCES);
 }
 
 int tree_write(struct fs *fs, const struct match *m, const char *buf,
@@ -416,8 +449,8 @@ int tree_write(struct fs *fs, const struct match *m, const char *buf,
 	if (m->node->type != N_REG)
 		return -EISDIR;
 	if (!(m->node->flags & NF_CTRL) || !m->node->write)
-		return -EACCES;
-	ret = check_admin(fs, who, "write", m->node->pattern);
+		return refuse(who, "write to", m, "it is read-only", -EACCES);
+	ret = check_admin(fs, who, "write", m);
 	if (ret)
 		return ret;
 	ret = tree_exists(fs, m);
@@ -432,9 +465,9 @@ int tree_truncate(struct fs *fs, const struct match *m,
 	if (m->node->type != N_REG)
 		return -EISDIR;
 	if (!(m->node->flags & NF_CTRL))
-		return -EACCES;
+		return refuse(who, "truncate", m, "it is read-only", -EACCES);
 	/* open(O_TRUNC) of a control file is accepted and does nothing. */
-	return check_admin(fs, who, "write", m->node->pattern);
+	return check_admin(fs, who, "write", m);
 }
 
 int tree_mkdir(struct fs *fs, const struct match *m, const struct caller *who)
@@ -449,8 +482,9 @@ int tree_mkdir(struct fs *fs, const struct match *m, const struct caller *who)
 		if (strcmp(nodes[i].pattern, parent))
 			continue;
 		if (!nodes[i].mkdir)
-			return -EPERM;
-		ret = check_admin(fs, who, "mkdir", m->node->pattern);
+			return refuse(who, "mkdir", m,
+				      "nothing can be created there", -EPERM);
+		ret = check_admin(fs, who, "mkdir", m);
 		if (ret)
 			return ret;
 		pm = *m;
@@ -470,8 +504,8 @@ int tree_rmdir(struct fs *fs, const struct match *m, const struct caller *who)
 	if (m->node->type != N_DIR)
 		return -ENOTDIR;
 	if (!m->node->rmdir)
-		return -EPERM;
-	ret = check_admin(fs, who, "rmdir", m->node->pattern);
+		return refuse(who, "rmdir", m, "it cannot be removed", -EPERM);
+	ret = check_admin(fs, who, "rmdir", m);
 	if (ret)
 		return ret;
 	ret = tree_exists(fs, m);
