@@ -797,40 +797,55 @@ static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 	fuse_reply_err(req, -ret);
 }
 
-static void op_refuse_name(fuse_req_t req, fuse_ino_t parent, const char *name)
+/* Operations the tree never allows: EPERM, and a log line naming them. */
+static void refuse_op(fuse_req_t req, const char *what, fuse_ino_t parent,
+		      const char *name)
 {
+	char path[PATH_MAX] = "?";
+	struct caller who;
+
+	caller_of(req, &who);
+	if (child_path(parent, name, path, sizeof(path)))
+		snprintf(path, sizeof(path), "?/%.200s", name);
+	log_warn("uid %u pid %d may not %s '%s': the tree does not allow it",
+		 (unsigned)who.uid, (int)who.pid, what, path);
 	fuse_reply_err(req, EPERM);
+}
+
+static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	refuse_op(req, "unlink", parent, name);
 }
 
 static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name,
 		     mode_t mode, dev_t rdev)
 {
-	fuse_reply_err(req, EPERM);
+	refuse_op(req, "create", parent, name);
 }
 
 static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 		      mode_t mode, struct fuse_file_info *fi)
 {
-	fuse_reply_err(req, EPERM);
+	refuse_op(req, "create", parent, name);
 }
 
 static void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent,
 		       const char *name)
 {
-	fuse_reply_err(req, EPERM);
+	refuse_op(req, "symlink", parent, name);
 }
 
 static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent,
 		    const char *newname)
 {
-	fuse_reply_err(req, EPERM);
+	refuse_op(req, "link", newparent, newname);
 }
 
 static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
 		      fuse_ino_t newparent, const char *newname,
 		      unsigned int flags)
 {
-	fuse_reply_err(req, EPERM);
+	refuse_op(req, "rename", parent, name);
 }
 
 const struct fuse_lowlevel_ops zen_ops = {
@@ -846,7 +861,7 @@ const struct fuse_lowlevel_ops zen_ops = {
 	.readdir = op_readdir,
 	.mkdir = op_mkdir,
 	.rmdir = op_rmdir,
-	.unlink = op_refuse_name,
+	.unlink = op_unlink,
 	.mknod = op_mknod,
 	.create = op_create,
 	.symlink = op_symlink,
