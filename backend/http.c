@@ -370,3 +370,40 @@ struct secret *http_form_escape(const char *s, size_t len)
 	sodium_free(tmp);
 	return out;
 }
+
+int http_form_add(struct secret **form, const char *name, const char *val,
+		  size_t len)
+{
+	struct secret *esc, *nf;
+	size_t nlen = strlen(name), olen = *form ? (*form)->len : 0;
+	char *tmp;
+
+	esc = http_form_escape(val, len);
+	if (!esc)
+		return -ENOMEM;
+	tmp = sodium_malloc(olen + nlen + esc->len + 3);
+	if (!tmp) {
+		secret_unref(esc);
+		return -ENOMEM;
+	}
+	size_t j = 0;
+
+	if (olen) {
+		memcpy(tmp, (*form)->buf, olen);
+		j = olen;
+		tmp[j++] = '&';
+	}
+	memcpy(tmp + j, name, nlen);
+	j += nlen;
+	tmp[j++] = '=';
+	memcpy(tmp + j, esc->buf, esc->len);
+	j += esc->len;
+	nf = secret_new(tmp, j);
+	sodium_free(tmp);
+	secret_unref(esc);
+	if (!nf)
+		return -ENOMEM;
+	secret_unref(*form);
+	*form = nf;
+	return 0;
+}

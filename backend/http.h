@@ -55,4 +55,9 @@ void http_response_release(struct http_response *resp);
  * secret_unref(). */
 struct secret *http_form_escape(const char *s, size_t len);
 
+/* Append "name=" + URL-encoded val (and a "&" before it unless *form is
+ * NULL) to a form body kept in guarded memory; *form is replaced. */
+int http_form_add(struct secret **form, const char *name, const char *val,
+		  size_t len);
+
 #endif

@@ -21,6 +21,8 @@
 #include "backend/session.h"
 #include "backend/util.h"
 
+#define DEVICE_GRANT "urn:ietf:params:oauth:grant-type:device_code"
+
 enum {
 	L_OK = 0,
 	L_USAGE = 1,
@@ -154,7 +156,10 @@ int login_main(int argc, char **argv)
 		ret = L_SERVER;
 		goto out;
 	}
-	code = http_form_escape(json_string_value(v), json_string_length(v));
+	/* The device code can be exchanged for a session: guarded memory. */
+	code = secret_new(json_string_value(v), json_string_length(v));
+	if (!code)
+		goto out;
 	interval = json_integer_value(json_object_get(j, "interval"));
 	expires = json_integer_value(json_object_get(j, "expires_in"));
 	if (interval < 1 || interval > 60)
@@ -180,24 +185,11 @@ int login_main(int argc, char **argv)
 	/* 2. poll */
 	signal(SIGINT, on_signal);
 	signal(SIGTERM, on_signal);
-	snprintf(form_buf, sizeof(form_buf),
-		 "grant_type=urn%%3Aietf%%3Aparams%%3Aoauth%%3Agrant-type"
-		 "%%3Adevice_code&client_id=%s&device_code=",
-		 client);
-	form = secret_new(NULL, 0);
-	{
-		size_t n = strlen(form_buf);
-		char *tmp = malloc(n + code->len + 1);
-
-		if (!tmp)
-			goto out;
-		memcpy(tmp, form_buf, n);
-		memcpy(tmp + n, code->buf, code->len + 1);
-		secret_unref(form);
-		form = secret_new(tmp, n + code->len);
-		explicit_bzero(tmp, n + code->len);
-		free(tmp);
-	}
+	if (http_form_add(&form, "grant_type", DEVICE_GRANT,
+			  strlen(DEVICE_GRANT)) ||
+	    http_form_add(&form, "client_id", client, strlen(client)) ||
+	    http_form_add(&form, "device_code", code->buf, code->len))
+		goto out;
 	deadline = time(NULL) + expires;
 	next = time(NULL) + interval;
 	for (;;) {

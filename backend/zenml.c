@@ -160,44 +160,6 @@ void zen_api_key_id(struct zen *z, char *id, size_t idsz)
 	pthread_mutex_unlock(&z->lock);
 }
 
-/* Append "&name=" + escaped value to the form (guarded memory). */
-static int form_add(struct secret **form, const char *name, const char *val,
-		    size_t len)
-{
-	struct secret *esc, *nf;
-	size_t nlen = strlen(name), olen = *form ? (*form)->len : 0;
-	char *tmp;
-
-	esc = http_form_escape(val, len);
-	if (!esc)
-		return -ENOMEM;
-	tmp = sodium_malloc(olen + nlen + esc->len + 3);
-	if (!tmp) {
-		secret_unref(esc);
-		return -ENOMEM;
-	}
-	size_t j = 0;
-
-	if (olen) {
-		memcpy(tmp, (*form)->buf, olen);
-		j = olen;
-		tmp[j++] = '&';
-	}
-	memcpy(tmp + j, name, nlen);
-	j += nlen;
-	tmp[j++] = '=';
-	memcpy(tmp + j, esc->buf, esc->len);
-	j += esc->len;
-	nf = secret_new(tmp, j);
-	sodium_free(tmp);
-	secret_unref(esc);
-	if (!nf)
-		return -ENOMEM;
-	secret_unref(*form);
-	*form = nf;
-	return 0;
-}
-
 static int do_login(struct zen *z)
 {
 	struct http_response r = { 0 };
@@ -215,19 +177,19 @@ static int do_login(struct zen *z)
 
 	switch (cred.kind) {
 	case CRED_API_KEY:
-		ret = form_add(&form, "grant_type", "zenml-api-key", 13);
+		ret = http_form_add(&form, "grant_type", "zenml-api-key", 13);
 		if (!ret)
-			ret = form_add(&form, "password", cred.secret->buf,
-				       cred.secret->len);
+			ret = http_form_add(&form, "password", cred.secret->buf,
+					    cred.secret->len);
 		break;
 	case CRED_PASSWORD:
-		ret = form_add(&form, "grant_type", "password", 8);
+		ret = http_form_add(&form, "grant_type", "password", 8);
 		if (!ret)
-			ret = form_add(&form, "username", cred.username,
-				       strlen(cred.username));
+			ret = http_form_add(&form, "username", cred.username,
+					    strlen(cred.username));
 		if (!ret)
-			ret = form_add(&form, "password", cred.secret->buf,
-				       cred.secret->len);
+			ret = http_form_add(&form, "password", cred.secret->buf,
+					    cred.secret->len);
 		break;
 	case CRED_SESSION:
 		/* A device session cannot be renewed without the user. */
