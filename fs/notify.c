@@ -308,16 +308,25 @@ static void *notify_main(void *arg)
 
 int notify_start(struct fuse_session *se, struct fs *fs)
 {
+	struct secret *cur;
+	int64_t exp;
 	int ret;
 
 	g_se = se;
 	g_fs = fs;
+	/* The first token, before any request can ask for its size (the
+	 * kernel has cached nothing yet, so there is nothing to notify). */
+	if (!token_engine_get(fs->te, &cur, &exp)) {
+		pthread_mutex_lock(&tok_lock);
+		tok_pub = cur;
+		tok_exp = exp;
+		tok_len = cur->len;
+		pthread_mutex_unlock(&tok_lock);
+	}
 	ret = pthread_create(&g_thread, NULL, notify_main, NULL);
 	if (ret)
 		return -ret;
 	g_started = true;
-	/* Publish the first token. */
-	notify_token_changed(NULL);
 	return 0;
 }
 
