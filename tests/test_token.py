@@ -574,3 +574,64 @@ def test_refresh_is_not_readable(zenml_server, service_account, mount):
     m = mount(service_account.key, "token_lifetime=600")
     err = os_error(lambda: m.read("refresh"))
     assert err in DENIED, errno.errorcode.get(err, err)
+
+
+def test_key_typed_at_no_echo_prompt(zenml_server, service_account):
+    """With no key configured and a terminal on stdin, zenmlfs asks for the
+    key without echoing it, and mounts with what was typed."""
+    import pty
+    import select
+    import shutil
+    import tempfile
+    from conftest import TMP_PREFIX, ZENMLFS_BIN, _base_env, _fusermount_u
+
+    key = service_account.key
+    work = tempfile.mkdtemp(prefix=TMP_PREFIX + "pty-", dir="/tmp")
+    mnt = os.path.join(work, "mnt")
+    os.mkdir(mnt)
+    env = _base_env(work)
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: zenmlfs on the pty, its controlling terminal
+        try:
+            os.execve(ZENMLFS_BIN, [ZENMLFS_BIN, "-f", "--url",
+                                    zenml_server.url, mnt], env)
+        finally:
+            os._exit(127)
+    out = b""
+
+    def pump(until, timeout):
+        nonlocal out
+        end = time.time() + timeout
+        while time.time() < end and not until():
+            r, _, _ = select.select([fd], [], [], 0.2)
+            if r:
+                try:
+                    out += os.read(fd, 4096)
+                except OSError:
+                    break
+        return until()
+
+    try:
+        assert pump(lambda: b"API key for" in out, 30), out
+        os.write(fd, key.encode() + b"\n")
+        assert pump(lambda: is_mounted(mnt), 30), out
+        pump(lambda: False, 0.5)
+        # Echo was off: what was typed never came back on the terminal.
+        assert key.encode() not in out
+        tok = read_file(os.path.join(mnt, "token"))
+        assert_authenticates(zenml_server, tok, service_account)
+    finally:
+        if is_mounted(mnt):
+            _fusermount_u(mnt)
+        for _ in range(100):
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                break
+            time.sleep(0.1)
+        else:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            status = -1
+        os.close(fd)
+        shutil.rmtree(work, ignore_errors=True)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
