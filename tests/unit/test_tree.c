@@ -1,0 +1,134 @@
+// SPDX-License-Identifier: MIT
+/*
+ * The node table's path matching: which path is which node, what the '*'
+ * components capture, modes and flags.  No mount, no server.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "fs/tree.h"
+
+static int passed, failed;
+
+#define CHECK(cond)                                                            \
+	do {                                                                   \
+		if (cond) {                                                    \
+			passed++;                                              \
+		} else {                                                       \
+			failed++;                                              \
+			fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, \
+				__LINE__, #cond);                              \
+		}                                                              \
+	} while (0)
+
+/* path matches, with the given leaf and params (NULL-terminated). */
+static void matches(const char *path, const char *leaf, mode_t type,
+		    const char *p0, const char *p1)
+{
+	struct match m;
+	int ret = tree_match(path, &m);
+
+	CHECK(ret == 0);
+	if (ret) {
+		fprintf(stderr, "  no match for '%s'\n", path);
+		return;
+	}
+	CHECK(!strcmp(m.leaf, leaf));
+	CHECK((tree_mode(&(struct fs){ .token_mode = 0400 }, &m) & S_IFMT) ==
+	      type);
+	CHECK(m.nparams == (p0 ? 1 : 0) + (p1 ? 1 : 0));
+	if (p0)
+		CHECK(!strcmp(m.params[0], p0));
+	if (p1)
+		CHECK(!strcmp(m.params[1], p1));
+}
+
+static void no_match(const char *path)
+{
+	struct match m;
+
+	CHECK(tree_match(path, &m) == -ENOENT);
+}
+
+int main(void)
+{
+	const char *uuid = "0b7a1f4e-9c2d-4e8a-8f1b-2c3d4e5f6a7b";
+	struct fs fs = { .token_mode = 0440 };
+	char path[512];
+	struct match m;
+
+	matches("/", "", S_IFDIR, NULL, NULL);
+	matches("/token", "token", S_IFREG, NULL, NULL);
+	matches("/token.json", "token.json", S_IFREG, NULL, NULL);
+	matches("/refresh", "refresh", S_IFREG, NULL, NULL);
+	matches("/status", "status", S_IFREG, NULL, NULL);
+	matches("/server", "server", S_IFDIR, NULL, NULL);
+	matches("/server/url", "url", S_IFREG, NULL, NULL);
+	matches("/server/info.json", "info.json", S_IFREG, NULL, NULL);
+	matches("/whoami/is_service_account", "is_service_account", S_IFREG,
+		NULL, NULL);
+	snprintf(path, sizeof(path), "/devices/%s", uuid);
+	matches(path, uuid, S_IFDIR, uuid, NULL);
+	snprintf(path, sizeof(path), "/devices/%s/lock", uuid);
+	matches(path, "lock", S_IFREG, uuid, NULL);
+	snprintf(path, sizeof(path), "/devices/%s/failed_auth_attempts", uuid);
+	matches(path, "failed_auth_attempts", S_IFREG, uuid, NULL);
+	matches("/service-accounts/ci", "ci", S_IFDIR, "ci", NULL);
+	matches("/service-accounts/ci/active", "active", S_IFREG, "ci", NULL);
+	matches("/service-accounts/ci/full_name", "full_name", S_IFREG, "ci",
+		NULL);
+	matches("/service-accounts/ci/keys", "keys", S_IFDIR, "ci", NULL);
+	matches("/service-accounts/ci/keys/default", "default", S_IFDIR, "ci",
+		"default");
+	matches("/service-accounts/ci/keys/default/rotate", "rotate", S_IFREG,
+		"ci", "default");
+	matches("/service-accounts/ci/keys/default/key", "key", S_IFREG, "ci",
+		"default");
+	matches("/service-accounts/a b/keys/é/info.json", "info.json", S_IFREG,
+		"a b", "é");
+	/* literal rows win over '*' ("info.json" is no account) */
+	matches("/service-accounts/ci/info.json", "info.json", S_IFREG, "ci",
+		NULL);
+
+	no_match("/nothing");
+	no_match("/token/x");
+	no_match("/server/bogus");
+	no_match("/whoami/url");
+	no_match("/devices/x/y/z");
+	no_match("/service-accounts/ci/keys/k/bogus");
+	no_match("/service-accounts/./keys");
+	no_match("/service-accounts/../keys");
+	no_match("/service-accounts/ci/keys/..");
+	memset(path, 'a', sizeof(path) - 1);
+	path[0] = '/';
+	path[sizeof(path) - 1] = '\0';
+	no_match(path); /* a component longer than any name */
+
+	/* modes: token_mode applies to token and token.json only */
+	CHECK(!tree_match("/token", &m));
+	CHECK((tree_mode(&fs, &m) & 07777) == 0440);
+	CHECK(tree_flags(&m) & NF_TOKEN);
+	CHECK(!tree_match("/token.json", &m));
+	CHECK((tree_mode(&fs, &m) & 07777) == 0440);
+	CHECK(!tree_match("/refresh", &m));
+	CHECK((tree_mode(&fs, &m) & 07777) == 0200);
+	CHECK(tree_flags(&m) & NF_CTRL);
+	CHECK(!tree_match("/status", &m));
+	CHECK((tree_mode(&fs, &m) & 07777) == 0444);
+	CHECK(!(tree_flags(&m) & NF_CTRL));
+	CHECK(!tree_match("/service-accounts/ci/keys/k/key", &m));
+	CHECK((tree_mode(&fs, &m) & 07777) == 0400);
+	CHECK(tree_flags(&m) & NF_SECRET);
+	CHECK(!(tree_flags(&m) & NF_STATIC));
+	CHECK(!tree_match("/service-accounts/ci/keys/k/rotate", &m));
+	CHECK((tree_mode(&fs, &m) & 07777) == 0200);
+	snprintf(path, sizeof(path), "/devices/%s/lock", uuid);
+	CHECK(!tree_match(path, &m));
+	CHECK((tree_mode(&fs, &m) & 07777) == 0600);
+	CHECK(tree_flags(&m) & NF_CTRL);
+
+	printf("%d passed, %d failed\n", passed, failed);
+	return failed != 0;
+}
