@@ -10,18 +10,7 @@
 
 #include "fs/tree.h"
 
-static int passed, failed;
-
-#define CHECK(cond)                                                            \
-	do {                                                                   \
-		if (cond) {                                                    \
-			passed++;                                              \
-		} else {                                                       \
-			failed++;                                              \
-			fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, \
-				__LINE__, #cond);                              \
-		}                                                              \
-	} while (0)
+#include "tests/unit/check.h"
 
 /* path matches, with the given leaf and params (NULL-terminated). */
 static void matches(const char *path, const char *leaf, mode_t type,
@@ -129,6 +118,5 @@ int main(void)
 	CHECK((tree_mode(&fs, &m) & 07777) == 0600);
 	CHECK(tree_flags(&m) & NF_CTRL);
 
-	printf("%d passed, %d failed\n", passed, failed);
-	return failed != 0;
+	return CHECK_DONE();
 }

@@ -14,18 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int n_pass, n_fail;
-
-#define CHECK(cond)                                                    \
-	do {                                                           \
-		if (cond) {                                            \
-			n_pass++;                                      \
-		} else {                                               \
-			n_fail++;                                      \
-			fprintf(stderr, "%s:%d: FAIL: %s\n", __FILE__, \
-				__LINE__, #cond);                      \
-		}                                                      \
-	} while (0)
+#include "tests/unit/check.h"
 
 #define CHECK_EQ_INT(got, want)                                          \
 	do {                                                             \
@@ -1132,6 +1121,5 @@ int main(void)
 	test_zerr_parse();
 	test_zerr_errno();
 	test_strlcpy();
-	printf("%d passed, %d failed\n", n_pass, n_fail);
-	return n_fail ? 1 : 0;
+	return CHECK_DONE();
 }
