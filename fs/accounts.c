@@ -308,20 +308,15 @@ int sa_mkdir(struct fs *fs, const struct match *m, const struct caller *who)
 
 int sa_rmdir(struct fs *fs, const struct match *m, const struct caller *who)
 {
-	char path[TREE_PARAM_MAX * 3 + 64];
+	char id[40], path[128];
 	int ret;
 
 	log_info("uid %u pid %d: delete service account '%s'",
 		 (unsigned)who->uid, (int)who->pid, m->params[0]);
-	ret = sa_id(fs, m, path, sizeof(path));
+	ret = sa_id(fs, m, id, sizeof(id));
 	if (ret)
 		return ret;
-	{
-		char id[40];
-
-		strlcpy_z(id, path, sizeof(id));
-		snprintf(path, sizeof(path), SAS "/%s", id);
-	}
+	snprintf(path, sizeof(path), SAS "/%s", id);
 	ret = zen_call(fs->zen, "DELETE", path, NULL, false, NULL);
 	if (ret)
 		server_failed(fs, ret, "delete service account", m->params[0]);

@@ -58,7 +58,6 @@ static uint64_t pub_req, pub_done;
 static pthread_mutex_t tok_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct secret *tok_pub;
 static int64_t tok_exp;
-static size_t tok_len = 1;
 static uint64_t tok_gen;
 
 void notify_path(const char *path)
@@ -111,8 +110,9 @@ size_t notify_token_len(void)
 {
 	size_t n;
 
+	/* Never 0: a read of an unservable token must reach us to fail. */
 	pthread_mutex_lock(&tok_lock);
-	n = tok_len;
+	n = tok_pub ? tok_pub->len : 1;
 	pthread_mutex_unlock(&tok_lock);
 	return n;
 }
@@ -158,6 +158,17 @@ static void inval(fuse_ino_t ino)
 	if (ret && ret != -ENOENT)
 		log_debug("cannot invalidate inode %lu: %s", (unsigned long)ino,
 			  strerror(-ret));
+}
+
+/* Drop the kernel's copy of path and of everything below it. */
+static void inval_under(const char *path)
+{
+	fuse_ino_t *inos;
+	size_t n = ops_inos_under(path, &inos);
+
+	for (size_t i = 0; i < n; i++)
+		inval(inos[i]);
+	free(inos);
 }
 
 /* Drop the kernel's copy of every live inode of path. */
@@ -218,7 +229,6 @@ static void publish_token(void)
 		old = tok_pub;
 		tok_pub = secret_ref(cur);
 		tok_exp = exp;
-		tok_len = cur->len;
 	}
 	/* Also when it is not servable: the next read must come here to
 	 * fail, not find the old token in the page cache. */
@@ -228,7 +238,7 @@ static void publish_token(void)
 	secret_unref(old);
 
 	log_debug("token published (gen %llu, %zu bytes%s, inode %lu)",
-		  (unsigned long long)tok_gen, tok_len,
+		  (unsigned long long)tok_gen, notify_token_len(),
 		  renamed ? ", new inode" : "",
 		  (unsigned long)ops_ino_of("/token"));
 	if (renamed) {
@@ -287,17 +297,14 @@ static void *notify_main(void *arg)
 		nthaw = ops_thaw(thawed, TOKEN_INOS_MAX);
 		for (size_t i = 0; i < nthaw; i++)
 			inval(thawed[i]);
+		/* A path stands for itself and everything below it. */
+		if (all)
+			inval_under("/");
 		for (int i = 0; i < n; i++) {
-			fuse_ino_t ino = ops_ino_of(paths[i]);
-
-			if (ino && !all)
-				inval(ino);
+			if (!all)
+				inval_under(paths[i]);
 			free(paths[i]);
 		}
-		if (all)
-			for (fuse_ino_t ino = 1; ino <= ops_inode_count();
-			     ino++)
-				inval(ino);
 		/* New key values are readable for key_window only. */
 		keys_expire(g_fs);
 		pthread_mutex_lock(&q_lock);
@@ -320,7 +327,6 @@ int notify_start(struct fuse_session *se, struct fs *fs)
 		pthread_mutex_lock(&tok_lock);
 		tok_pub = cur;
 		tok_exp = exp;
-		tok_len = cur->len;
 		pthread_mutex_unlock(&tok_lock);
 	}
 	ret = pthread_create(&g_thread, NULL, notify_main, NULL);

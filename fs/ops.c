@@ -197,16 +197,6 @@ static int ino_path(fuse_ino_t ino, char *buf, size_t size)
 	return ret;
 }
 
-fuse_ino_t ops_inode_count(void)
-{
-	fuse_ino_t n;
-
-	pthread_mutex_lock(&itab_lock);
-	n = itab_n;
-	pthread_mutex_unlock(&itab_lock);
-	return n;
-}
-
 fuse_ino_t ops_ino_of(const char *path)
 {
 	struct inode *in;
@@ -219,16 +209,43 @@ fuse_ino_t ops_ino_of(const char *path)
 	return ino;
 }
 
+/* Is the live inode in at path or below it?  ("/a" covers "/a/b", not
+ * "/ab"; NULL and "/" cover everything.) */
+static bool under(const struct inode *in, const char *path)
+{
+	size_t n;
+
+	if (!in->path || frozen(in))
+		return false;
+	if (!path || !strcmp(path, "/"))
+		return true;
+	n = strlen(path);
+	return !strncmp(in->path, path, n) &&
+	       (in->path[n] == '\0' || in->path[n] == '/');
+}
+
+size_t ops_inos_under(const char *path, fuse_ino_t **out)
+{
+	fuse_ino_t *v;
+	size_t n = 0;
+
+	pthread_mutex_lock(&itab_lock);
+	v = malloc((itab_n ? itab_n : 1) * sizeof(*v));
+	for (size_t i = 0; v && i < itab_n; i++)
+		if (under(itab[i], path))
+			v[n++] = itab[i]->ino;
+	pthread_mutex_unlock(&itab_lock);
+	*out = v;
+	return v ? n : 0;
+}
+
 void ops_stale(const char *path)
 {
-	size_t n = path ? strlen(path) : 0;
-
 	pthread_mutex_lock(&itab_lock);
 	for (size_t i = 0; i < itab_n; i++) {
 		struct inode *in = itab[i];
 
-		if (!in->path || (path && strncmp(in->path, path, n)) ||
-		    frozen(in))
+		if (!under(in, path))
 			continue;
 		in->hash = 0;
 		clock_gettime(CLOCK_REALTIME, &in->mtime);

@@ -31,8 +31,9 @@ size_t ops_thaw(fuse_ino_t *out, size_t max);
  * one still held by the kernel, e.g. by a bind mount. */
 size_t ops_inos_of(const char *path, fuse_ino_t *out, size_t max);
 
-/* How many inode numbers are in use (1 .. count). */
-fuse_ino_t ops_inode_count(void);
+/* The live inodes at path or below (NULL or "/": all), in a malloc'd
+ * array the caller frees; returns how many. */
+size_t ops_inos_under(const char *path, fuse_ino_t **out);
 /* The inode number of a path the kernel knows, or 0. */
 fuse_ino_t ops_ino_of(const char *path);
 /* Mark every cached content of path and below stale (new mtime on the next
