@@ -18,6 +18,7 @@ Fixtures and helpers (see each docstring):
 
 import atexit
 import contextlib
+import json
 import errno
 import os
 import shutil
@@ -36,7 +37,7 @@ from proxy import FaultProxy  # noqa: E402
 from zenserver import (ServiceAccount, ZenServer, clean_env,  # noqa: E402
                        fake_api_key, free_port, jwt_claims, jwt_header)
 
-__all__ = ["is_mounted", "os_error", "running_server", "jwt_claims", "jwt_header", "fake_api_key", "free_port",
+__all__ = ["is_mounted", "nobody_op", "os_error", "running_server", "jwt_claims", "jwt_header", "fake_api_key", "free_port",
            "run_zenmlfs", "read_file", "ZENMLFS_BIN", "TMP_PREFIX"]
 
 ZENMLFS_BIN = os.environ.get("ZENMLFS_BIN",
@@ -327,6 +328,42 @@ def os_error(fn):
     except OSError as e:
         return e.errno
     return None
+
+
+NOBODY_PY = r"""
+import errno, json, os, sys
+op, path, data = sys.argv[1], sys.argv[2], sys.argv[3].encode()
+res = {"pid": os.getpid(), "errno": None, "out": ""}
+try:
+    if op == "read":
+        with open(path, "rb") as f:
+            res["out"] = f.read().decode(errors="replace")
+    elif op == "write":
+        fd = os.open(path, os.O_WRONLY | os.O_TRUNC)
+        try:
+            os.write(fd, data)
+        finally:
+            os.close(fd)
+    elif op == "mkdir":
+        os.mkdir(path)
+    elif op == "rmdir":
+        os.rmdir(path)
+except OSError as e:
+    res["errno"] = errno.errorcode.get(e.errno, str(e.errno))
+print(json.dumps(res))
+"""
+
+
+def nobody_op(op, path, data="", timeout=30):
+    """One read/write/mkdir/rmdir as uid/gid 65534 with no groups; returns
+    {"pid", "errno" (name or None), "out"}."""
+    r = subprocess.run(
+        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+         "/usr/bin/python3", "-c", NOBODY_PY, op, path, data],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd="/",
+        timeout=timeout, text=True)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
 
 
 @contextlib.contextmanager

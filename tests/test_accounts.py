@@ -14,13 +14,12 @@ import json
 import os
 import re
 import secrets
-import subprocess
 import time
 
 import pytest
 import requests
 
-from conftest import os_error
+from conftest import nobody_op, os_error
 from zenserver import jwt_claims
 
 SAS = "/api/v1/service_accounts"
@@ -189,42 +188,6 @@ def wait_for(fn, timeout, what, step=0.1):
             pytest.fail("timed out after %.1f s waiting for %s" % (timeout,
                                                                   what))
         time.sleep(step)
-
-
-NOBODY_PY = r"""
-import errno, json, os, sys
-op, path, data = sys.argv[1], sys.argv[2], sys.argv[3].encode()
-res = {"pid": os.getpid(), "errno": None, "out": ""}
-try:
-    if op == "read":
-        with open(path, "rb") as f:
-            res["out"] = f.read().decode(errors="replace")
-    elif op == "write":
-        fd = os.open(path, os.O_WRONLY | os.O_TRUNC)
-        try:
-            os.write(fd, data)
-        finally:
-            os.close(fd)
-    elif op == "mkdir":
-        os.mkdir(path)
-    elif op == "rmdir":
-        os.rmdir(path)
-except OSError as e:
-    res["errno"] = errno.errorcode.get(e.errno, str(e.errno))
-print(json.dumps(res))
-"""
-
-
-def as_nobody(op, path, data="", timeout=30):
-    """One read/write/mkdir/rmdir as uid/gid 65534 with no groups; returns
-    {"pid", "errno" (name or None), "out"}."""
-    r = subprocess.run(
-        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
-         "/usr/bin/python3", "-c", NOBODY_PY, op, path, data],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd="/",
-        timeout=timeout, text=True)
-    assert r.returncode == 0, r.stderr
-    return json.loads(r.stdout)
 
 
 # ----------------------------------------------------------------- fixtures
@@ -669,10 +632,10 @@ def test_key_window_and_privacy(zenml_server, cleanup, admin_mount):
     st = os.stat(os.path.join(kdir, "key"))
     assert st.st_mode & 0o777 == 0o400 and st.st_uid == os.getuid()
     # Another uid cannot read it, even with allow_other.
-    r = as_nobody("read", os.path.join(kdir, "key"))
+    r = nobody_op("read", os.path.join(kdir, "key"))
     assert r["errno"] in ("EACCES", "EPERM") and r["out"] == "", r
     # ... but can read the rest of the folder.
-    r = as_nobody("read", os.path.join(kdir, "id"))
+    r = nobody_op("read", os.path.join(kdir, "id"))
     assert r["errno"] is None, r
     assert r["out"].strip() == rest_key(srv, sa["id"], "w")["id"]
     assert time.monotonic() - t0 < window - 1.2, "too slow for key_window"
@@ -734,7 +697,7 @@ def test_other_uid_is_refused_by_kernel(zenml_server, cleanup, admin_mount):
     m = admin_mount("meta_ttl=1,allow_other")
     newsa = cleanup.sa(uniq())
     for op, path, data in _other_uid_cases(m, sa, newsa):
-        r = as_nobody(op, path, data)
+        r = nobody_op(op, path, data)
         assert r["errno"] in ("EACCES", "EPERM"), (op, path, r)
     _assert_unchanged(srv, sa, keys, newsa)
 
@@ -749,7 +712,7 @@ def test_other_uid_is_refused_by_daemon(zenml_server, cleanup, admin_mount):
     assert os.stat(d + "/active").st_uid == 65534
     newsa = cleanup.sa(uniq())
     for op, path, data in _other_uid_cases(m, sa, newsa):
-        r = as_nobody(op, path, data)
+        r = nobody_op(op, path, data)
         assert r["errno"] in ("EACCES", "EPERM"), (op, path, r)
         admin_log_line(m, uid=65534, pid=r["pid"])
     _assert_unchanged(srv, sa, keys, newsa)

@@ -48,8 +48,8 @@ import uuid
 import pytest
 import requests
 
-from conftest import (TMP_PREFIX, ZENMLFS_BIN, is_mounted, os_error,
-                      read_file, run_zenmlfs, running_server)
+from conftest import (TMP_PREFIX, ZENMLFS_BIN, is_mounted, nobody_op,
+                      os_error, read_file, run_zenmlfs, running_server)
 from zenserver import ZenServer, clean_env, free_port, jwt_claims
 
 POLL_INTERVAL = 1          # ZENML_SERVER_DEVICE_AUTH_POLLING_INTERVAL
@@ -965,27 +965,6 @@ def test_bad_input_changes_nothing(zenml_server, admin_login, mount,
 
 
 NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
-# Runs as uid 65534; prints the errno of the first failing step, or 0.
-NOBODY_OP = r"""
-import errno, os, sys
-op, path = sys.argv[1], sys.argv[2]
-try:
-    if op == "write":
-        fd = os.open(path, os.O_WRONLY | os.O_TRUNC)
-        try:
-            os.write(fd, sys.argv[3].encode())
-        finally:
-            os.close(fd)
-    elif op == "rmdir":
-        os.rmdir(path)
-    elif op == "mkdir":
-        os.mkdir(path)
-    print(0)
-except OSError as e:
-    print(e.errno)
-"""
-
-
 def as_nobody(cmd):
     return subprocess.run(NOBODY + ["sh", "-c", cmd],
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -995,12 +974,8 @@ def as_nobody(cmd):
 def nobody_errno(op, path, data=""):
     """errno (0 = success) of op on path as uid 65534 (dash's echo says
     "I/O error" for any failed write, so the errno is taken here)."""
-    r = subprocess.run(NOBODY + ["/usr/bin/python3", "-c", NOBODY_OP, op,
-                                 path, data],
-                       stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                       text=True, timeout=20)
-    assert r.returncode == 0, r.stderr
-    return int(r.stdout.strip())
+    name = nobody_op(op, path, data, timeout=20)["errno"]
+    return getattr(errno, name) if name else 0
 
 
 def test_other_uid_cannot_lock_or_delete(zenml_server, admin_login, mount,
