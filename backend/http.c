@@ -3,6 +3,7 @@
 
 #include <curl/curl.h>
 #include <errno.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <sodium.h>
 #include <stdio.h>
@@ -14,6 +15,7 @@
 
 #define SECRET_REPLY_MAX (64 * 1024)
 #define POOL_MAX 8
+#define STACK_WIPE (64 * 1024) /* what a transfer may leave on the stack */
 
 struct http_client {
 	char *base;
@@ -26,7 +28,28 @@ struct http_client {
 	pthread_mutex_t pool_lock;
 	CURL *pool[POOL_MAX];
 	int npool;
+	bool stopping; /* atomic */
 };
+
+/* The request body, handed to libcurl piece by piece from the caller's
+ * buffer (guarded memory for a login). */
+struct source {
+	const char *p;
+	size_t left;
+};
+
+static size_t source_read(char *dst, size_t size, size_t nmemb, void *arg)
+{
+	struct source *src = arg;
+	size_t n = size * nmemb;
+
+	if (n > src->left)
+		n = src->left;
+	memcpy(dst, src->p, n);
+	src->p += n;
+	src->left -= n;
+	return n;
+}
 
 struct sink {
 	char *buf;
@@ -34,6 +57,50 @@ struct sink {
 	bool secret;
 	bool overflow;
 };
+
+/* libcurl's allocator: every block it frees is wiped first, so the
+ * request and reply bytes it copied (headers, bodies) do not stay behind in
+ * the heap. */
+static void wipe_free(void *p)
+{
+	if (!p)
+		return;
+	explicit_bzero(p, malloc_usable_size(p));
+	free(p);
+}
+
+static void *wipe_realloc(void *p, size_t n)
+{
+	size_t old;
+	void *q;
+
+	if (!p)
+		return malloc(n);
+	if (!n) {
+		wipe_free(p);
+		return NULL;
+	}
+	old = malloc_usable_size(p);
+	q = malloc(n);
+	if (!q)
+		return NULL;
+	memcpy(q, p, old < n ? old : n);
+	wipe_free(p);
+	return q;
+}
+
+int http_global_init(void)
+{
+	return curl_global_init_mem(CURL_GLOBAL_DEFAULT, malloc, wipe_free,
+				    wipe_realloc, strdup, calloc) ?
+		       -EIO :
+		       0;
+}
+
+void http_global_cleanup(void)
+{
+	curl_global_cleanup();
+}
 
 static void share_lock(CURL *h, curl_lock_data data, curl_lock_access a,
 		       void *arg)
@@ -104,6 +171,20 @@ void http_client_free(struct http_client *c)
 	free(c);
 }
 
+void http_client_stop(struct http_client *c)
+{
+	__atomic_store_n(&c->stopping, true, __ATOMIC_RELEASE);
+}
+
+/* libcurl calls this while a transfer runs: non-zero aborts it. */
+static int progress(void *arg, curl_off_t dltotal, curl_off_t dlnow,
+		    curl_off_t ultotal, curl_off_t ulnow)
+{
+	struct http_client *c = arg;
+
+	return __atomic_load_n(&c->stopping, __ATOMIC_ACQUIRE);
+}
+
 const char *http_base_url(const struct http_client *c)
 {
 	return c->base;
@@ -162,8 +243,12 @@ static CURL *handle_get(struct http_client *c)
 	return h;
 }
 
-static void handle_put(struct http_client *c, CURL *h)
+static void handle_put(struct http_client *c, CURL *h, bool drop)
 {
+	if (drop) {
+		curl_easy_cleanup(h);
+		return;
+	}
 	curl_easy_reset(h);
 	pthread_mutex_lock(&c->pool_lock);
 	if (c->npool < POOL_MAX) {
@@ -196,6 +281,8 @@ static int curl_errno(CURLcode rc)
 	case CURLE_URL_MALFORMAT:
 	case CURLE_UNSUPPORTED_PROTOCOL:
 		return -EINVAL;
+	case CURLE_ABORTED_BY_CALLBACK:
+		return -ECANCELED;
 	default:
 		return -EIO;
 	}
@@ -226,11 +313,30 @@ static void slist_wipe_free(struct curl_slist *l)
 	curl_slist_free_all(l);
 }
 
-int http_request(struct http_client *c, const char *method, const char *path,
-		 const char *ctype, const char *body, size_t body_len,
-		 const struct secret *bearer, bool secret_reply,
-		 struct http_response *resp)
+const char *http_strerror(int err)
 {
+	switch (-err) {
+	case ECONNREFUSED:
+		return "connection refused";
+	case EHOSTUNREACH:
+		return "host unreachable";
+	case ETIMEDOUT:
+		return "timed out";
+	case EPROTO:
+		return "TLS failure";
+	case EFBIG:
+		return "reply too large";
+	default:
+		return strerror(-err);
+	}
+}
+
+int http_do(struct http_client *c, const struct http_req *rq,
+	    struct http_response *resp)
+{
+	const char *method = rq->method, *path = rq->path;
+	bool secret_reply = rq->secret_reply;
+	struct source src = { rq->body, rq->body_len };
 	struct sink sink = { .secret = secret_reply };
 	struct curl_slist *hdrs = NULL, *tail;
 	char url[2048], ctbuf[128];
@@ -239,6 +345,8 @@ int http_request(struct http_client *c, const char *method, const char *path,
 	CURL *h;
 	int ret = 0;
 
+	if (__atomic_load_n(&c->stopping, __ATOMIC_ACQUIRE))
+		return -ECANCELED;
 	sink.max = secret_reply ? SECRET_REPLY_MAX : c->max_response;
 	if ((size_t)snprintf(url, sizeof(url), "%s%s", c->base, path) >=
 	    sizeof(url))
@@ -246,15 +354,15 @@ int http_request(struct http_client *c, const char *method, const char *path,
 	h = handle_get(c);
 	if (!h)
 		return -ENOMEM;
-	if (bearer) {
-		hdrs = auth_header(bearer);
+	if (rq->bearer) {
+		hdrs = auth_header(rq->bearer);
 		if (!hdrs) {
 			ret = -ENOMEM;
 			goto out;
 		}
 	}
-	if (ctype) {
-		snprintf(ctbuf, sizeof(ctbuf), "Content-Type: %s", ctype);
+	if (rq->ctype) {
+		snprintf(ctbuf, sizeof(ctbuf), "Content-Type: %s", rq->ctype);
 		tail = curl_slist_append(hdrs, ctbuf);
 		if (!tail) {
 			ret = -ENOMEM;
@@ -279,21 +387,30 @@ int http_request(struct http_client *c, const char *method, const char *path,
 	curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
 	curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
 	curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, c->connect_ms);
-	curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, c->total_ms);
+	curl_easy_setopt(h, CURLOPT_TIMEOUT_MS,
+			 rq->timeout_ms ? rq->timeout_ms : c->total_ms);
 	curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 1L);
 	curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 2L);
 	if (c->cafile)
 		curl_easy_setopt(h, CURLOPT_CAINFO, c->cafile);
-	curl_easy_setopt(h, CURLOPT_USERAGENT, "zenmlfs/" ZENMLFS_VERSION);
+	curl_easy_setopt(h, CURLOPT_USERAGENT,
+			 rq->user_agent ? rq->user_agent :
+					  "zenmlfs/" ZENMLFS_VERSION);
 	curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
+	curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
+	curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, progress);
+	curl_easy_setopt(h, CURLOPT_XFERINFODATA, c);
 	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, sink_write);
 	curl_easy_setopt(h, CURLOPT_WRITEDATA, &sink);
 	curl_easy_setopt(h, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)sink.max);
 	curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method);
-	if (body) {
-		curl_easy_setopt(h, CURLOPT_POSTFIELDS, body);
+	if (rq->body) {
+		/* Read from the caller's buffer: no copy made by us. */
+		curl_easy_setopt(h, CURLOPT_POST, 1L);
+		curl_easy_setopt(h, CURLOPT_READFUNCTION, source_read);
+		curl_easy_setopt(h, CURLOPT_READDATA, &src);
 		curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE,
-				 (curl_off_t)body_len);
+				 (curl_off_t)rq->body_len);
 	} else if (!strcmp(method, "GET")) {
 		curl_easy_setopt(h, CURLOPT_HTTPGET, 1L);
 	}
@@ -327,7 +444,13 @@ out:
 			free(sink.buf);
 	}
 	slist_wipe_free(hdrs);
-	handle_put(c, h);
+	/* A handle that received a secret keeps it in its receive buffer:
+	 * free it (wiped by the allocator) rather than pool it. */
+	handle_put(c, h, secret_reply);
+	/* libcurl's frames below this one held the request and the reply
+	 * (a bearer token, a login body, a minted token): wipe that stack. */
+	if (rq->bearer || secret_reply)
+		sodium_stackzero(STACK_WIPE);
 	return ret;
 }
 

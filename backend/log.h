@@ -1,9 +1,11 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * The daemon's log: one line per event, "zenmlfs[PID]: LEVEL: message",
- * to standard error, a file (--log) or syslog once daemonized.  Callers
- * never pass secrets; messages follow STYLE.md (lowercase, no final period,
- * subjects quoted).  Thread-safe.
+ * to standard error, a file (--log) or syslog once daemonized.  Every
+ * message is escaped (control characters, bidi overrides, invalid UTF-8)
+ * so a name from a user or the server can neither forge a line nor hide
+ * text.  Callers never pass secrets; messages follow STYLE.md (lowercase,
+ * no final period, subjects quoted).  Thread-safe.
  */
 #ifndef ZENMLFS_LOG_H
 #define ZENMLFS_LOG_H
@@ -11,10 +13,18 @@
 #include <stdbool.h>
 #include <syslog.h>
 
-/* path NULL: standard error.  Returns 0 or -errno (file cannot be opened). */
+/*
+ * Log to the file at path (NULL: standard error).  A symlink is refused
+ * (O_NOFOLLOW), so is anything but a regular file; a new file is made
+ * 0600 and an existing one readable by others is made 0600.  0 or -errno.
+ */
 int log_open(const char *path);
+/* Reopen the --log file (after logrotate moved it): SIGHUP. */
+int log_reopen(void);
 /* Switch from standard error to syslog (after daemonizing, without --log). */
 void log_use_syslog(void);
+/* Is there a syslog socket to send to (/dev/log)? */
+bool log_syslog_available(void);
 void log_close(void);
 
 void log_msg(int level, const char *fmt, ...)

@@ -16,6 +16,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <sys/utsname.h>
+
+#include "backend/exitcode.h"
 #include "backend/http.h"
 #include "backend/secret.h"
 #include "backend/session.h"
@@ -24,13 +27,13 @@
 #define DEVICE_GRANT "urn:ietf:params:oauth:grant-type:device_code"
 
 enum {
-	L_OK = 0,
-	L_USAGE = 1,
-	L_DENIED = 4,
-	L_EXPIRED = 5,
-	L_SERVER = 3,
-	L_INTERRUPTED = 130,
-	L_FAIL = 6
+	L_OK = EXIT_OK,
+	L_USAGE = EXIT_USAGE,
+	L_DENIED = EXIT_AUTH,
+	L_EXPIRED = EXIT_MOUNT,
+	L_SERVER = EXIT_SERVER,
+	L_INTERRUPTED = EXIT_INTERRUPTED,
+	L_FAIL = EXIT_RUNTIME,
 };
 
 static volatile sig_atomic_t interrupted;
@@ -40,18 +43,86 @@ static void on_signal(int sig)
 	interrupted = 1;
 }
 
-static int post_form(struct http_client *h, const char *form, size_t len,
-		     const char *path, struct http_response *r)
+/*
+ * The User-Agent the ZenML server reads a device's details from
+ * (OAuthDeviceUserAgentHeader): "Host/<hostname> ZenML/<version>
+ * Python/<version> OS/<system>", space-separated key/value pairs.  We are
+ * not Python: that one is left out, and ZenML/ names zenmlfs.
+ */
+static void device_user_agent(char *buf, size_t size)
 {
-	return http_request(h, "POST", path,
-			    "application/x-www-form-urlencoded", form, len,
-			    NULL, true, r);
+	struct utsname u;
+	char host[sizeof(u.nodename)] = "unknown",
+	     os[sizeof(u.sysname)] = "Linux";
+
+	if (!uname(&u)) {
+		snprintf(host, sizeof(host), "%s", u.nodename);
+		snprintf(os, sizeof(os), "%s", u.sysname);
+	}
+	/* the header splits on spaces */
+	for (char *p = host; *p; p++)
+		if (*p == ' ' || (unsigned char)*p < 0x21 || *p == 0x7f)
+			*p = '-';
+	snprintf(buf, size, "Host/%s ZenML/zenmlfs-%s OS/%s zenmlfs/%s", host,
+		 ZENMLFS_VERSION, os, ZENMLFS_VERSION);
 }
 
-static void login_usage(void)
+static int post_form(struct http_client *h, const char *form, size_t len,
+		     const char *path, const char *ua, struct http_response *r)
 {
-	fprintf(stderr, "usage: zenmlfs login URL [--trust] [--cafile FILE]\n"
-			"       zenmlfs logout URL\n");
+	return http_do(h,
+		       &(struct http_req){
+			       .method = "POST",
+			       .path = path,
+			       .ctype = "application/x-www-form-urlencoded",
+			       .body = form,
+			       .body_len = len,
+			       .secret_reply = true,
+			       .user_agent = ua,
+		       },
+		       r);
+}
+
+static void login_usage(FILE *f)
+{
+	fprintf(f, "usage: zenmlfs login [URL] [--trust] [--cafile FILE]\n"
+		   "       zenmlfs logout [URL]\n"
+		   "URL defaults to ZENML_STORE_URL.\n");
+}
+
+/* The server URL: the argument, else ZENML_STORE_URL. */
+static const char *login_url(int argc, char **argv)
+{
+	const char *url;
+
+	if (optind < argc)
+		return argv[optind];
+	url = getenv("ZENML_STORE_URL");
+	return url && *url ? url : NULL;
+}
+
+/* A URL we may send a device code to; prints why not. */
+static struct http_client *client_for(const char *url, const char *cafile)
+{
+	struct http_client *h;
+	const char *why;
+
+	if (!url) {
+		fprintf(stderr, "zenmlfs: no server URL: give it, or set "
+				"ZENML_STORE_URL\nTry 'zenmlfs login "
+				"--help'.\n");
+		return NULL;
+	}
+	if (url_check(url, &why)) {
+		fprintf(stderr, "zenmlfs: invalid server URL '%s': %s\n", url,
+			why);
+		return NULL;
+	}
+	h = http_client_new(
+		&(struct http_opts){ .base_url = url, .cafile = cafile });
+	if (!h)
+		fprintf(stderr, "zenmlfs: out of memory\n");
+	return h;
 }
 
 /* The device id is only in the device_id= parameter of the URL. */
@@ -77,10 +148,12 @@ int login_main(int argc, char **argv)
 	};
 	struct http_response r = { 0 };
 	struct http_client *h = NULL;
+	const char *cr;
 	struct secret *code = NULL, *form = NULL, *tok = NULL;
 	const char *cafile = NULL, *url;
 	char client[40], form_buf[256], full[2048], device[40], cls[64],
-		msg[300];
+		msg[300], ua[512];
+	bool tty = isatty(STDOUT_FILENO);
 	json_t *j = NULL, *v;
 	bool trust = false;
 	long interval, expires;
@@ -88,6 +161,7 @@ int login_main(int argc, char **argv)
 	int c, ret = L_FAIL;
 
 	optind = 1;
+	opterr = 0;
 	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
 		switch (c) {
 		case 't':
@@ -96,26 +170,32 @@ int login_main(int argc, char **argv)
 		case 'c':
 			cafile = optarg;
 			break;
+		case 'h':
+			login_usage(stdout);
+			return L_OK;
 		default:
-			login_usage();
+			fprintf(stderr,
+				"zenmlfs: login: unknown option '%s'\n"
+				"Try 'zenmlfs login --help'.\n",
+				argv[optind - 1]);
 			return L_USAGE;
 		}
 	}
-	if (optind != argc - 1) {
-		login_usage();
-		return L_USAGE;
-	}
-	url = argv[optind];
-	h = http_client_new(
-		&(struct http_opts){ .base_url = url, .cafile = cafile });
-	if (!h) {
+	if (argc - optind > 1) {
 		fprintf(stderr,
-			"zenmlfs: invalid server URL '%s': it must "
-			"start with http:// or https://\n",
-			url);
+			"zenmlfs: login: too many arguments: '%s'\n"
+			"Try 'zenmlfs login --help'.\n",
+			argv[optind + 1]);
 		return L_USAGE;
 	}
+	url = login_url(argc, argv);
+	h = client_for(url, cafile);
+	if (!h)
+		return url ? L_SERVER : L_USAGE;
 	url = http_base_url(h);
+	device_user_agent(ua, sizeof(ua));
+	/* After a countdown line, start over at its beginning. */
+	cr = tty ? "\r" : "";
 	if (session_client_id(client, sizeof(client))) {
 		fprintf(stderr, "zenmlfs: cannot create the client id under "
 				"$XDG_STATE_HOME/zenmlfs\n");
@@ -124,9 +204,8 @@ int login_main(int argc, char **argv)
 
 	/* 1. a device code */
 	snprintf(form_buf, sizeof(form_buf), "client_id=%s", client);
-	if (http_request(h, "POST", "/api/v1/device_authorization",
-			 "application/x-www-form-urlencoded", form_buf,
-			 strlen(form_buf), NULL, true, &r)) {
+	if (post_form(h, form_buf, strlen(form_buf),
+		      "/api/v1/device_authorization", ua, &r)) {
 		fprintf(stderr,
 			"zenmlfs: cannot reach the ZenML server at "
 			"'%s'\n",
@@ -196,19 +275,19 @@ int login_main(int argc, char **argv)
 		time_t now = time(NULL);
 
 		if (interrupted) {
-			printf("\rinterrupted: nothing was saved.          "
-			       "                 \n");
+			printf("%sinterrupted: nothing was saved.\n", cr);
 			ret = L_INTERRUPTED;
 			goto out;
 		}
 		if (now >= deadline) {
-			printf("\rthe code expired before it was approved: "
+			printf("%sthe code expired before it was approved: "
 			       "run 'zenmlfs login %s' again.\n",
-			       url);
+			       cr, url);
 			ret = L_EXPIRED;
 			goto out;
 		}
-		if (isatty(STDOUT_FILENO)) {
+		/* A countdown on a terminal; plain lines otherwise. */
+		if (tty) {
 			printf("\rwaiting for approval... %3lds left ",
 			       (long)(deadline - now));
 			fflush(stdout);
@@ -218,7 +297,7 @@ int login_main(int argc, char **argv)
 			continue;
 		}
 		next = now + interval;
-		if (post_form(h, form->buf, form->len, "/api/v1/login", &r))
+		if (post_form(h, form->buf, form->len, "/api/v1/login", ua, &r))
 			continue; /* transient: keep polling */
 		if (r.status == 200)
 			break;
@@ -238,19 +317,19 @@ int login_main(int argc, char **argv)
 			continue;
 		}
 		if (!strcmp(cls, "access_denied")) {
-			printf("\rthe login was denied: nothing was saved.    "
-			       "          \n");
+			printf("%sthe login was denied: nothing was saved.\n",
+			       cr);
 			ret = L_DENIED;
 			goto out;
 		}
 		if (!strcmp(cls, "expired_token")) {
-			printf("\rthe code expired before it was approved: "
+			printf("%sthe code expired before it was approved: "
 			       "run 'zenmlfs login %s' again.\n",
-			       url);
+			       cr, url);
 			ret = L_EXPIRED;
 			goto out;
 		}
-		printf("\rthe server refused the login: %s%s%s\n", cls,
+		printf("%sthe server refused the login: %s%s%s\n", cr, cls,
 		       cls[0] ? ": " : "", msg);
 		ret = L_DENIED;
 		goto out;
@@ -261,21 +340,23 @@ int login_main(int argc, char **argv)
 	j = json_loadb(r.body, r.len, 0, NULL);
 	v = json_object_get(j, "access_token");
 	if (!json_is_string(v)) {
-		printf("\rmalformed login reply from the server: nothing was "
-		       "saved.\n");
+		printf("%smalformed login reply from the server: nothing was "
+		       "saved.\n",
+		       cr);
 		ret = L_SERVER;
 		goto out;
 	}
 	tok = secret_new(json_string_value(v), json_string_length(v));
 	if (!tok || session_save(url, tok)) {
-		printf("\rcannot save the session under $XDG_STATE_HOME/"
-		       "zenmlfs\n");
+		printf("%scannot save the session under $XDG_STATE_HOME/"
+		       "zenmlfs\n",
+		       cr);
 		goto out;
 	}
 	session_path(url, full, sizeof(full));
-	printf("\rlogged in to %s%s%s; the session is saved in %s\n"
+	printf("%slogged in to %s%s%s; the session is saved in %s\n"
 	       "mount with: zenmlfs --url %s MOUNTPOINT\n",
-	       url, device[0] ? " as device " : "", device, full, url);
+	       cr, url, device[0] ? " as device " : "", device, full, url);
 	ret = L_OK;
 out:
 	http_response_release(&r);
@@ -290,24 +371,33 @@ out:
 int logout_main(int argc, char **argv)
 {
 	struct http_client *h;
+	const char *url;
 	int ret;
 
-	if (argc != 2) {
-		login_usage();
+	if (argc > 1 &&
+	    (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
+		login_usage(stdout);
+		return L_OK;
+	}
+	if (argc > 2 || (argc == 2 && argv[1][0] == '-')) {
+		fprintf(stderr,
+			"zenmlfs: logout: %s '%s'\n"
+			"Try 'zenmlfs login --help'.\n",
+			argc > 2 ? "too many arguments:" : "unknown option",
+			argv[argc > 2 ? 2 : 1]);
 		return L_USAGE;
 	}
-	h = http_client_new(&(struct http_opts){ .base_url = argv[1] });
-	if (!h) {
-		fprintf(stderr, "zenmlfs: invalid server URL '%s'\n", argv[1]);
-		return L_USAGE;
-	}
+	optind = 1;
+	url = login_url(argc, argv);
+	h = client_for(url, NULL);
+	if (!h)
+		return url ? L_SERVER : L_USAGE;
 	ret = session_forget(http_base_url(h));
 	if (ret == -ENOENT)
 		printf("no saved session for %s\n", http_base_url(h));
 	else if (ret)
 		fprintf(stderr,
-			"zenmlfs: cannot remove the session for '%s': "
-			"%s\n",
+			"zenmlfs: cannot remove the session for '%s': %s\n",
 			http_base_url(h), strerror(-ret));
 	else
 		printf("logged out of %s: the saved session is gone\n",

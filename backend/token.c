@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "backend/api.h"
 #include "backend/log.h"
 #include "backend/secret.h"
 #include "backend/util.h"
@@ -16,10 +17,16 @@
 
 #define BACKOFF_MIN 1
 #define BACKOFF_MAX 60
+/* While the token is expired, how often to ask whether the server is back
+ * (GET /health, no auth): recovery within this of the server answering. */
+#define PROBE_INTERVAL 2
 /* Refresh early enough that a retry or two fit before the margin. */
 #define REFRESH_MIN_LEFT (TOKEN_MARGIN + 15)
-
-enum state { ST_NONE, ST_OK, ST_DEGRADED, ST_EXPIRED, ST_UNAUTH };
+#define STACK_WIPE (64 * 1024)
+/* A refresh asked this soon after a failed mint shares its failure. */
+#define REFRESH_SHARE_MS 1000
+/* A lifetime this far from the one asked for is worth a warning. */
+#define LIFETIME_SLACK 60
 
 struct token_engine {
 	struct zen *zen;
@@ -27,11 +34,8 @@ struct token_engine {
 	pthread_t thread;
 	bool started;
 
-	/* mint_lock serializes mints (held across the network call; it
-	 * protects only their order). */
-	pthread_mutex_t mint_lock;
-
-	/* lock protects everything below; cond wakes the thread. */
+	/* lock protects everything below; cond wakes the thread and the
+	 * callers waiting for a mint in flight. */
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
 	bool stop, kick;
@@ -39,13 +43,26 @@ struct token_engine {
 	int64_t exp;
 	time_t minted_at; /* 0: never */
 	time_t next_refresh; /* 0: none planned */
-	time_t next_check;
+	time_t next_check; /* 0: none planned (nobody read the token) */
+	time_t last_check;
+	bool used; /* read since the last check */
+	time_t next_probe; /* 0: not probing */
 	unsigned failures; /* consecutive, for backoff */
-	unsigned long refreshes, refresh_failures;
-	enum state state;
-	int auth_err; /* set with ST_UNAUTH */
+	unsigned long refreshes, refresh_failures, checks;
+	enum token_state state;
+	int auth_err; /* with TS_UNAUTH */
 	bool announced_expiry; /* on_change sent for the current expiry */
 	char last_error[512];
+	time_t last_error_at;
+	long long lifetime; /* of the current token (0: no exp) */
+	unsigned server_max; /* the most the server allows (0: not said) */
+	bool warned_lifetime;
+	/* one mint at a time; the others wait for its result */
+	bool minting;
+	unsigned long mint_gen;
+	int mint_ret;
+	struct zen_err mint_err;
+	struct timespec mint_end; /* CLOCK_MONOTONIC */
 };
 
 struct token_engine *token_engine_new(struct zen *z,
@@ -59,7 +76,6 @@ struct token_engine *token_engine_new(struct zen *z,
 	te->zen = z;
 	te->opts = *opts;
 	pthread_mutex_init(&te->lock, NULL);
-	pthread_mutex_init(&te->mint_lock, NULL);
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_REALTIME);
 	pthread_cond_init(&te->cond, &ca);
@@ -116,64 +132,157 @@ static time_t backoff(unsigned failures)
 		s *= 2;
 	if (s > BACKOFF_MAX)
 		s = BACKOFF_MAX;
-	/* +-25% jitter */
-	return s * 3 / 4 + randombytes_uniform(s / 2 + 1);
+	/* +-25% jitter, never less than a second */
+	s = s * 3 / 4 + randombytes_uniform(s / 2 + 1);
+	return s ? s : 1;
 }
 
-int token_engine_mint(struct token_engine *te)
+/* Is tok a token we may serve?  Its expiry into *exp. */
+static int validate(struct token_engine *te, const struct secret *tok,
+		    time_t now, int64_t *exp, struct zen_err *e)
+{
+	struct jwt_info info;
+	char me[64];
+
+	if (jwt_parse(tok->buf, tok->len, &info)) {
+		zen_err_set(e, "api token: the server sent a token that is "
+			       "not a JWT");
+		return -EIO;
+	}
+	if (info.has_exp && info.exp - TOKEN_MARGIN <= now) {
+		zen_err_set(e,
+			    "api token: the server sent a token that expires "
+			    "in %lld s (clock skew?)",
+			    (long long)(info.exp - now));
+		return -EIO;
+	}
+	zen_user_id(te->zen, me, sizeof(me));
+	if (me[0] && info.sub[0] && strcmp(me, info.sub)) {
+		zen_err_set(e,
+			    "api token: the server sent a token for user "
+			    "'%s', not '%s'",
+			    info.sub, me);
+		return -EIO;
+	}
+	*exp = info.has_exp ? info.exp : TOKEN_NO_EXPIRY;
+	return 0;
+}
+
+/* Say once what is unusual about the server's tokens. */
+static void note_lifetime(struct token_engine *te, int64_t exp, time_t now)
+{
+	long long got = exp == TOKEN_NO_EXPIRY ? 0 : (long long)(exp - now);
+	bool odd = !got ||
+		   got < (long long)te->opts.lifetime - LIFETIME_SLACK ||
+		   got > (long long)te->opts.lifetime + LIFETIME_SLACK;
+
+	te->lifetime = got;
+	if (!odd || te->warned_lifetime)
+		return;
+	te->warned_lifetime = true;
+	if (!got)
+		log_warn("the server issues tokens without an expiry ('exp'): "
+			 "a leaked token stays valid until its key is "
+			 "deactivated");
+	else
+		log_warn("the server issues tokens of %lld s, not the %u s "
+			 "asked for (token_lifetime)",
+			 got, te->opts.lifetime);
+}
+
+/* A failed mint: backoff, state, log.  Caller holds no lock. */
+static void mint_failed(struct token_engine *te, int ret,
+			const struct zen_err *e, time_t now)
+{
+	bool announce = false;
+
+	pthread_mutex_lock(&te->lock);
+	te->refresh_failures++;
+	te->failures++;
+	te->next_refresh = now + backoff(te->failures);
+	strlcpy_z(te->last_error, e->msg, sizeof(te->last_error));
+	te->last_error_at = now;
+	if (is_auth_error(ret)) {
+		announce = te->state != TS_UNAUTH || te->auth_err != ret;
+		te->state = TS_UNAUTH;
+		te->auth_err = ret;
+	} else if (te->state == TS_OK) {
+		te->state = TS_DEGRADED;
+	}
+	if (te->state == TS_EXPIRED && !te->next_probe)
+		te->next_probe = now + PROBE_INTERVAL;
+	pthread_cond_signal(&te->cond);
+	pthread_mutex_unlock(&te->lock);
+	/* Before the thread runs, the caller reports the failure itself
+	 * (on the terminal, once). */
+	if (!te->started)
+		return;
+	if (announce) {
+		log_err("the server refused the daemon's credential: %s",
+			e->msg);
+		changed(te);
+	} else {
+		log_warn("token refresh failed: %s", e->msg);
+	}
+}
+
+/* The lifetime to ask for: token_lifetime, or less if the server said
+ * it allows no more. */
+static unsigned lifetime_now(struct token_engine *te)
+{
+	unsigned l;
+
+	pthread_mutex_lock(&te->lock);
+	l = te->server_max && te->server_max < te->opts.lifetime ?
+		    te->server_max :
+		    te->opts.lifetime;
+	pthread_mutex_unlock(&te->lock);
+	return l;
+}
+
+/* Did the server refuse the lifetime, saying what it allows?  Then ask
+ * for that from now on (said once in the log). */
+static bool lower_lifetime(struct token_engine *te, const struct zen_err *e)
+{
+	unsigned long max;
+	bool lower = false;
+
+	if (max_lifetime_of(e->msg, &max) || max < TOKEN_LIFETIME_MIN ||
+	    max >= lifetime_now(te))
+		return false;
+	pthread_mutex_lock(&te->lock);
+	if (!te->server_max || max < te->server_max) {
+		te->server_max = (unsigned)max;
+		lower = true;
+	}
+	pthread_mutex_unlock(&te->lock);
+	if (lower)
+		log_warn(
+			"the server allows tokens of at most %lu s: asking for "
+			"that instead of token_lifetime %u",
+			max, te->opts.lifetime);
+	return lower;
+}
+
+static int do_mint(struct token_engine *te, struct zen_err *e)
 {
 	struct secret *tok = NULL, *old;
-	char err[512];
-	int64_t exp;
+	unsigned failures;
+	int64_t exp = 0;
 	time_t now;
 	int ret;
 
-	pthread_mutex_lock(&te->mint_lock);
-	ret = zen_api_token(te->zen, te->opts.lifetime, &tok);
+	ret = api_token(te->zen, lifetime_now(te), &tok, e);
+	if (ret == -EINVAL && lower_lifetime(te, e))
+		ret = api_token(te->zen, lifetime_now(te), &tok, e);
 	now = time(NULL);
-	if (!ret) {
-		ret = jwt_exp(tok->buf, tok->len, &exp);
-		if (ret == -ENOENT) {
-			exp = TOKEN_NO_EXPIRY;
-			ret = 0;
-		} else if (ret) {
-			zen_set_error(te->zen, "api token: the server sent a "
-					       "token that is not a JWT");
-			ret = -EIO;
-		} else if (exp - TOKEN_MARGIN <= now) {
-			zen_set_error(te->zen, "api token: the server sent a "
-					       "token that expires at once "
-					       "(clock skew?)");
-			ret = -EKEYEXPIRED;
-		}
-	}
+	if (!ret)
+		ret = validate(te, tok, now, &exp, e);
+	sodium_stackzero(STACK_WIPE); /* the token's way here, below us */
 	if (ret) {
 		secret_unref(tok);
-		zen_last_error(te->zen, err, sizeof(err));
-		pthread_mutex_lock(&te->lock);
-		te->refresh_failures++;
-		te->failures++;
-		te->next_refresh = now + backoff(te->failures);
-		strlcpy_z(te->last_error, err, sizeof(te->last_error));
-		if (is_auth_error(ret)) {
-			bool was = te->state == ST_UNAUTH;
-
-			te->state = ST_UNAUTH;
-			te->auth_err = ret;
-			pthread_mutex_unlock(&te->lock);
-			if (!was) {
-				log_err("the server refused the daemon's "
-					"credential: %s",
-					err);
-				changed(te);
-			}
-		} else {
-			if (te->state == ST_OK)
-				te->state = ST_DEGRADED;
-			pthread_mutex_unlock(&te->lock);
-			log_warn("token refresh failed: %s", err);
-		}
-		goto out;
+		mint_failed(te, ret, e, now);
+		return ret;
 	}
 	pthread_mutex_lock(&te->lock);
 	old = te->tok;
@@ -181,34 +290,117 @@ int token_engine_mint(struct token_engine *te)
 	te->exp = exp;
 	te->minted_at = now;
 	te->next_refresh = plan_refresh(now, exp);
+	failures = te->failures;
 	te->failures = 0;
 	te->refreshes++;
-	te->state = ST_OK;
+	te->state = TS_OK;
 	te->auth_err = 0;
+	te->next_probe = 0;
 	te->announced_expiry = false;
+	note_lifetime(te, exp, now);
 	pthread_cond_signal(&te->cond);
 	pthread_mutex_unlock(&te->lock);
 	secret_unref(old);
+	if (failures)
+		log_info("token refreshed again after %u failed attempts",
+			 failures);
 	log_debug("new token, expires in %lld s",
 		  exp == TOKEN_NO_EXPIRY ? -1LL : (long long)(exp - now));
 	changed(te);
-out:
-	pthread_mutex_unlock(&te->mint_lock);
+	return 0;
+}
+
+int token_engine_mint(struct token_engine *te, struct zen_err *e)
+{
+	struct zen_err err = { 0 };
+	unsigned long gen;
+	int ret;
+
+	pthread_mutex_lock(&te->lock);
+	if (te->minting) {
+		/* Share the mint in flight: it started after we were asked. */
+		gen = te->mint_gen;
+		while (te->minting && te->mint_gen == gen)
+			pthread_cond_wait(&te->cond, &te->lock);
+		ret = te->mint_ret;
+		if (ret && e)
+			*e = te->mint_err;
+		pthread_mutex_unlock(&te->lock);
+		return ret;
+	}
+	te->minting = true;
+	pthread_mutex_unlock(&te->lock);
+
+	ret = do_mint(te, &err);
+
+	pthread_mutex_lock(&te->lock);
+	te->minting = false;
+	te->mint_ret = ret;
+	te->mint_err = err;
+	te->mint_gen++;
+	clock_gettime(CLOCK_MONOTONIC, &te->mint_end);
+	pthread_cond_broadcast(&te->cond);
+	pthread_mutex_unlock(&te->lock);
+	if (ret && e)
+		*e = err;
+	return ret;
+}
+
+int token_engine_refresh(struct token_engine *te, struct zen_err *e)
+{
+	struct timespec now;
+	long long ago_ms;
+	int ret = 0;
+
+	/*
+	 * The kernel hands writes to one file over one at a time: writers
+	 * that queued behind a mint that just failed arrive a moment after
+	 * it.  When the server did not answer, they share that failure
+	 * instead of each waiting out a timeout of their own.
+	 */
+	pthread_mutex_lock(&te->lock);
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	ago_ms = (now.tv_sec - te->mint_end.tv_sec) * 1000LL +
+		 (now.tv_nsec - te->mint_end.tv_nsec) / 1000000;
+	if (!te->minting && te->mint_gen && ago_ms < REFRESH_SHARE_MS &&
+	    (te->mint_ret == -ETIMEDOUT || te->mint_ret == -ECONNREFUSED ||
+	     te->mint_ret == -EHOSTUNREACH)) {
+		ret = te->mint_ret;
+		if (e)
+			*e = te->mint_err;
+	}
+	pthread_mutex_unlock(&te->lock);
+	return ret ? ret : token_engine_mint(te, e);
+}
+
+/* Caller holds lock. */
+static int servable(struct token_engine *te, int64_t exp, time_t now)
+{
+	if (te->state == TS_UNAUTH)
+		return te->auth_err;
+	if (!te->tok)
+		return -ENOKEY;
+	if (exp != TOKEN_NO_EXPIRY && now >= exp - TOKEN_MARGIN)
+		return -EKEYEXPIRED;
+	return 0;
+}
+
+int token_engine_servable(struct token_engine *te, int64_t exp)
+{
+	int ret;
+
+	pthread_mutex_lock(&te->lock);
+	ret = servable(te, exp, time(NULL));
+	pthread_mutex_unlock(&te->lock);
 	return ret;
 }
 
 int token_engine_get(struct token_engine *te, struct secret **tok, int64_t *exp)
 {
-	time_t now = time(NULL);
-	int ret = 0;
+	int ret;
 
 	pthread_mutex_lock(&te->lock);
-	if (te->state == ST_UNAUTH)
-		ret = te->auth_err;
-	else if (!te->tok)
-		ret = -ENOKEY;
-	else if (te->exp != TOKEN_NO_EXPIRY && now >= te->exp - TOKEN_MARGIN)
-		ret = -EKEYEXPIRED;
+	ret = servable(te, te->exp, time(NULL));
 	if (!ret) {
 		*tok = secret_ref(te->tok);
 		*exp = te->exp;
@@ -217,22 +409,26 @@ int token_engine_get(struct token_engine *te, struct secret **tok, int64_t *exp)
 	return ret;
 }
 
-void token_engine_revoke(struct token_engine *te, int err, const char *why)
+void token_engine_touch(struct token_engine *te)
 {
+	time_t now, at;
+
+	if (!te->opts.check_interval ||
+	    __atomic_load_n(&te->used, __ATOMIC_RELAXED))
+		return;
 	pthread_mutex_lock(&te->lock);
-	if (err) {
-		te->state = ST_UNAUTH;
-		te->auth_err = err;
-		strlcpy_z(te->last_error, why, sizeof(te->last_error));
-	} else if (te->state == ST_UNAUTH) {
-		te->state = te->tok ? ST_DEGRADED : ST_NONE;
+	te->used = true;
+	if (!te->next_check) {
+		now = time(NULL);
+		at = te->last_check + te->opts.check_interval;
+		if (at < now)
+			at = now;
+		/* nodes that start reading together do not check together */
+		te->next_check = at + randombytes_uniform(
+					      te->opts.check_interval / 5 + 1);
+		pthread_cond_signal(&te->cond);
 	}
-	te->next_refresh = time(NULL);
-	pthread_cond_signal(&te->cond);
 	pthread_mutex_unlock(&te->lock);
-	if (err)
-		log_err("%s", why);
-	changed(te);
 }
 
 void token_engine_kick(struct token_engine *te)
@@ -243,49 +439,79 @@ void token_engine_kick(struct token_engine *te)
 	pthread_mutex_unlock(&te->lock);
 }
 
-/* Is the served token still accepted by the server?  A 401 means it was
- * killed (key deactivated, device locked...): mint again at once, which
- * logs in again and finds out why. */
-static void check_token(struct token_engine *te)
+void token_engine_revoke(struct token_engine *te, int err, const char *why)
 {
-	struct secret *tok = NULL;
-	int64_t exp;
+	time_t now = time(NULL);
+
+	pthread_mutex_lock(&te->lock);
+	if (err) {
+		te->state = TS_UNAUTH;
+		te->auth_err = err;
+		strlcpy_z(te->last_error, why, sizeof(te->last_error));
+		te->last_error_at = now;
+	} else if (te->state == TS_UNAUTH) {
+		te->state = te->tok ? TS_DEGRADED : TS_NONE;
+	}
+	te->next_refresh = now;
+	pthread_cond_signal(&te->cond);
+	pthread_mutex_unlock(&te->lock);
+	if (err)
+		log_err("%s", why);
+	changed(te);
+}
+
+/* Is the daemon's credential still good?  Asked with the session, which
+ * a deactivated key, account or a locked device kills on every server
+ * version (the generic token may outlive them on some). */
+static void check_credential(struct token_engine *te)
+{
+	struct zen_err e = { 0 };
+	bool announce = false, recover = false;
 	int ret;
 
-	if (token_engine_get(te, &tok, &exp)) {
-		pthread_mutex_lock(&te->lock);
-		bool unauth = te->state == ST_UNAUTH;
-		pthread_mutex_unlock(&te->lock);
-		/* A refused credential may have been restored meanwhile. */
-		if (unauth)
-			token_engine_mint(te);
-		return;
+	ret = api_whoami(te->zen, NULL, &e);
+	pthread_mutex_lock(&te->lock);
+	te->checks++;
+	if (is_auth_error(ret)) {
+		announce = te->state != TS_UNAUTH || te->auth_err != ret;
+		te->state = TS_UNAUTH;
+		te->auth_err = ret;
+		strlcpy_z(te->last_error, e.msg, sizeof(te->last_error));
+		te->last_error_at = time(NULL);
+		te->failures++;
+		te->next_refresh = time(NULL) + backoff(te->failures);
+	} else if (!ret && te->state == TS_UNAUTH) {
+		recover = true;
 	}
-	ret = zen_call_as(te->zen, tok, "GET", "/api/v1/current-user", NULL);
-	secret_unref(tok);
-	if (ret == -EKEYREJECTED || ret == -EKEYREVOKED) {
-		log_warn("the served token is no longer accepted by the "
-			 "server: minting a new one");
-		token_engine_mint(te);
+	pthread_mutex_unlock(&te->lock);
+	if (announce) {
+		log_err("the server refused the daemon's credential: %s",
+			e.msg);
+		changed(te);
+	} else if (ret && !is_auth_error(ret)) {
+		log_debug("credential check failed: %s", e.msg);
 	}
+	if (recover)
+		token_engine_mint(te, NULL);
 }
 
 static void *engine_main(void *arg)
 {
 	struct token_engine *te = arg;
 	struct timespec ts = { 0 };
+	bool do_refresh, do_check, do_probe, expire;
 	time_t now, wake;
-	bool do_refresh, do_check, expire;
 
 	pthread_mutex_lock(&te->lock);
-	te->next_check = time(NULL) + te->opts.check_interval;
 	while (!te->stop) {
 		now = time(NULL);
 		wake = now + 3600;
 		if (te->next_refresh && te->next_refresh < wake)
 			wake = te->next_refresh;
-		if (te->opts.check_interval && te->next_check < wake)
+		if (te->next_check && te->next_check < wake)
 			wake = te->next_check;
+		if (te->next_probe && te->next_probe < wake)
+			wake = te->next_probe;
 		if (te->tok && te->exp != TOKEN_NO_EXPIRY &&
 		    !te->announced_expiry && te->exp - TOKEN_MARGIN < wake)
 			wake = te->exp - TOKEN_MARGIN;
@@ -296,16 +522,24 @@ static void *engine_main(void *arg)
 		}
 		do_refresh = te->next_refresh && te->next_refresh <= now;
 		do_check = te->kick ||
-			   (te->opts.check_interval && te->next_check <= now);
+			   (te->next_check && te->next_check <= now);
+		do_probe = te->next_probe && te->next_probe <= now;
 		expire = te->tok && te->exp != TOKEN_NO_EXPIRY &&
 			 !te->announced_expiry && now >= te->exp - TOKEN_MARGIN;
 		te->kick = false;
-		if (do_check)
-			te->next_check = now + te->opts.check_interval;
+		if (do_check) {
+			te->next_check = 0;
+			te->used = false;
+			te->last_check = now;
+		}
+		if (do_probe)
+			te->next_probe = 0;
 		if (expire) {
 			te->announced_expiry = true;
-			if (te->state != ST_UNAUTH)
-				te->state = ST_EXPIRED;
+			if (te->state != TS_UNAUTH) {
+				te->state = TS_EXPIRED;
+				te->next_probe = now + PROBE_INTERVAL;
+			}
 		}
 		pthread_mutex_unlock(&te->lock);
 
@@ -314,10 +548,20 @@ static void *engine_main(void *arg)
 				"reads fail until the server answers again");
 			changed(te);
 		}
+		if (do_probe && !do_refresh) {
+			if (!zen_probe(te->zen)) {
+				do_refresh = true;
+			} else {
+				pthread_mutex_lock(&te->lock);
+				if (te->state == TS_EXPIRED)
+					te->next_probe = now + PROBE_INTERVAL;
+				pthread_mutex_unlock(&te->lock);
+			}
+		}
 		if (do_refresh)
-			token_engine_mint(te);
+			token_engine_mint(te, NULL);
 		else if (do_check)
-			check_token(te);
+			check_credential(te);
 		pthread_mutex_lock(&te->lock);
 	}
 	pthread_mutex_unlock(&te->lock);
@@ -340,10 +584,43 @@ void token_engine_stop(struct token_engine *te)
 		return;
 	pthread_mutex_lock(&te->lock);
 	te->stop = true;
-	pthread_cond_signal(&te->cond);
+	pthread_cond_broadcast(&te->cond);
 	pthread_mutex_unlock(&te->lock);
 	pthread_join(te->thread, NULL);
 	te->started = false;
+}
+
+/* Caller holds lock. */
+static enum token_state state_now(struct token_engine *te, time_t now)
+{
+	enum token_state st = te->state;
+
+	/* The thread may not have noticed the expiry yet. */
+	if ((st == TS_OK || st == TS_DEGRADED) && te->tok &&
+	    te->exp != TOKEN_NO_EXPIRY && now >= te->exp - TOKEN_MARGIN)
+		st = TS_EXPIRED;
+	return st;
+}
+
+enum token_state token_engine_state(struct token_engine *te)
+{
+	enum token_state st;
+
+	pthread_mutex_lock(&te->lock);
+	st = state_now(te, time(NULL));
+	pthread_mutex_unlock(&te->lock);
+	return st;
+}
+
+const char *token_state_name(enum token_state st)
+{
+	static const char *const names[] = {
+		[TS_NONE] = "unauthenticated",	 [TS_OK] = "ok",
+		[TS_DEGRADED] = "degraded",	 [TS_EXPIRED] = "expired",
+		[TS_UNAUTH] = "unauthenticated",
+	};
+
+	return names[st];
 }
 
 static void fmt_time(time_t t, char *buf, size_t size)
@@ -354,37 +631,44 @@ static void fmt_time(time_t t, char *buf, size_t size)
 
 size_t token_engine_status(struct token_engine *te, char *buf, size_t size)
 {
-	static const char *const names[] = {
-		[ST_NONE] = "unauthenticated",	 [ST_OK] = "ok",
-		[ST_DEGRADED] = "degraded",	 [ST_EXPIRED] = "expired",
-		[ST_UNAUTH] = "unauthenticated",
-	};
-	char exp[32], next[32], last[32], err[512];
-	enum state st;
+	char exp[32], next[32], last[32], err_at[32], check[32], err[512];
+	char life[64];
 	time_t now = time(NULL);
+	enum token_state st;
 	int n;
 
 	pthread_mutex_lock(&te->lock);
-	st = te->state;
-	/* The thread may not have noticed the expiry yet. */
-	if ((st == ST_OK || st == ST_DEGRADED) && te->tok &&
-	    te->exp != TOKEN_NO_EXPIRY && now >= te->exp - TOKEN_MARGIN)
-		st = ST_EXPIRED;
+	st = state_now(te, now);
 	if (te->tok && te->exp != TOKEN_NO_EXPIRY)
 		fmt_time((time_t)te->exp, exp, sizeof(exp));
 	else
 		strlcpy_z(exp, te->tok ? "never" : "-", sizeof(exp));
 	fmt_time(te->next_refresh, next, sizeof(next));
 	fmt_time(te->minted_at, last, sizeof(last));
+	fmt_time(te->last_error_at, err_at, sizeof(err_at));
+	fmt_time(te->last_check, check, sizeof(check));
 	strlcpy_z(err, te->last_error[0] ? te->last_error : "-", sizeof(err));
+	if (!te->tok)
+		strlcpy_z(life, "-", sizeof(life));
+	else if (!te->lifetime)
+		strlcpy_z(life, "never expires", sizeof(life));
+	else if (te->lifetime < (long long)te->opts.lifetime - LIFETIME_SLACK ||
+		 te->lifetime > (long long)te->opts.lifetime + LIFETIME_SLACK)
+		snprintf(life, sizeof(life), "%lld (asked %u)", te->lifetime,
+			 te->opts.lifetime);
+	else
+		snprintf(life, sizeof(life), "%u", te->opts.lifetime);
 	n = snprintf(buf, size,
 		     "state: %s\nserver: %s\nauth: %s\n"
-		     "token_expires_at: %s\nnext_refresh_at: %s\n"
-		     "last_refresh_at: %s\nlast_error: %s\n"
-		     "refreshes: %lu\nrefresh_failures: %lu\n",
-		     names[st], zen_url(te->zen),
-		     cred_kind_name(zen_cred_kind(te->zen)), exp, next, last,
-		     err, te->refreshes, te->refresh_failures);
+		     "token_expires_at: %s\ntoken_lifetime: %s\n"
+		     "next_refresh_at: %s\nlast_refresh_at: %s\n"
+		     "last_error: %s\nlast_error_at: %s\n"
+		     "refreshes: %lu\nrefresh_failures: %lu\n"
+		     "credential_checks: %lu\nlast_check_at: %s\n",
+		     token_state_name(st), zen_url(te->zen),
+		     cred_kind_name(zen_cred_kind(te->zen)), exp, life, next,
+		     last, err, err_at, te->refreshes, te->refresh_failures,
+		     te->checks, check);
 	pthread_mutex_unlock(&te->lock);
 	if (n < 0)
 		return 0;

@@ -373,15 +373,38 @@ static int jwt_segment(const char *seg, size_t len, json_t **out)
 	return 0;
 }
 
-int jwt_exp(const char *jwt, size_t len, int64_t *exp)
+/* A NumericDate (RFC 7519 section 2): an integer, or a real rounded
+ * down.  -EINVAL for anything else. */
+static int numeric_date(const json_t *e, int64_t *out)
+{
+	double r;
+	int64_t v;
+
+	if (json_is_integer(e)) {
+		*out = json_integer_value(e);
+		return 0;
+	}
+	if (!json_is_real(e))
+		return -EINVAL;
+	r = json_real_value(e);
+	if (!isfinite(r) || r < -9.2e18 || r > 9.2e18)
+		return -EINVAL;
+	v = (int64_t)r; /* toward zero ... */
+	if ((double)v > r)
+		v--; /* ... then down */
+	*out = v;
+	return 0;
+}
+
+int jwt_parse(const char *jwt, size_t len, struct jwt_info *out)
 {
 	const char *dot1, *dot2, *sig;
+	struct jwt_info info = { 0 };
 	json_t *hdr, *pl, *e;
-	int64_t v = 0;
 	size_t i;
 	int ret;
 
-	if (!jwt || !exp || len == 0 || len > JWT_MAX_LEN)
+	if (!jwt || !out || len == 0 || len > JWT_MAX_LEN)
 		return -EINVAL;
 	dot1 = memchr(jwt, '.', len);
 	if (!dot1)
@@ -404,30 +427,48 @@ int jwt_exp(const char *jwt, size_t len, int64_t *exp)
 		return ret;
 
 	e = json_object_get(pl, "exp");
-	if (!e) {
-		ret = -ENOENT;
-	} else if (json_is_integer(e)) {
-		v = json_integer_value(e);
-		ret = 0;
-	} else if (json_is_real(e)) {
-		/* NumericDate may carry a fraction (RFC 7519 section 2). */
-		double r = json_real_value(e);
-
-		if (isfinite(r) && r >= -9.2e18 && r <= 9.2e18) {
-			v = (int64_t)r; /* toward zero ... */
-			if ((double)v > r)
-				v--; /* ... then down */
-			ret = 0;
-		} else {
-			ret = -EINVAL;
-		}
-	} else {
-		ret = -EINVAL;
+	if (e) {
+		ret = numeric_date(e, &info.exp);
+		info.has_exp = !ret;
 	}
+	e = json_object_get(pl, "iat");
+	if (!ret && e) {
+		ret = numeric_date(e, &info.iat);
+		info.has_iat = !ret;
+	}
+	e = json_object_get(pl, "sub");
+	if (!ret && e) {
+		if (!json_is_string(e))
+			ret = -EINVAL;
+		else if (json_string_length(e) < sizeof(info.sub))
+			memcpy(info.sub, json_string_value(e),
+			       json_string_length(e) + 1);
+	}
+	e = json_object_get(pl, "device_id");
+	if (!ret && json_is_string(e) &&
+	    json_string_length(e) < sizeof(info.device_id))
+		memcpy(info.device_id, json_string_value(e),
+		       json_string_length(e) + 1);
 	json_decref(pl);
 	if (ret == 0)
-		*exp = v;
+		*out = info;
 	return ret;
+}
+
+int jwt_exp(const char *jwt, size_t len, int64_t *exp)
+{
+	struct jwt_info info;
+	int ret;
+
+	if (!exp)
+		return -EINVAL;
+	ret = jwt_parse(jwt, len, &info);
+	if (ret)
+		return ret;
+	if (!info.has_exp)
+		return -ENOENT;
+	*exp = info.exp;
+	return 0;
 }
 
 /* ---- ZENKEY_ ---- */
@@ -766,4 +807,108 @@ int zerr_errno(long status, const char *cls, const char *msg)
 			return -EINVAL;
 		return -EIO;
 	}
+}
+
+/* ---- a server's limits ---- */
+
+int max_lifetime_of(const char *msg, unsigned long *out)
+{
+	const char *sec, *p, *digits = NULL;
+	unsigned long v = 0;
+
+	if (!msg || !out || !contains_ci(msg, "maximum"))
+		return -EINVAL;
+	sec = strstr(msg, "seconds");
+	if (!sec)
+		return -EINVAL;
+	/* the number right before "seconds" */
+	for (p = sec; p > msg && !ascii_digit(p[-1]); p--)
+		if (p[-1] != ' ')
+			return -EINVAL;
+	while (p > msg && ascii_digit(p[-1]))
+		digits = --p;
+	if (!digits || sec - digits > 12)
+		return -EINVAL;
+	for (p = digits; ascii_digit(*p); p++)
+		v = v * 10 + (unsigned long)(*p - '0');
+	if (!v)
+		return -EINVAL;
+	*out = v;
+	return 0;
+}
+
+/* ---- log text ---- */
+
+size_t text_escape(const char *s, size_t len, char *out, size_t outsz)
+{
+	const unsigned char *u = (const unsigned char *)s;
+	struct sbuf b;
+	char esc[16];
+	size_t i = 0, n;
+	uint32_t cp = 0;
+
+	if (!out || !outsz)
+		return 0;
+	sbuf_init(&b, out, outsz);
+	while (s && i < len && !b.full) {
+		n = utf8_seq(u + i, len - i, &cp);
+		if (n == 0) {
+			snprintf(esc, sizeof(esc), "\\x%02x", u[i]);
+			sbuf_put(&b, esc, strlen(esc));
+			i++;
+		} else if (cp_unsafe(cp)) {
+			if (cp < 0x80)
+				snprintf(esc, sizeof(esc), "\\x%02x",
+					 (unsigned)cp);
+			else
+				snprintf(esc, sizeof(esc), "\\u{%04x}",
+					 (unsigned)cp);
+			sbuf_put(&b, esc, strlen(esc));
+			i += n;
+		} else {
+			sbuf_put(&b, s + i, n);
+			i += n;
+		}
+	}
+	return b.n;
+}
+
+/* ---- URLs ---- */
+
+int url_check(const char *url, const char **why)
+{
+	const char *host, *end;
+	size_t n;
+
+	*why = NULL;
+	if (!url || !*url)
+		*why = "it is empty";
+	else if (strncmp(url, "http://", 7) && strncmp(url, "https://", 8))
+		*why = "it must start with http:// or https://";
+	else if (strlen(url) > 1024)
+		*why = "it is longer than 1024 bytes";
+	if (*why)
+		return -EINVAL;
+	for (const char *p = url; *p; p++)
+		if ((unsigned char)*p <= 0x20 || *p == 0x7f) {
+			*why = "it has a space or a control character";
+			return -EINVAL;
+		}
+	host = strstr(url, "://") + 3;
+	n = strcspn(host, "/?#");
+	end = host + n;
+	if (memchr(host, '@', n)) {
+		*why = "it has a user name or password in it (give the "
+		       "credential through the environment or a key file)";
+		return -EINVAL;
+	}
+	if (n == 0 || host[0] == ':') {
+		*why = "it has no host";
+		return -EINVAL;
+	}
+	if (strpbrk(end, "?#")) {
+		*why = "it has a query or fragment";
+		return -EINVAL;
+	}
+	return 0;
 }

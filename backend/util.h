@@ -61,6 +61,23 @@ int b64_decode(const char *in, size_t len, bool urlsafe, unsigned char *out,
  */
 int jwt_exp(const char *jwt, size_t len, int64_t *exp);
 
+/* What a JWT says about itself (the signature is not checked). */
+struct jwt_info {
+	bool has_exp;
+	int64_t exp; /* "exp", when has_exp */
+	bool has_iat;
+	int64_t iat; /* "iat", when has_iat */
+	char sub[64]; /* "sub" ("" when absent or too long) */
+	char device_id[64]; /* "device_id" ("" when absent or too long) */
+};
+
+/*
+ * Parse a JWT: three base64url parts, header and payload JSON objects,
+ * "exp" and "iat" NumericDates when present, "sub" a string.  -EINVAL when
+ * it is not a JWT or a claim has the wrong type.
+ */
+int jwt_parse(const char *jwt, size_t len, struct jwt_info *out);
+
 /*
  * The key id inside a "ZENKEY_" + base64({"id":"<uuid>","key":"<hex>"})
  * value.  id must hold 37 bytes (a canonical lowercase UUID and its NUL).
@@ -97,6 +114,31 @@ int zerr_parse(const char *body, size_t len, char *cls, size_t clssz, char *msg,
  * cls and msg are what zerr_parse() found (may be "").
  */
 int zerr_errno(long status, const char *cls, const char *msg);
+
+/*
+ * s as text that is safe in a log line: control characters, DEL, C1
+ * controls, bidi overrides and isolates, line separators and invalid UTF-8
+ * are written as \xNN (bytes) or \u{NNNN} (code points); a backslash stays
+ * as is.  out is always terminated; truncated on a character boundary.
+ * Returns the length written.
+ */
+size_t text_escape(const char *s, size_t len, char *out, size_t outsz);
+
+/*
+ * A server URL as the daemon accepts it: "http://" or "https://", a host,
+ * no user:password@ (the password has its own variable), no query or
+ * fragment, at most 1024 bytes, no spaces or control characters.  0 or
+ * -EINVAL with why set to a short reason.
+ */
+int url_check(const char *url, const char **why);
+
+/*
+ * The most a server allows, from its refusal of a token lifetime: "The
+ * maximum expiration time for generic API tokens allowed by this server
+ * is 604800 seconds." (ZenML >= 0.71).  The last number before "seconds"
+ * in a message that says "maximum"; -EINVAL when there is none.
+ */
+int max_lifetime_of(const char *msg, unsigned long *out);
 
 /* Copy src into dst (size dstsz >= 1), truncating; always terminated. */
 size_t strlcpy_z(char *dst, const char *src, size_t dstsz);

@@ -2,32 +2,50 @@
 #include "backend/zenml.h"
 
 #include <errno.h>
-#include <pthread.h>
 #include <sodium.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "backend/http.h"
+#include "backend/jsonpage.h"
 #include "backend/log.h"
 #include "backend/secret.h"
 #include "backend/util.h"
 
-#define PAGE_SIZE_MAX 10000
+#define PROBE_TIMEOUT_MS 3000
+#define STACK_WIPE (16 * 1024) /* what parsing a reply may leave */
 
 struct zen {
 	struct http_client *http;
-	/* login_lock serializes logins (it is held across the network call:
-	 * it protects nothing but the order of logins). */
-	pthread_mutex_t login_lock;
-	/* lock protects cred, session, session_gen and last_error. */
+	/* lock protects everything below; login_done wakes the callers that
+	 * wait for a login in flight (no lock is held across the network). */
 	pthread_mutex_t lock;
+	pthread_cond_t login_done;
 	struct zen_cred cred;
 	struct secret *session;
-	unsigned long session_gen;
-	char last_error[512];
+	char user_id[64]; /* the session's "sub" */
+	char device_id[64]; /* and its "device_id" */
+	unsigned long session_gen; /* bumped by each successful login */
+	bool logging_in;
+	int login_ret; /* result of the last login, for the waiters */
+	struct zen_err login_err;
 };
+
+void zen_err_set(struct zen_err *e, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (!e)
+		return;
+	e->status = 0;
+	e->cls[0] = '\0';
+	va_start(ap, fmt);
+	vsnprintf(e->msg, sizeof(e->msg), fmt, ap);
+	va_end(ap);
+}
 
 const char *cred_kind_name(enum cred_kind kind)
 {
@@ -43,6 +61,19 @@ const char *cred_kind_name(enum cred_kind kind)
 	}
 }
 
+/* The session token's subject, when it is a JWT.  Caller holds lock. */
+static void learn_user_id(struct zen *z)
+{
+	struct jwt_info info;
+
+	z->user_id[0] = '\0';
+	z->device_id[0] = '\0';
+	if (z->session && !jwt_parse(z->session->buf, z->session->len, &info)) {
+		strlcpy_z(z->user_id, info.sub, sizeof(z->user_id));
+		strlcpy_z(z->device_id, info.device_id, sizeof(z->device_id));
+	}
+}
+
 struct zen *zen_new(struct http_client *http, struct zen_cred *cred)
 {
 	struct zen *z = calloc(1, sizeof(*z));
@@ -53,10 +84,12 @@ struct zen *zen_new(struct http_client *http, struct zen_cred *cred)
 	z->cred = *cred;
 	memset(cred, 0, sizeof(*cred));
 	pthread_mutex_init(&z->lock, NULL);
-	pthread_mutex_init(&z->login_lock, NULL);
+	pthread_cond_init(&z->login_done, NULL);
 	/* A saved device session is used as the session directly. */
-	if (z->cred.kind == CRED_SESSION)
+	if (z->cred.kind == CRED_SESSION) {
 		z->session = secret_ref(z->cred.secret);
+		learn_user_id(z);
+	}
 	return z;
 }
 
@@ -76,75 +109,33 @@ const char *zen_url(const struct zen *z)
 	return http_base_url(z->http);
 }
 
-enum cred_kind zen_cred_kind(const struct zen *z)
+enum cred_kind zen_cred_kind(struct zen *z)
 {
-	return z->cred.kind;
-}
-
-void zen_set_error(struct zen *z, const char *fmt, ...)
-{
-	va_list ap;
+	enum cred_kind k;
 
 	pthread_mutex_lock(&z->lock);
-	va_start(ap, fmt);
-	vsnprintf(z->last_error, sizeof(z->last_error), fmt, ap);
-	va_end(ap);
+	k = z->cred.kind;
 	pthread_mutex_unlock(&z->lock);
+	return k;
 }
 
-void zen_last_error(struct zen *z, char *buf, size_t size)
+void zen_set_cred(struct zen *z, struct zen_cred *cred)
 {
+	struct zen_cred old;
+
 	pthread_mutex_lock(&z->lock);
-	strlcpy_z(buf, z->last_error, size);
-	pthread_mutex_unlock(&z->lock);
-}
-
-static const char *errno_text(int err)
-{
-	switch (-err) {
-	case ECONNREFUSED:
-		return "connection refused";
-	case EHOSTUNREACH:
-		return "host unreachable";
-	case ETIMEDOUT:
-		return "timed out";
-	case EPROTO:
-		return "TLS failure";
-	case EFBIG:
-		return "reply too large";
-	default:
-		return strerror(-err);
+	old = z->cred;
+	z->cred = *cred;
+	memset(cred, 0, sizeof(*cred));
+	if (z->cred.kind == CRED_SESSION) {
+		secret_unref(z->session);
+		z->session = secret_ref(z->cred.secret);
+		z->session_gen++;
+		learn_user_id(z);
 	}
-}
-
-/* Turn a non-2xx reply into an errno, recording the server's message. */
-static int reply_error(struct zen *z, const char *what,
-		       const struct http_response *r, char *cls, size_t clssz)
-{
-	char msg[300];
-	int err;
-
-	cls[0] = '\0';
-	zerr_parse(r->body, r->len, cls, clssz, msg, sizeof(msg));
-	err = zerr_errno(r->status, cls, msg);
-	zen_set_error(z, "%s: server said %ld (%s%s%s)", what, r->status, cls,
-		      cls[0] ? ": " : "", msg);
-	return err;
-}
-
-static int transport_error(struct zen *z, const char *what, int err)
-{
-	zen_set_error(z, "%s: %s", what, errno_text(err));
-	return err;
-}
-
-void zen_set_api_key(struct zen *z, struct secret *key)
-{
-	pthread_mutex_lock(&z->lock);
-	secret_unref(z->cred.secret);
-	z->cred.secret = secret_ref(key);
-	z->cred.kind = CRED_API_KEY;
 	pthread_mutex_unlock(&z->lock);
+	secret_unref(old.secret);
+	free(old.username);
 }
 
 void zen_api_key_id(struct zen *z, char *id, size_t idsz)
@@ -160,13 +151,82 @@ void zen_api_key_id(struct zen *z, char *id, size_t idsz)
 	pthread_mutex_unlock(&z->lock);
 }
 
-static int do_login(struct zen *z)
+void zen_user_id(struct zen *z, char *id, size_t idsz)
+{
+	pthread_mutex_lock(&z->lock);
+	strlcpy_z(id, z->user_id, idsz);
+	pthread_mutex_unlock(&z->lock);
+}
+
+void zen_device_id(struct zen *z, char *id, size_t idsz)
+{
+	pthread_mutex_lock(&z->lock);
+	strlcpy_z(id, z->device_id, idsz);
+	pthread_mutex_unlock(&z->lock);
+}
+
+/* Turn a non-2xx reply into an errno, recording the server's message. */
+static int reply_error(const char *what, const struct http_response *r,
+		       struct zen_err *e)
+{
+	char cls[64], msg[300];
+	int err;
+
+	zerr_parse(r->body, r->len, cls, sizeof(cls), msg, sizeof(msg));
+	err = zerr_errno(r->status, cls, msg);
+	if (e) {
+		zen_err_set(e, "%s: server said %ld (%s%s%s)", what, r->status,
+			    cls, cls[0] ? ": " : "", msg);
+		e->status = r->status;
+		strlcpy_z(e->cls, cls, sizeof(e->cls));
+	}
+	return err;
+}
+
+static int transport_error(const char *what, int err, struct zen_err *e)
+{
+	zen_err_set(e, "%s: %s", what, http_strerror(err));
+	return err;
+}
+
+/* The login form for the credential, in guarded memory. */
+static int login_form(const struct zen_cred *cred, struct secret **form,
+		      struct zen_err *e)
+{
+	int ret;
+
+	switch (cred->kind) {
+	case CRED_API_KEY:
+		ret = http_form_add(form, "grant_type", "zenml-api-key", 13);
+		if (!ret)
+			ret = http_form_add(form, "password", cred->secret->buf,
+					    cred->secret->len);
+		return ret;
+	case CRED_PASSWORD:
+		ret = http_form_add(form, "grant_type", "password", 8);
+		if (!ret)
+			ret = http_form_add(form, "username", cred->username,
+					    strlen(cred->username));
+		if (!ret)
+			ret = http_form_add(form, "password", cred->secret->buf,
+					    cred->secret->len);
+		return ret;
+	case CRED_SESSION:
+		/* A device session cannot be renewed without the user. */
+		zen_err_set(e, "the saved login session is no longer valid");
+		return -EKEYEXPIRED;
+	default:
+		zen_err_set(e, "no credential configured");
+		return -ENOKEY;
+	}
+}
+
+static int do_login(struct zen *z, struct zen_err *e)
 {
 	struct http_response r = { 0 };
 	struct secret *form = NULL, *sess;
 	struct zen_cred cred;
 	json_t *root = NULL, *tok;
-	char cls[64];
 	int ret;
 
 	pthread_mutex_lock(&z->lock);
@@ -175,46 +235,25 @@ static int do_login(struct zen *z)
 	cred.username = z->cred.username ? strdup(z->cred.username) : NULL;
 	pthread_mutex_unlock(&z->lock);
 
-	switch (cred.kind) {
-	case CRED_API_KEY:
-		ret = http_form_add(&form, "grant_type", "zenml-api-key", 13);
-		if (!ret)
-			ret = http_form_add(&form, "password", cred.secret->buf,
-					    cred.secret->len);
-		break;
-	case CRED_PASSWORD:
-		ret = http_form_add(&form, "grant_type", "password", 8);
-		if (!ret)
-			ret = http_form_add(&form, "username", cred.username,
-					    strlen(cred.username));
-		if (!ret)
-			ret = http_form_add(&form, "password", cred.secret->buf,
-					    cred.secret->len);
-		break;
-	case CRED_SESSION:
-		/* A device session cannot be renewed without the user. */
-		zen_set_error(z,
-			      "the saved login session is no longer valid: "
-			      "run 'zenmlfs login %s' again",
-			      zen_url(z));
-		ret = -EKEYEXPIRED;
-		goto out;
-	default:
-		zen_set_error(z, "no credential configured");
-		ret = -ENOKEY;
-		goto out;
-	}
+	ret = login_form(&cred, &form, e);
 	if (ret)
 		goto out;
-	ret = http_request(z->http, "POST", "/api/v1/login",
-			   "application/x-www-form-urlencoded", form->buf,
-			   form->len, NULL, true, &r);
+	ret = http_do(z->http,
+		      &(struct http_req){
+			      .method = "POST",
+			      .path = "/api/v1/login",
+			      .ctype = "application/x-www-form-urlencoded",
+			      .body = form->buf,
+			      .body_len = form->len,
+			      .secret_reply = true,
+		      },
+		      &r);
 	if (ret) {
-		ret = transport_error(z, "login", ret);
+		ret = transport_error("login", ret, e);
 		goto out;
 	}
 	if (r.status != 200) {
-		ret = reply_error(z, "login", &r, cls, sizeof(cls));
+		ret = reply_error("login", &r, e);
 		/* Any refusal of the login is about the credential. */
 		if (r.status == 401 || r.status == 403)
 			ret = ret == -EKEYREVOKED ? ret : -EKEYREJECTED;
@@ -223,7 +262,7 @@ static int do_login(struct zen *z)
 	root = json_loadb(r.body, r.len, 0, NULL);
 	tok = json_object_get(root, "access_token");
 	if (!json_is_string(tok) || !json_string_length(tok)) {
-		zen_set_error(z, "login: malformed reply from the server");
+		zen_err_set(e, "login: malformed reply from the server");
 		ret = -EIO;
 		goto out;
 	}
@@ -236,6 +275,7 @@ static int do_login(struct zen *z)
 	secret_unref(z->session);
 	z->session = sess;
 	z->session_gen++;
+	learn_user_id(z);
 	pthread_mutex_unlock(&z->lock);
 out:
 	json_decref(root);
@@ -246,30 +286,56 @@ out:
 	return ret;
 }
 
-int zen_login(struct zen *z)
+/*
+ * Log in unless another login succeeded since gen (then its session is
+ * used); a caller that finds a login in flight waits for it and shares its
+ * result, so a burst of 401s makes one login.
+ */
+static int relogin(struct zen *z, unsigned long gen, struct zen_err *e)
 {
 	int ret;
 
-	pthread_mutex_lock(&z->login_lock);
-	ret = do_login(z);
-	pthread_mutex_unlock(&z->login_lock);
+	pthread_mutex_lock(&z->lock);
+	if (z->session_gen != gen && z->session) {
+		pthread_mutex_unlock(&z->lock);
+		return 0;
+	}
+	if (z->logging_in) {
+		while (z->logging_in)
+			pthread_cond_wait(&z->login_done, &z->lock);
+		ret = z->login_ret;
+		if (ret && e)
+			*e = z->login_err;
+		pthread_mutex_unlock(&z->lock);
+		return ret;
+	}
+	z->logging_in = true;
+	pthread_mutex_unlock(&z->lock);
+
+	struct zen_err err = { 0 };
+
+	ret = do_login(z, &err);
+	pthread_mutex_lock(&z->lock);
+	z->logging_in = false;
+	z->login_ret = ret;
+	z->login_err = err;
+	pthread_cond_broadcast(&z->login_done);
+	pthread_mutex_unlock(&z->lock);
+	if (ret && e)
+		*e = err;
 	return ret;
 }
 
-/* Log in again unless another thread already did since gen. */
-static int relogin(struct zen *z, unsigned long gen)
+int zen_login(struct zen *z, struct zen_err *e)
 {
-	unsigned long now;
-	int ret = 0;
+	unsigned long gen;
 
-	pthread_mutex_lock(&z->login_lock);
+	/* With the current generation, relogin() logs in (or joins a login
+	 * already in flight). */
 	pthread_mutex_lock(&z->lock);
-	now = z->session_gen;
+	gen = z->session_gen;
 	pthread_mutex_unlock(&z->lock);
-	if (now == gen)
-		ret = do_login(z);
-	pthread_mutex_unlock(&z->login_lock);
-	return ret;
+	return relogin(z, gen, e);
 }
 
 static struct secret *session_get(struct zen *z, unsigned long *gen)
@@ -283,214 +349,144 @@ static struct secret *session_get(struct zen *z, unsigned long *gen)
 	return s;
 }
 
-static bool session_only(struct zen *z)
+void zen_shutdown(struct zen *z)
 {
-	bool ret;
-
-	pthread_mutex_lock(&z->lock);
-	ret = z->cred.kind == CRED_SESSION;
-	pthread_mutex_unlock(&z->lock);
-	return ret;
+	http_client_stop(z->http);
 }
 
-int zen_info(struct zen *z, json_t **out)
+int zen_probe(struct zen *z)
 {
 	struct http_response r = { 0 };
-	char cls[64];
-	json_t *root;
 	int ret;
 
-	ret = http_request(z->http, "GET", "/api/v1/info", NULL, NULL, 0, NULL,
-			   false, &r);
-	if (ret)
-		return transport_error(z, "server info", ret);
-	if (r.status != 200) {
-		ret = reply_error(z, "server info", &r, cls, sizeof(cls));
-		goto out;
-	}
-	root = json_loadb(r.body, r.len, 0, NULL);
-	if (!json_is_object(root)) {
-		json_decref(root);
-		zen_set_error(z, "server info: the reply is not a ZenML "
-				 "server's");
+	ret = http_do(z->http,
+		      &(struct http_req){ .method = "GET",
+					  .path = "/health",
+					  .timeout_ms = PROBE_TIMEOUT_MS },
+		      &r);
+	if (!ret && r.status != 200)
 		ret = -EIO;
-		goto out;
-	}
-	*out = root;
-out:
 	http_response_release(&r);
 	return ret;
 }
 
-/*
- * One authenticated request.  On 401 CredentialsNotValid with the daemon's
- * session, log in again once and retry.
- */
-static int call(struct zen *z, const struct secret *bearer, const char *method,
-		const char *path, json_t *body, bool secret_reply, json_t **out)
+/* A 2xx reply: its JSON, checked for the shape the caller wants. */
+static int parse_reply(const char *what, const struct http_response *r,
+		       unsigned flags, int (*each)(json_t *, void *), void *arg,
+		       json_t **out, struct zen_err *e)
 {
+	json_t *root = NULL;
+	int ret;
+
+	if (each) {
+		ret = jsonpage_parse(r->body, r->len, each, arg, &root);
+		if (ret == -EIO)
+			zen_err_set(e,
+				    "%s: the reply is not what a ZenML "
+				    "server sends",
+				    what);
+		else if (ret)
+			zen_err_set(e, "%s: %s", what, strerror(-ret));
+		if (ret)
+			return ret;
+		*out = root;
+		return 0;
+	}
+	root = r->len ? json_loadb(r->body, r->len, JSON_DECODE_ANY, NULL) :
+			json_null();
+	if (!root || (!(flags & ZR_ANY) && !json_is_object(root))) {
+		json_decref(root);
+		zen_err_set(e, "%s: the reply is not what a ZenML server sends",
+			    what);
+		return -EIO;
+	}
+	*out = root;
+	return 0;
+}
+
+int zen_request(struct zen *z, const struct zen_req *rq, json_t **out,
+		struct zen_err *err)
+{
+	struct zen_err le = { 0 }, *e = &le;
 	struct http_response r = { 0 };
 	struct secret *sess = NULL;
+	bool own = !rq->bearer && !(rq->flags & ZR_NOAUTH);
 	unsigned long gen = 0;
-	char *payload = NULL, cls[64], what[300];
-	json_t *root;
+	char *payload = NULL, what[300];
 	int ret, tries = 0;
 
-	snprintf(what, sizeof(what), "%s %s", method, path);
-	if (body) {
-		payload = json_dumps(body, JSON_COMPACT);
-		if (!payload)
+	/* The route, without its query, names the call in messages. */
+	snprintf(what, sizeof(what), "%s %.*s", rq->method,
+		 (int)strcspn(rq->path, "?"), rq->path);
+	if (rq->body) {
+		payload = json_dumps(rq->body, JSON_COMPACT);
+		if (!payload) {
+			zen_err_set(err, "%s: out of memory", what);
 			return -ENOMEM;
+		}
 	}
 again:
-	if (!bearer) {
+	if (own) {
 		sess = session_get(z, &gen);
 		if (!sess) {
-			ret = relogin(z, gen);
+			ret = relogin(z, gen, e);
 			if (ret)
 				goto out;
 			sess = session_get(z, &gen);
 			if (!sess) {
+				zen_err_set(e, "%s: no session", what);
 				ret = -ENOKEY;
 				goto out;
 			}
 		}
 	}
-	ret = http_request(z->http, method, path,
-			   payload ? "application/json" : NULL, payload,
-			   payload ? strlen(payload) : 0,
-			   bearer ? bearer : sess, secret_reply, &r);
+	ret = http_do(z->http,
+		      &(struct http_req){
+			      .method = rq->method,
+			      .path = rq->path,
+			      .ctype = payload ? "application/json" : NULL,
+			      .body = payload,
+			      .body_len = payload ? strlen(payload) : 0,
+			      .bearer = own ? sess : rq->bearer,
+			      .secret_reply = rq->flags & ZR_SECRET,
+			      .timeout_ms = rq->timeout_ms,
+		      },
+		      &r);
 	secret_unref(sess);
 	sess = NULL;
 	if (ret) {
-		ret = transport_error(z, what, ret);
+		ret = transport_error(what, ret, e);
 		goto out;
 	}
-	if (r.status < 200 || r.status > 299) {
-		ret = reply_error(z, what, &r, cls, sizeof(cls));
-		if (r.status == 401 && !bearer && session_only(z)) {
-			/* A device session cannot log in again: it is either
-			 * revoked (device locked or deleted) or expired. */
-			char msg[512];
-
-			if (ret != -EKEYREVOKED)
-				ret = -EKEYEXPIRED;
-			zen_last_error(z, msg, sizeof(msg));
-			zen_set_error(z, "%s; run 'zenmlfs login %s' again",
-				      msg, zen_url(z));
-			goto out;
-		}
-		if (r.status == 401 && !bearer && tries++ == 0 &&
-		    (!strcmp(cls, "CredentialsNotValid") || !cls[0])) {
-			http_response_release(&r);
-			ret = relogin(z, gen);
-			if (ret)
-				goto out;
-			goto again;
-		}
+	if (r.status >= 200 && r.status <= 299) {
+		if (out)
+			ret = parse_reply(what, &r, rq->flags, rq->each,
+					  rq->each_arg, out, e);
+		/* the parser's frames held the secret too */
+		if (rq->flags & ZR_SECRET)
+			sodium_stackzero(STACK_WIPE);
 		goto out;
 	}
-	if (out) {
-		root = r.len ? json_loadb(r.body, r.len, JSON_DECODE_ANY,
-					  NULL) :
-			       json_null();
-		if (!root) {
-			zen_set_error(z, "%s: malformed reply from the server",
-				      what);
-			ret = -EIO;
+	ret = reply_error(what, &r, e);
+	if (r.status == 401 && own && zen_cred_kind(z) == CRED_SESSION) {
+		/* A device session cannot log in again: it is either revoked
+		 * (device locked or deleted) or expired. */
+		if (ret != -EKEYREVOKED)
+			ret = -EKEYEXPIRED;
+		goto out;
+	}
+	if (r.status == 401 && own && tries++ == 0 &&
+	    (!strcmp(e->cls, "CredentialsNotValid") || !e->cls[0])) {
+		http_response_release(&r);
+		ret = relogin(z, gen, e);
+		if (ret)
 			goto out;
-		}
-		*out = root;
+		goto again;
 	}
 out:
 	http_response_release(&r);
 	json_str_free(payload);
-	return ret;
-}
-
-int zen_call(struct zen *z, const char *method, const char *path, json_t *body,
-	     bool secret_reply, json_t **out)
-{
-	return call(z, NULL, method, path, body, secret_reply, out);
-}
-
-int zen_call_as(struct zen *z, const struct secret *bearer, const char *method,
-		const char *path, json_t **out)
-{
-	return call(z, bearer, method, path, NULL, false, out);
-}
-
-int zen_api_token(struct zen *z, unsigned lifetime, struct secret **out)
-{
-	char path[128];
-	json_t *tok = NULL;
-	struct secret *s;
-	int ret;
-
-	snprintf(path, sizeof(path),
-		 "/api/v1/api_token?token_type=generic&expires_in=%u",
-		 lifetime);
-	ret = call(z, NULL, "GET", path, NULL, true, &tok);
-	if (ret)
-		return ret;
-	/* A token goes into an HTTP header: printable ASCII only. */
-	if (!json_is_string(tok) || json_string_length(tok) == 0 ||
-	    json_string_length(tok) > 8192) {
-		ret = -EIO;
-		goto bad;
-	}
-	for (const char *p = json_string_value(tok); *p; p++)
-		if (*p <= 0x20 || *p >= 0x7f) {
-			ret = -EIO;
-			goto bad;
-		}
-	s = secret_new(json_string_value(tok), json_string_length(tok));
-	json_decref(tok);
-	if (!s)
-		return -ENOMEM;
-	*out = s;
-	return 0;
-bad:
-	zen_set_error(z, "api token: malformed reply from the server");
-	json_decref(tok);
-	return ret;
-}
-
-int zen_list(struct zen *z, const char *path, json_t **items)
-{
-	json_t *all, *page = NULL, *arr;
-	char url[1024];
-	long pages = 1;
-	int ret = 0;
-
-	all = json_array();
-	if (!all)
-		return -ENOMEM;
-	for (long i = 1; i <= pages; i++) {
-		snprintf(url, sizeof(url), "%s%spage=%ld&size=%d&hydrate=true",
-			 path, strchr(path, '?') ? "&" : "?", i, PAGE_SIZE_MAX);
-		ret = call(z, NULL, "GET", url, NULL, false, &page);
-		if (ret)
-			goto fail;
-		arr = json_object_get(page, "items");
-		if (!json_is_array(arr) ||
-		    !json_is_integer(json_object_get(page, "total_pages"))) {
-			zen_set_error(z, "GET %s: malformed list reply", path);
-			ret = -EIO;
-			goto fail;
-		}
-		pages = json_integer_value(
-			json_object_get(page, "total_pages"));
-		if (pages > 100000)
-			pages = 100000;
-		json_array_extend(all, arr);
-		json_decref(page);
-		page = NULL;
-	}
-	*items = all;
-	return 0;
-fail:
-	json_decref(page);
-	json_decref(all);
+	if (ret && err)
+		*err = le;
 	return ret;
 }

@@ -1,17 +1,20 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The ZenML REST API as the daemon uses it: login with the daemon's own
- * credential, authenticated JSON calls that log in again once on a 401
- * CredentialsNotValid, lists that fetch every page.  Thread-safe.
+ * The daemon's session with a ZenML server: its credential, the session
+ * token a login gives, and authenticated JSON requests that log in again
+ * once on a 401 CredentialsNotValid.  Used by the rest of backend/ only:
+ * fs/ goes through the typed calls of backend/api.h.  Thread-safe.
  *
- * All functions return 0 or -errno mapped as DESIGN.md section 2 says; the
- * server's message for the last failure is kept for the log and status.
+ * Every call returns 0 or -errno (DESIGN.md section 2) and, on failure,
+ * fills the caller's struct zen_err with what failed and why: there is no
+ * shared "last error".
  */
 #ifndef ZENMLFS_ZENML_H
 #define ZENMLFS_ZENML_H
 
 #include <jansson.h>
 #include <stdbool.h>
+#include <stddef.h>
 
 struct http_client;
 struct secret;
@@ -29,6 +32,16 @@ struct zen_cred {
 	char *username; /* CRED_PASSWORD only; malloc'd */
 };
 
+/* What a failed call says, for the log and status.  Never a secret. */
+struct zen_err {
+	long status; /* HTTP status; 0: no reply (transport) or local */
+	char cls[64]; /* the server's error class, "" when none */
+	char msg[512]; /* "what: why" */
+};
+
+void zen_err_set(struct zen_err *e, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
 /* Name of a credential kind for status: "api-key", "device", "password". */
 const char *cred_kind_name(enum cred_kind kind);
 
@@ -36,44 +49,51 @@ const char *cred_kind_name(enum cred_kind kind);
 struct zen *zen_new(struct http_client *http, struct zen_cred *cred);
 void zen_free(struct zen *z);
 const char *zen_url(const struct zen *z);
-enum cred_kind zen_cred_kind(const struct zen *z);
+enum cred_kind zen_cred_kind(struct zen *z);
 
-/* Log in with the credential now (the session token is kept). */
-int zen_login(struct zen *z);
-
-/*
- * Replace the API key (after the daemon's own key was rotated): takes a
- * reference to key.  The next login uses it.
- */
-void zen_set_api_key(struct zen *z, struct secret *key);
+/* Replace the credential (SIGHUP, the daemon's own key rotated): takes
+ * over cred's contents; the next login uses it. */
+void zen_set_cred(struct zen *z, struct zen_cred *cred);
 /* The id of the daemon's own API key ("" when not an API key). */
 void zen_api_key_id(struct zen *z, char *id, size_t idsz);
+/* The user the session stands for (its JWT's "sub"), "" when unknown. */
+void zen_user_id(struct zen *z, char *id, size_t idsz);
+/* The device a device-flow session belongs to, "" when none. */
+void zen_device_id(struct zen *z, char *id, size_t idsz);
 
-/* GET /api/v1/info, no auth.  *out is the reply object; json_decref it. */
-int zen_info(struct zen *z, json_t **out);
+/* Log in with the credential now.  Concurrent callers share one login. */
+int zen_login(struct zen *z, struct zen_err *e);
 
-/* GET /api/v1/api_token?token_type=generic&expires_in=N: a new token. */
-int zen_api_token(struct zen *z, unsigned lifetime, struct secret **out);
+#define ZR_SECRET 0x1 /* the reply carries a secret: guarded memory */
+#define ZR_NOAUTH 0x2 /* no Authorization header, no login */
+#define ZR_ANY 0x4 /* the reply may be any JSON value, else an object */
+
+struct zen_req {
+	const char *method;
+	const char *path; /* "/api/v1/..." */
+	json_t *body; /* may be NULL */
+	unsigned flags; /* ZR_* */
+	const struct secret *bearer; /* NULL: the session (with re-login) */
+	long timeout_ms; /* 0: the client's */
+	/* A list page: each element of the reply's "items" is parsed alone
+	 * and handed to each() (backend/jsonpage.h); *out gets the rest. */
+	int (*each)(json_t *item, void *arg);
+	void *each_arg;
+};
 
 /*
- * An authenticated JSON call.  body may be NULL; out may be NULL (reply
- * dropped).  secret_reply keeps the raw reply in guarded memory (replies
- * carrying a new API key).  bearer NULL: the daemon's session.
+ * One request.  A 2xx reply is parsed into *out (out may be NULL: dropped;
+ * an empty body gives JSON null).  bearer NULL: the daemon's session,
+ * logged in first when there is none, and once more on a 401
+ * CredentialsNotValid.
  */
-int zen_call(struct zen *z, const char *method, const char *path, json_t *body,
-	     bool secret_reply, json_t **out);
+int zen_request(struct zen *z, const struct zen_req *rq, json_t **out,
+		struct zen_err *e);
 
-/* Like zen_call, but authenticated with the given token and no re-login. */
-int zen_call_as(struct zen *z, const struct secret *bearer, const char *method,
-		const char *path, json_t **out);
+/* Shutting down: requests in flight are aborted, new ones fail. */
+void zen_shutdown(struct zen *z);
 
-/* Every page of a list endpoint, hydrated: *items is a JSON array. */
-int zen_list(struct zen *z, const char *path, json_t **items);
-
-/* The server's message for the last failed call ("" when none). */
-void zen_last_error(struct zen *z, char *buf, size_t size);
-/* Record a failure in the same place (for callers that fail on their own). */
-void zen_set_error(struct zen *z, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
+/* GET /health, no auth, short timeout: does the server answer at all? */
+int zen_probe(struct zen *z);
 
 #endif

@@ -1,0 +1,518 @@
+// SPDX-License-Identifier: MIT
+#include "backend/store.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "backend/util.h"
+
+/* One list, or one object, of the server. */
+struct entry {
+	struct entry *next; /* hash chain */
+	char *key; /* "kind:parent" (lists) or "kind:parent:name" */
+	bool is_list;
+	struct zlist *list;
+	struct zrec *rec;
+	long long fetched; /* CLOCK_MONOTONIC ms; 0: nothing yet */
+	/* a walk: until when, and the entry it looked up last (-1: none) */
+	long long walk_until;
+	long last_i;
+	/* an object a write changed, whose reply did not say it all: the
+	 * listing's copy is out of date, fetch it alone */
+	long long stale_at; /* 0: not stale */
+	/* a fetch in flight, and what the last one gave its waiters */
+	bool fetching;
+	int waiters;
+	unsigned long gen;
+	int result;
+	struct zen_err err;
+};
+
+struct store {
+	struct zen *zen;
+	long long ttl_ms;
+	/* lock protects everything below and every entry; done wakes the
+	 * callers waiting for a fetch in flight. */
+	pthread_mutex_t lock;
+	pthread_cond_t done;
+	struct entry **tab;
+	size_t cap, n;
+	size_t bytes;
+};
+
+static long long now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1000LL + ts.tv_nsec / 1000000;
+}
+
+static uint64_t hash_key(const char *s)
+{
+	uint64_t h = 1469598103934665603ULL;
+
+	while (*s)
+		h = (h ^ (unsigned char)*s++) * 1099511628211ULL;
+	return h;
+}
+
+struct store *store_new(struct zen *z, unsigned ttl)
+{
+	struct store *s = calloc(1, sizeof(*s));
+
+	if (!s)
+		return NULL;
+	s->cap = 64;
+	s->tab = calloc(s->cap, sizeof(*s->tab));
+	if (!s->tab) {
+		free(s);
+		return NULL;
+	}
+	s->zen = z;
+	s->ttl_ms = ttl * 1000LL;
+	pthread_mutex_init(&s->lock, NULL);
+	pthread_cond_init(&s->done, NULL);
+	return s;
+}
+
+static size_t entry_bytes(const struct entry *e)
+{
+	return (e->list ? zlist_size(e->list) : 0) +
+	       (e->rec ? zrec_size(e->rec) : 0);
+}
+
+static void entry_free(struct entry *e)
+{
+	zlist_unref(e->list);
+	zrec_unref(e->rec);
+	free(e->key);
+	free(e);
+}
+
+void store_free(struct store *s)
+{
+	if (!s)
+		return;
+	for (size_t i = 0; i < s->cap; i++)
+		while (s->tab[i]) {
+			struct entry *e = s->tab[i];
+
+			s->tab[i] = e->next;
+			entry_free(e);
+		}
+	free(s->tab);
+	free(s);
+}
+
+static void make_key(char *buf, size_t size, enum zkind k, const char *parent,
+		     const char *name)
+{
+	snprintf(buf, size, "%d:%s%s%s", (int)k, parent ? parent : "",
+		 name ? ":" : "", name ? name : "");
+}
+
+/* Caller holds lock. */
+static struct entry *find(struct store *s, const char *key)
+{
+	struct entry *e = s->tab[hash_key(key) & (s->cap - 1)];
+
+	while (e && strcmp(e->key, key))
+		e = e->next;
+	return e;
+}
+
+/* Caller holds lock. */
+static void grow(struct store *s)
+{
+	size_t cap = s->cap * 2;
+	struct entry **tab = calloc(cap, sizeof(*tab));
+
+	if (!tab)
+		return; /* longer chains, still correct */
+	for (size_t i = 0; i < s->cap; i++)
+		while (s->tab[i]) {
+			struct entry *e = s->tab[i];
+			size_t j = hash_key(e->key) & (cap - 1);
+
+			s->tab[i] = e->next;
+			e->next = tab[j];
+			tab[j] = e;
+		}
+	free(s->tab);
+	s->tab = tab;
+	s->cap = cap;
+}
+
+/* Caller holds lock. */
+static struct entry *get(struct store *s, const char *key, bool is_list)
+{
+	struct entry *e = find(s, key);
+	size_t i;
+
+	if (e)
+		return e;
+	e = calloc(1, sizeof(*e));
+	if (!e)
+		return NULL;
+	e->key = strdup(key);
+	if (!e->key) {
+		free(e);
+		return NULL;
+	}
+	e->is_list = is_list;
+	e->last_i = -1;
+	if (s->n >= s->cap)
+		grow(s);
+	i = hash_key(key) & (s->cap - 1);
+	e->next = s->tab[i];
+	s->tab[i] = e;
+	s->n++;
+	return e;
+}
+
+static bool fresh(const struct store *s, const struct entry *e, long long now)
+{
+	return e->fetched && now - e->fetched < s->ttl_ms;
+}
+
+static bool usable(const struct store *s, const struct entry *e, long long now)
+{
+	return e->list &&
+	       (fresh(s, e, now) || (now < e->walk_until &&
+				     now - e->fetched < WALK_MAX_S * 1000LL));
+}
+
+/* A lookup of entry i of a listing in use: a name other than the one
+ * looked up just before keeps the walk on (a second pass over the names,
+ * as cat does after the shell's glob, counts; a reader polling one file
+ * does not). */
+static void progress(struct entry *e, long i, long long now)
+{
+	if (i == e->last_i)
+		return;
+	e->last_i = i;
+	if (now < e->walk_until)
+		e->walk_until = now + WALK_GAP_MS;
+}
+
+/*
+ * Wait for the fetch in flight on e to end.  Returns true with its result
+ * in *ret when the caller can use it; false when the caller should fetch.
+ * Caller holds lock.
+ */
+static bool join(struct store *s, struct entry *e, int *ret,
+		 struct zen_err *err)
+{
+	unsigned long gen;
+
+	if (!e->fetching)
+		return false;
+	gen = e->gen;
+	e->waiters++;
+	while (e->fetching && e->gen == gen)
+		pthread_cond_wait(&s->done, &s->lock);
+	e->waiters--;
+	*ret = e->result;
+	if (*ret && err)
+		*err = e->err;
+	return true;
+}
+
+/* Mark a fetch done: wake its waiters.  Caller holds lock. */
+static void fetched(struct store *s, struct entry *e, int ret,
+		    const struct zen_err *err)
+{
+	e->fetching = false;
+	e->result = ret;
+	if (ret && err)
+		e->err = *err;
+	e->gen++;
+	pthread_cond_broadcast(&s->done);
+}
+
+int store_list(struct store *s, enum zkind k, const char *parent, bool opening,
+	       struct zlist **out, struct zen_err *err)
+{
+	struct zen_err le = { 0 };
+	struct zlist *l = NULL;
+	char key[128];
+	struct entry *e;
+	long long now;
+	int ret;
+
+	make_key(key, sizeof(key), k, parent, NULL);
+	pthread_mutex_lock(&s->lock);
+	e = get(s, key, true);
+	if (!e) {
+		pthread_mutex_unlock(&s->lock);
+		return -ENOMEM;
+	}
+	now = now_ms();
+	if (fresh(s, e, now) && e->list) {
+		ret = 0;
+		goto take;
+	}
+	if (join(s, e, &ret, err)) {
+		if (ret || !e->list)
+			goto out;
+		goto take;
+	}
+	e->fetching = true;
+	pthread_mutex_unlock(&s->lock);
+
+	ret = api_list(s->zen, k, parent, &l, &le);
+
+	pthread_mutex_lock(&s->lock);
+	if (!ret) {
+		s->bytes -= entry_bytes(e);
+		zlist_unref(e->list);
+		e->list = l;
+		e->fetched = now_ms();
+		e->walk_until = 0;
+		e->last_i = -1;
+		s->bytes += entry_bytes(e);
+	} else if (err) {
+		*err = le;
+	}
+	fetched(s, e, ret, &le);
+	if (ret)
+		goto out;
+take:
+	if (opening) {
+		/* A new walk over this listing. */
+		now = now_ms();
+		e->walk_until = now + WALK_GAP_MS;
+		e->last_i = -1;
+	}
+	*out = zlist_ref(e->list);
+out:
+	pthread_mutex_unlock(&s->lock);
+	return ret;
+}
+
+static int fetch_one(struct store *s, enum zkind k, const char *parent,
+		     const char *name, struct zrec **out, struct zen_err *e)
+{
+	switch (k) {
+	case ZK_SERVER:
+		return api_server(s->zen, out, e);
+	case ZK_USER:
+		return api_whoami(s->zen, out, e);
+	default:
+		return api_get(s->zen, k, parent, name, out, e);
+	}
+}
+
+int store_find(struct store *s, enum zkind k, const char *parent,
+	       const char *name, struct zrec **out, struct zen_err *err)
+{
+	struct zen_err le = { 0 };
+	struct zrec *r = NULL;
+	struct entry *le_list, *o;
+	char key[640];
+	long long now;
+	long i;
+	int ret;
+
+	if (k <= ZK_USER)
+		name = "";
+	pthread_mutex_lock(&s->lock);
+	now = now_ms();
+	make_key(key, sizeof(key), k, parent, NULL);
+	le_list = k > ZK_USER ? find(s, key) : NULL;
+	make_key(key, sizeof(key), k, parent, name);
+	o = find(s, key);
+	if (le_list && usable(s, le_list, now) &&
+	    !(o && o->stale_at >= le_list->fetched)) {
+		i = zlist_find(le_list->list, name);
+		if (i >= 0) {
+			progress(le_list, i, now);
+			r = (struct zrec *)zlist_at(le_list->list, (size_t)i);
+		}
+		/* An object fetched alone after the listing is newer. */
+		if (o && o->rec && o->fetched > le_list->fetched &&
+		    fresh(s, o, now))
+			r = o->rec;
+		ret = r ? 0 : -ENOENT;
+		if (!r)
+			zen_err_set(err, "no %s '%s'", zkind_name(k), name);
+		goto take;
+	}
+	o = get(s, key, false);
+	if (!o) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	if (o->rec && fresh(s, o, now)) {
+		r = o->rec;
+		ret = 0;
+		goto take;
+	}
+	if (join(s, o, &ret, err)) {
+		r = o->rec;
+		if (!ret && !r)
+			ret = -ENOENT;
+		goto take;
+	}
+	o->fetching = true;
+	pthread_mutex_unlock(&s->lock);
+
+	ret = fetch_one(s, k, parent, name, &r, &le);
+
+	pthread_mutex_lock(&s->lock);
+	s->bytes -= entry_bytes(o);
+	zrec_unref(o->rec);
+	o->rec = ret ? NULL : r;
+	o->fetched = ret ? 0 : now_ms();
+	if (!ret)
+		o->stale_at = 0;
+	s->bytes += entry_bytes(o);
+	if (ret && err)
+		*err = le;
+	fetched(s, o, ret, &le);
+take:
+	if (!ret)
+		*out = zrec_ref(r);
+out:
+	pthread_mutex_unlock(&s->lock);
+	return ret;
+}
+
+/* The cached listing of k under parent, edited: rec in place of its
+ * namesake (or added), or the entry listed as gone taken out.  Caller
+ * holds lock. */
+static void edit_listing(struct store *s, enum zkind k, const char *parent,
+			 struct zrec *rec, const char *gone)
+{
+	struct zlist *l;
+	struct entry *e;
+	char key[640];
+
+	make_key(key, sizeof(key), k, parent, NULL);
+	e = find(s, key);
+	if (!e || !e->list)
+		return;
+	l = rec ? zlist_with(e->list, rec) : zlist_without(e->list, gone);
+	if (!l) {
+		/* Out of memory: forget the listing rather than lie. */
+		e->fetched = 0;
+		e->walk_until = 0;
+		return;
+	}
+	s->bytes -= entry_bytes(e);
+	zlist_unref(e->list);
+	e->list = l;
+	e->last_i = -1; /* the indices moved */
+	s->bytes += entry_bytes(e);
+}
+
+/* The object entry of k/parent/name now holds rec (NULL: nothing, until
+ * fetched again; stale: and not from the listing either).  Caller holds
+ * lock. */
+static void set_object(struct store *s, enum zkind k, const char *parent,
+		       const char *name, struct zrec *rec, bool stale)
+{
+	struct entry *e;
+	char key[640];
+
+	make_key(key, sizeof(key), k, parent, name);
+	e = rec || stale ? get(s, key, false) : find(s, key);
+	if (!e)
+		return;
+	s->bytes -= entry_bytes(e);
+	zrec_unref(e->rec);
+	e->rec = zrec_ref(rec);
+	e->fetched = rec ? now_ms() : 0;
+	if (stale)
+		e->stale_at = now_ms();
+	s->bytes += entry_bytes(e);
+}
+
+void store_update(struct store *s, enum zkind k, const char *parent,
+		  struct zrec *rec)
+{
+	pthread_mutex_lock(&s->lock);
+	if (zrec_partial(rec)) {
+		/* Part of the object is unknown: the next look fetches it. */
+		set_object(s, k, parent, zrec_name(rec), NULL, true);
+	} else {
+		edit_listing(s, k, parent, rec, NULL);
+		set_object(s, k, parent, zrec_name(rec), rec, false);
+	}
+	pthread_mutex_unlock(&s->lock);
+}
+
+void store_remove(struct store *s, enum zkind k, const char *parent,
+		  const char *name)
+{
+	pthread_mutex_lock(&s->lock);
+	edit_listing(s, k, parent, NULL, name);
+	set_object(s, k, parent, name, NULL, false);
+	pthread_mutex_unlock(&s->lock);
+}
+
+size_t store_sweep(struct store *s)
+{
+	long long now = now_ms();
+	size_t freed = 0;
+
+	pthread_mutex_lock(&s->lock);
+	for (size_t i = 0; i < s->cap; i++) {
+		struct entry **pp = &s->tab[i];
+
+		while (*pp) {
+			struct entry *e = *pp;
+
+			/* a stale mark outlives any listing it corrects */
+			if (e->fetching || e->waiters ||
+			    (e->stale_at &&
+			     now - e->stale_at <
+				     WALK_MAX_S * 1000LL + s->ttl_ms) ||
+			    fresh(s, e, now) ||
+			    (e->list && usable(s, e, now))) {
+				pp = &e->next;
+				continue;
+			}
+			*pp = e->next;
+			freed += entry_bytes(e);
+			s->bytes -= entry_bytes(e);
+			s->n--;
+			entry_free(e);
+		}
+	}
+	pthread_mutex_unlock(&s->lock);
+	return freed;
+}
+
+long long store_next_expiry(struct store *s)
+{
+	long long next = 0, t;
+
+	pthread_mutex_lock(&s->lock);
+	for (size_t i = 0; i < s->cap; i++)
+		for (struct entry *e = s->tab[i]; e; e = e->next) {
+			t = e->fetched + s->ttl_ms;
+			if (e->walk_until > t)
+				t = e->walk_until;
+			if (!next || t < next)
+				next = t;
+		}
+	pthread_mutex_unlock(&s->lock);
+	return next;
+}
+
+size_t store_bytes(struct store *s)
+{
+	size_t n;
+
+	pthread_mutex_lock(&s->lock);
+	n = s->bytes;
+	pthread_mutex_unlock(&s->lock);
+	return n;
+}

@@ -1,0 +1,65 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The metadata cache: lists and single objects from the server, as
+ * compact records (backend/api.h), each at most meta_ttl old, fetched once
+ * however many readers ask at the same moment.  Thread-safe; no lock is
+ * held across a network call.
+ *
+ * Freshness: a list or an object is used for meta_ttl seconds after it was
+ * fetched.  A walk over a listing (ls -l, cat *\/id, find) is served from
+ * the listing it started with: opening the directory starts a walk, and
+ * each lookup of an entry other than the one looked up just before keeps
+ * it going for WALK_GAP_MS more (so a second pass, as cat makes after the
+ * shell's glob, is part of it); the listing then serves lookups even when
+ * older than meta_ttl, up to WALK_MAX_S after it was fetched.  A reader
+ * polling one file does not extend it, so what it sees is at most
+ * meta_ttl + WALK_GAP_MS old; readers moving between names see at most
+ * WALK_MAX_S.
+ *
+ * A write through the tree puts the server's reply in place of the cached
+ * object (store_update, store_remove): no list is dropped or fetched again.
+ */
+#ifndef ZENMLFS_STORE_H
+#define ZENMLFS_STORE_H
+
+#include <stddef.h>
+
+#include "backend/api.h"
+
+#define WALK_GAP_MS 1000
+#define WALK_MAX_S 60
+
+struct store *store_new(struct zen *z, unsigned ttl);
+void store_free(struct store *s);
+
+/*
+ * The list of kind k (keys: of the account with UUID parent; else parent
+ * is NULL): a new reference in *out.  opening: a directory is being opened
+ * (a fresh listing, and a walk starts).
+ */
+int store_list(struct store *s, enum zkind k, const char *parent, bool opening,
+	       struct zlist **out, struct zen_err *e);
+
+/*
+ * The object of kind k listed as name (server and current user: name
+ * ignored): from a usable listing (O(1)), a fresh object, or one GET of
+ * that object alone, never a whole list.  -ENOENT when there is none.
+ */
+int store_find(struct store *s, enum zkind k, const char *parent,
+	       const char *name, struct zrec **out, struct zen_err *e);
+
+/* rec is what the server now says (a create or update reply). */
+void store_update(struct store *s, enum zkind k, const char *parent,
+		  struct zrec *rec);
+/* The object listed as name is gone. */
+void store_remove(struct store *s, enum zkind k, const char *parent,
+		  const char *name);
+
+/* Drop what is expired and not in use; returns the bytes let go. */
+size_t store_sweep(struct store *s);
+/* The earliest time (CLOCK_MONOTONIC ms) anything may expire, 0: none. */
+long long store_next_expiry(struct store *s);
+/* Bytes held now. */
+size_t store_bytes(struct store *s);
+
+#endif
