@@ -2,20 +2,22 @@
 /*
  * zenmlfs: mount a ZenML server's credentials as files.
  *
- * The story: parse options; take secrets out of the environment; find the
- * credential; on the user's terminal, check the server, log in and mint a
- * first token (any failure is reported here, before anything is
- * mounted); mount; daemonize; start the threads; serve; clean up.
+ * The story: parse the command line; check, without a word to the
+ * network, the URL, the mount point and the credential; go to the
+ * background (the terminal waits for the outcome); log in and mint a first
+ * token; mount; start the threads; tell the terminal and systemd once the
+ * token is readable; serve; unmount (only our own mount); clean up.
+ * Each stage that can fail has its own exit code (backend/exitcode.h).
  */
-#include <curl/curl.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
-#include <getopt.h>
-#include <limits.h>
+#include <malloc.h>
+#include <poll.h>
+#include <pthread.h>
 #include <signal.h>
-#include <stdarg.h>
-#include <stddef.h>
 #include <sodium.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,319 +25,40 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
-#include "backend/cache.h"
 #include "backend/cred.h"
+#include "backend/exitcode.h"
 #include "backend/http.h"
 #include "backend/log.h"
 #include "backend/login.h"
 #include "backend/secret.h"
+#include "backend/store.h"
 #include "backend/token.h"
 #include "backend/util.h"
 #include "backend/zenml.h"
-#include "fs/model.h"
+#include "fs/channel.h"
+#include "fs/housekeeping.h"
+#include "fs/inode.h"
+#include "fs/newkeys.h"
 #include "fs/notify.h"
 #include "fs/ops.h"
-#include "fs/tree.h"
+#include "fs/options.h"
+#include "fs/publish.h"
+#include "fs/self.h"
+#include "fs/service.h"
+#include "fs/statuscmd.h"
 
-enum exit_code {
-	EXIT_OK = 0,
-	EXIT_USAGE = 1,
-	EXIT_NOCRED = 2,
-	EXIT_SERVER = 3,
-	EXIT_AUTH = 4,
-	EXIT_MOUNT = 5,
-	EXIT_RUNTIME = 6,
+#define FUSE_THREADS_MAX 16
+#define MALLOC_ARENAS 2
+
+/* Everything the daemon is made of; main owns it. */
+struct daemon {
+	struct options o;
+	struct fs fs;
+	struct fuse_session *se;
+	char mountpoint[PATH_MAX];
+	int mount_id; /* ours, in /proc/self/mountinfo */
+	bool log_lost; /* in the background, with nowhere to log to */
 };
-
-struct options {
-	const char *url, *key_file, *cafile, *log_path, *mountpoint;
-	bool foreground, debug, allow_other, default_permissions;
-	unsigned token_lifetime, meta_ttl, key_window, check_interval;
-	mode_t token_mode;
-	long uid, gid;
-	char fuse_opts[1024]; /* passed on to libfuse */
-};
-
-static void usage(FILE *f)
-{
-	fprintf(f,
-		"usage: zenmlfs [--url URL] [--api-key-file FILE] "
-		"[--cafile FILE] [--log FILE]\n"
-		"               [-f] [-d] [-o OPTION[,OPTION...]] MOUNTPOINT\n"
-		"       zenmlfs login URL [--trust] [--cafile FILE]\n"
-		"       zenmlfs logout URL\n"
-		"\n"
-		"Mounts a ZenML server's credentials as files: MOUNTPOINT/"
-		"token is always a\nvalid short-lived API token.\n"
-		"\n"
-		"The server URL comes from --url or ZENML_STORE_URL; the "
-		"credential from\nZENML_STORE_API_KEY, --api-key-file, the "
-		"session saved by 'zenmlfs login',\nZENML_STORE_USERNAME/"
-		"ZENML_STORE_PASSWORD, or a prompt.  Never from argv.\n"
-		"\n"
-		"options (-o):\n"
-		"  token_lifetime=N   token lifetime in seconds (default "
-		"3600, at least 60)\n"
-		"  meta_ttl=N         metadata at most N seconds old "
-		"(default 5)\n"
-		"  key_window=N       a new key is readable N seconds "
-		"(default 300)\n"
-		"  check_interval=N   check the served token every N s "
-		"(default 10, 0: never)\n"
-		"  token_mode=MODE    mode of token and token.json "
-		"(default 0400)\n"
-		"  uid=N, gid=N       owner and group of the files\n"
-		"  allow_other        let other users in (implies "
-		"default_permissions)\n"
-		"  default_permissions  let the kernel check modes\n"
-		"\n"
-		"Unmount with: fusermount3 -u MOUNTPOINT\n");
-}
-
-static int parse_num(const char *name, const char *val, unsigned long min,
-		     unsigned long max, int base, unsigned long *out)
-{
-	char *end;
-	unsigned long v;
-
-	errno = 0;
-	if (!*val || *val == '-' || *val == '+')
-		goto bad;
-	v = strtoul(val, &end, base);
-	if (errno || *end || v < min || v > max)
-		goto bad;
-	*out = v;
-	return 0;
-bad:
-	fprintf(stderr,
-		"zenmlfs: invalid value '%s' for option '%s' (expected %lu .. "
-		"%lu)\n",
-		val, name, min, max);
-	return -EINVAL;
-}
-
-static int add_fuse_opt(struct options *o, const char *opt)
-{
-	size_t n = strlen(o->fuse_opts);
-
-	if (n + strlen(opt) + 2 > sizeof(o->fuse_opts))
-		return -E2BIG;
-	snprintf(o->fuse_opts + n, sizeof(o->fuse_opts) - n, "%s%s",
-		 n ? "," : "", opt);
-	return 0;
-}
-
-/* Our numeric -o options. */
-struct num_opt {
-	const char *name;
-	unsigned long min, max;
-	int base;
-	size_t off; /* offset of the field in struct options */
-	bool is_long;
-};
-
-#define NUM_OPT(n, lo, hi, b, f, l)                          \
-	{                                                    \
-		n, lo, hi, b, offsetof(struct options, f), l \
-	}
-
-static const struct num_opt num_opts[] = {
-	NUM_OPT("token_lifetime", TOKEN_LIFETIME_MIN, 365UL * 86400, 10,
-		token_lifetime, false),
-	NUM_OPT("meta_ttl", 0, 86400, 10, meta_ttl, false),
-	NUM_OPT("key_window", 1, 86400, 10, key_window, false),
-	NUM_OPT("check_interval", 0, 86400, 10, check_interval, false),
-	NUM_OPT("token_mode", 0, 0777, 8, token_mode, false),
-	NUM_OPT("uid", 0, UINT_MAX - 1, 10, uid, true),
-	NUM_OPT("gid", 0, UINT_MAX - 1, 10, gid, true),
-};
-
-/* Plain mount flags handed on to libfuse as they are. */
-static const char *const fuse_flags[] = {
-	"ro", "rw", "nosuid", "nodev", "noexec", "noatime", "auto_unmount",
-};
-
-static int parse_one_opt(struct options *o, const char *opt, const char *val)
-{
-	unsigned long v;
-
-	for (size_t i = 0; i < sizeof(num_opts) / sizeof(num_opts[0]); i++) {
-		const struct num_opt *n = &num_opts[i];
-		char *field = (char *)o + n->off;
-
-		if (strcmp(opt, n->name))
-			continue;
-		if (!val) {
-			fprintf(stderr, "zenmlfs: option '%s' needs a value\n",
-				opt);
-			return -EINVAL;
-		}
-		if (parse_num(opt, val, n->min, n->max, n->base, &v))
-			return -EINVAL;
-		if (n->is_long)
-			*(long *)field = (long)v;
-		else if (n->off == offsetof(struct options, token_mode))
-			*(mode_t *)field = (mode_t)v;
-		else
-			*(unsigned *)field = (unsigned)v;
-		return 0;
-	}
-	if (!val && !strcmp(opt, "allow_other")) {
-		o->allow_other = true;
-		return 0;
-	}
-	if (!val && !strcmp(opt, "default_permissions")) {
-		o->default_permissions = true;
-		return 0;
-	}
-	for (size_t i = 0; !val && i < sizeof(fuse_flags) / sizeof(*fuse_flags);
-	     i++)
-		if (!strcmp(opt, fuse_flags[i]))
-			return add_fuse_opt(o, opt);
-	fprintf(stderr, "zenmlfs: unknown mount option '%s'\n", opt);
-	return -EINVAL;
-}
-
-/* One -o list: ours are taken, the rest go to libfuse. */
-static int parse_mount_opts(struct options *o, char *list)
-{
-	char *save = NULL, *opt, *val;
-
-	for (opt = strtok_r(list, ",", &save); opt;
-	     opt = strtok_r(NULL, ",", &save)) {
-		val = strchr(opt, '=');
-		if (val)
-			*val++ = '\0';
-		if (parse_one_opt(o, opt, val))
-			return -EINVAL;
-	}
-	return 0;
-}
-
-static int parse_args(int argc, char **argv, struct options *o)
-{
-	static const struct option longopts[] = {
-		{ "url", required_argument, NULL, 'u' },
-		{ "api-key-file", required_argument, NULL, 'k' },
-		{ "cafile", required_argument, NULL, 'c' },
-		{ "log", required_argument, NULL, 'l' },
-		{ "foreground", no_argument, NULL, 'f' },
-		{ "debug", no_argument, NULL, 'd' },
-		{ "help", no_argument, NULL, 'h' },
-		{ "version", no_argument, NULL, 'V' },
-		{ "api-key", required_argument, NULL, 'K' },
-		{ "password", required_argument, NULL, 'K' },
-		{ 0 },
-	};
-	char *copy;
-	int c;
-
-	*o = (struct options){
-		.token_lifetime = 3600,
-		.meta_ttl = 5,
-		.key_window = 300,
-		.check_interval = 10,
-		.token_mode = 0400,
-		.uid = -1,
-		.gid = -1,
-	};
-	while ((c = getopt_long(argc, argv, "+fdho:V", longopts, NULL)) != -1) {
-		switch (c) {
-		case 'u':
-			o->url = optarg;
-			break;
-		case 'k':
-			o->key_file = optarg;
-			break;
-		case 'c':
-			o->cafile = optarg;
-			break;
-		case 'l':
-			o->log_path = optarg;
-			break;
-		case 'f':
-			o->foreground = true;
-			break;
-		case 'd':
-			o->debug = o->foreground = true;
-			break;
-		case 'o':
-			copy = strdup(optarg);
-			if (!copy || parse_mount_opts(o, copy)) {
-				free(copy);
-				return -EINVAL;
-			}
-			free(copy);
-			break;
-		case 'h':
-			usage(stdout);
-			exit(EXIT_OK);
-		case 'V':
-			printf("zenmlfs %s\n", ZENMLFS_VERSION);
-			exit(EXIT_OK);
-		case 'K':
-			/* The value is in argv already: too late to hide it,
-			 * but never use it. */
-			fprintf(stderr,
-				"zenmlfs: secrets are not accepted on the "
-				"command line (they show in the process "
-				"list): use ZENML_STORE_API_KEY or "
-				"--api-key-file\n");
-			return -EINVAL;
-		default:
-			usage(stderr);
-			return -EINVAL;
-		}
-	}
-	if (optind != argc - 1) {
-		fprintf(stderr, optind == argc ?
-					"zenmlfs: missing MOUNTPOINT\n" :
-					"zenmlfs: too many arguments\n");
-		usage(stderr);
-		return -EINVAL;
-	}
-	o->mountpoint = argv[optind];
-	if (!o->url)
-		o->url = getenv("ZENML_STORE_URL");
-	if (!o->url || !*o->url) {
-		fprintf(stderr, "zenmlfs: no server URL: pass --url URL or set "
-				"ZENML_STORE_URL\n");
-		return -EINVAL;
-	}
-	if (strncmp(o->url, "http://", 7) && strncmp(o->url, "https://", 8)) {
-		fprintf(stderr,
-			"zenmlfs: invalid server URL '%s': it must start "
-			"with http:// or https://\n",
-			o->url);
-		return -EINVAL;
-	}
-	if (o->allow_other)
-		o->default_permissions = true;
-	return 0;
-}
-
-static enum exit_code exit_for(int err)
-{
-	switch (-err) {
-	case ENOKEY:
-		return EXIT_NOCRED;
-	case EKEYREJECTED:
-	case EKEYREVOKED:
-	case EKEYEXPIRED:
-	case EPERM:
-		return EXIT_AUTH;
-	case ECONNREFUSED:
-	case EHOSTUNREACH:
-	case ETIMEDOUT:
-	case EPROTO:
-	case EIO:
-	case EFBIG:
-	case ENOENT:
-		return EXIT_SERVER;
-	default:
-		return EXIT_RUNTIME;
-	}
-}
 
 static void harden(void)
 {
@@ -344,10 +67,17 @@ static void harden(void)
 	/* No core dumps, no ptrace by the same uid, no /proc/PID/mem. */
 	prctl(PR_SET_DUMPABLE, 0);
 	setrlimit(RLIMIT_CORE, &no_core);
+	/* A few malloc arenas, not one per FUSE thread. */
+	mallopt(M_ARENA_MAX, MALLOC_ARENAS);
+	/* Large blocks (a list reply of megabytes) in their own mappings,
+	 * handed back when freed; a fixed threshold, where glibc's would
+	 * rise after the first such free and keep the next one in the
+	 * heap. */
+	mallopt(M_MMAP_THRESHOLD, 128 * 1024);
 }
 
-/* A failure before daemonizing: on the user's terminal, and in the log
- * file too when there is one. */
+/* A startup failure: one line on the terminal, and in the log file too
+ * when there is one. */
 static void __attribute__((format(printf, 1, 2))) report(const char *fmt, ...)
 {
 	char msg[1024];
@@ -361,28 +91,450 @@ static void __attribute__((format(printf, 1, 2))) report(const char *fmt, ...)
 		log_err("%s", msg);
 }
 
-static struct fs g_fs;
-
-static void fs_invalidate(const char *path)
+/* SIGHUP: read the key (or session) again and log in with it. */
+static void reload(void *arg)
 {
-	ops_stale(path);
-	notify_path(path ? path : "/");
+	struct daemon *d = arg;
+	struct zen_err e = { 0 };
+	struct zen_cred cred;
+	char why[600];
+	int ret;
+
+	if (log_reopen())
+		log_warn("SIGHUP: cannot reopen the log file");
+	ret = cred_reload(d->o.url, d->o.key_file, &cred, why, sizeof(why));
+	if (ret) {
+		log_warn("SIGHUP: %s", why);
+		return;
+	}
+	zen_set_cred(d->fs.zen, &cred);
+	if (zen_cred_kind(d->fs.zen) != CRED_SESSION &&
+	    (ret = zen_login(d->fs.zen, &e))) {
+		log_err("SIGHUP: cannot log in with %s: %s", cred_source(),
+			e.msg);
+		token_engine_revoke(d->fs.te, ret, e.msg);
+		return;
+	}
+	ret = token_engine_mint(d->fs.te, &e);
+	if (ret)
+		log_err("SIGHUP: cannot get a token with %s: %s", cred_source(),
+			e.msg);
+	else
+		log_info("SIGHUP: logged in again with %s", cred_source());
+}
+
+/* systemd's view of the state: STATUS= follows status's "state". */
+static void tell_systemd(void *arg)
+{
+	struct fs *fs = arg;
+
+	service_notify("STATUS=state: %s",
+		       token_state_name(token_engine_state(fs->te)));
+}
+
+static void token_changed(void *arg)
+{
+	publish_changed(arg);
+	tell_systemd(arg);
+}
+
+/* The mount ID of what is now on top at path: ours, just mounted. */
+static int our_mount_id(const char *path)
+{
+	struct mnt_info mi;
+
+	return service_mount_at(path, &mi) ? -1 : mi.id;
+}
+
+/* Once the kernel's INIT is answered, read the token back through the
+ * mount: only then is the mount ready (terminal, systemd). */
+static void *ready_main(void *arg)
+{
+	struct daemon *d = arg;
+	char path[PATH_MAX + 8];
+	dev_t dev;
+	long n;
+
+	/* through the helper: never a thread of ours on our own mount */
+	snprintf(path, sizeof(path), "%s/token", d->mountpoint);
+	n = self_read(path);
+	if (n <= 0)
+		log_debug("readiness check: cannot read '%s': %s", path,
+			  n ? strerror((int)-n) : "it is empty");
+	/* only while the mount at the path is still ours */
+	if (our_mount_id(d->mountpoint) == d->mount_id &&
+	    !self_stat_dev(d->mountpoint, &dev))
+		publish_mounted(d->mountpoint, dev);
+	log_info("mounted '%s' at '%s' (auth: %s from %s, token lifetime "
+		 "%u s)",
+		 zen_url(d->fs.zen), d->mountpoint,
+		 cred_kind_name(zen_cred_kind(d->fs.zen)), cred_source(),
+		 d->o.token_lifetime);
+	service_notify("READY=1\nSTATUS=state: %s",
+		       token_state_name(token_engine_state(d->fs.te)));
+	if (d->log_lost)
+		fprintf(stderr,
+			"zenmlfs: warning: no syslog socket (/dev/log) and no "
+			"--log: the daemon's log will be lost (pass --log "
+			"FILE)\n");
+	service_ready();
+	return NULL;
+}
+
+static void on_init(void *arg)
+{
+	pthread_t t;
+
+	if (!pthread_create(&t, NULL, ready_main, arg))
+		pthread_detach(t);
+}
+
+static void on_hup_signal(int sig)
+{
+	hk_hup();
+}
+
+/* Signals: INT, TERM and QUIT unmount cleanly (libfuse's handler), HUP
+ * re-reads the key, the rest that would kill the daemon are ignored. */
+static int setup_signals(struct fuse_session *se)
+{
+	static const int ignored[] = { SIGUSR1, SIGUSR2, SIGALRM, SIGVTALRM,
+				       SIGPROF, SIGIO,	 SIGPWR,  SIGTTIN,
+				       SIGTTOU, SIGXFSZ, SIGTSTP };
+	struct sigaction sa = { 0 };
+
+	if (fuse_set_signal_handlers(se))
+		return -1;
+	sigaction(SIGTERM, NULL, &sa);
+	sigaction(SIGQUIT, &sa, NULL);
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_hup_signal;
+	sa.sa_flags = SA_RESTART;
+	sigaction(SIGHUP, &sa, NULL);
+	sa.sa_handler = SIG_IGN;
+	for (size_t i = 0; i < sizeof(ignored) / sizeof(ignored[0]); i++)
+		sigaction(ignored[i], &sa, NULL);
+	for (int s = SIGRTMIN; s <= SIGRTMAX; s++)
+		sigaction(s, &sa, NULL);
+	return 0;
+}
+
+/* Block the signals that stop the daemon in the threads we start, so they
+ * reach a FUSE thread or main, whose wait they interrupt. */
+static void block_signals(bool block, sigset_t *old)
+{
+	sigset_t set;
+
+	sigemptyset(&set);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGQUIT);
+	sigaddset(&set, SIGHUP);
+	pthread_sigmask(block ? SIG_BLOCK : SIG_SETMASK, block ? &set : old,
+			block ? old : NULL);
+}
+
+/* The mount options for libfuse. */
+static int fuse_args_for(struct daemon *d, const char *argv0,
+			 struct fuse_args *args)
+{
+	const struct options *o = &d->o;
+	const char *url = zen_url(d->fs.zen);
+	char fopts[1600];
+
+	snprintf(fopts, sizeof(fopts), "fsname=%s,subtype=zenmlfs%s%s%s%s%s%s",
+		 strpbrk(url, ",\\") ? "zenmlfs" : url,
+		 o->allow_other ? ",allow_other" : "",
+		 o->allow_root ? ",allow_root" : "",
+		 o->default_permissions ? ",default_permissions" : "",
+		 o->auto_unmount ? ",auto_unmount" : "",
+		 o->fuse_opts[0] ? "," : "", o->fuse_opts);
+	if (fuse_opt_add_arg(args, argv0) || fuse_opt_add_arg(args, "-o") ||
+	    fuse_opt_add_arg(args, fopts) ||
+	    (o->debug && fuse_opt_add_arg(args, "-d")))
+		return -ENOMEM;
+	return 0;
+}
+
+/* Unmount, but only our own mount: one mounted over ours, or one that
+ * replaced ours after it was detached, is left alone. */
+static void unmount_ours(struct daemon *d)
+{
+	struct pollfd pfd = { .fd = fuse_session_fd(d->se) };
+	struct mnt_info mi;
+	bool ours, dead;
+
+	ours = !service_mount_at(d->mountpoint, &mi) && mi.id == d->mount_id;
+	/* A severed connection (unmounted already): libfuse only closes. */
+	dead = poll(&pfd, 1, 0) == 1 && (pfd.revents & POLLERR);
+	if (ours || dead) {
+		fuse_session_unmount(d->se);
+		log_info("unmounted '%s'", d->mountpoint);
+		return;
+	}
+	log_warn("'%s' now holds another mount: left as it is", d->mountpoint);
+	/* Our connection, wherever it is now, ends with its descriptor
+	 * (/dev/null takes its number, for libfuse to close later). */
+	int nul = open("/dev/null", O_RDWR | O_CLOEXEC);
+
+	if (nul >= 0) {
+		dup2(nul, pfd.fd);
+		close(nul);
+	}
+}
+
+/* Login and the first token, on the terminal. */
+static int first_token(struct daemon *d)
+{
+	struct zen_err e = { 0 };
+	int ret;
+
+	if (zen_cred_kind(d->fs.zen) != CRED_SESSION) {
+		ret = zen_login(d->fs.zen, &e);
+		if (ret) {
+			report("cannot log in to '%s': %s", d->o.url, e.msg);
+			return exit_for(ret);
+		}
+	}
+	ret = token_engine_mint(d->fs.te, &e);
+	if (ret) {
+		if (zen_cred_kind(d->fs.zen) == CRED_SESSION &&
+		    exit_for(ret) == EXIT_AUTH)
+			report("cannot get a token from '%s': %s; run 'zenmlfs "
+			       "login %s' again",
+			       d->o.url, e.msg, d->o.url);
+		else
+			report("cannot get a token from '%s': %s", d->o.url,
+			       e.msg);
+		return exit_for(ret);
+	}
+	return EXIT_OK;
+}
+
+static int serve(struct daemon *d)
+{
+	struct fuse_loop_config *cfg;
+	int ret;
+
+	cfg = fuse_loop_cfg_create();
+	if (!cfg)
+		return EXIT_RUNTIME;
+	fuse_loop_cfg_set_max_threads(cfg, FUSE_THREADS_MAX);
+	ret = fuse_session_loop_mt(d->se, cfg);
+	fuse_loop_cfg_destroy(cfg);
+	if (ret < 0) {
+		log_err("the FUSE loop failed: %s", strerror(-ret));
+		return EXIT_RUNTIME;
+	}
+	return EXIT_OK;
+}
+
+static int mount_main(int argc, char **argv)
+{
+	struct fuse_args args = FUSE_ARGS_INIT(0, NULL);
+	struct daemon d = { 0 };
+	struct http_client *http;
+	struct zen_cred cred;
+	const char *why_url;
+	char why[700];
+	sigset_t old;
+	int code, ret;
+
+	/* 1. The command line. */
+	switch (options_parse(argc, argv, &d.o)) {
+	case OPT_DONE:
+		code = EXIT_OK;
+		goto out_opts;
+	case OPT_USAGE:
+		code = EXIT_USAGE;
+		goto out_opts;
+	default:
+		break;
+	}
+	if (url_check(d.o.url, &why_url)) {
+		fprintf(stderr, "zenmlfs: invalid server URL '%s': %s\n",
+			d.o.url, why_url);
+		code = EXIT_SERVER;
+		goto out_opts;
+	}
+	/* 2. The mount point. */
+	ret = service_check_mountpoint(d.o.mountpoint, d.o.fake, d.mountpoint,
+				       sizeof(d.mountpoint), why, sizeof(why));
+	if (ret) {
+		fprintf(stderr, "zenmlfs: cannot mount at '%s': %s\n",
+			d.o.mountpoint, why);
+		code = EXIT_MOUNT;
+		goto out_opts;
+	}
+	if (d.o.fake) {
+		code = EXIT_OK; /* mount -f: everything checked, nothing done */
+		goto out_opts;
+	}
+	log_set_debug(d.o.debug);
+	if (d.o.log_path && (ret = log_open(d.o.log_path))) {
+		fprintf(stderr, "zenmlfs: cannot open log file '%s': %s\n",
+			d.o.log_path,
+			ret == -ELOOP  ? "it is a symbolic link" :
+			ret == -EINVAL ? "not a regular file" :
+					 strerror(-ret));
+		code = EXIT_USAGE;
+		goto out_opts;
+	}
+	/* 3. The credential. */
+	ret = cred_find(d.o.url, d.o.key_file, true, &cred, why, sizeof(why));
+	if (ret) {
+		report("%s", why);
+		code = exit_for(ret);
+		goto out_log;
+	}
+	if (d.o.token_mode_set && !d.o.allow_other)
+		fprintf(stderr,
+			"zenmlfs: warning: token_mode has no effect without "
+			"allow_other: only you can enter the mount\n");
+
+	/* 4. The background, with the terminal waiting for the outcome. */
+	if (!d.o.foreground && (ret = service_daemonize())) {
+		cred_release(&cred);
+		report("cannot go to the background: %s", strerror(-ret));
+		code = EXIT_RUNTIME;
+		goto out_log;
+	}
+
+	/* The helper for the daemon's own trips through the mount, before
+	 * any FUSE descriptor exists (fs/self.h). */
+	ret = self_start();
+	if (ret)
+		log_warn("cannot start the mount helper: %s (the folder's "
+			 "watchers get no event)",
+			 strerror(-ret));
+
+	/* 5. The server. */
+	code = EXIT_RUNTIME;
+	http = http_client_new(&(struct http_opts){ .base_url = d.o.url,
+						    .cafile = d.o.cafile });
+	if (!http) {
+		cred_release(&cred);
+		goto out_log;
+	}
+	d.fs.zen = zen_new(http, &cred);
+	if (!d.fs.zen) {
+		cred_release(&cred);
+		http_client_free(http);
+		goto out_log;
+	}
+	d.fs.te = token_engine_new(d.fs.zen,
+				   &(struct token_opts){
+					   .lifetime = d.o.token_lifetime,
+					   .check_interval = d.o.check_interval,
+					   .on_change = token_changed,
+					   .arg = &d.fs,
+				   });
+	if (!d.fs.te)
+		goto out_zen;
+	code = first_token(&d);
+	if (code)
+		goto out_engine;
+
+	/* 6. The tree. */
+	code = EXIT_RUNTIME;
+	d.fs.store = store_new(d.fs.zen, d.o.meta_ttl);
+	d.fs.uid = d.o.uid >= 0 ? (uid_t)d.o.uid : getuid();
+	d.fs.gid = d.o.gid >= 0 ? (gid_t)d.o.gid : getgid();
+	d.fs.owner = getuid();
+	d.fs.token_mode = d.o.token_mode;
+	d.fs.tree_mode = d.o.tree_mode;
+	d.fs.meta_ttl = d.o.meta_ttl;
+	d.fs.key_window = d.o.key_window;
+	d.fs.mount_time = time(NULL);
+	d.fs.pid = getpid();
+	d.fs.mountpoint = d.mountpoint;
+	if (!d.fs.store || itab_init() || publish_first(&d.fs))
+		goto out_tree;
+
+	/* 7. The mount. */
+	if (fuse_args_for(&d, argv[0], &args))
+		goto out_tree;
+	d.se = fuse_session_new(&args, &zen_ops, sizeof(zen_ops), &d.fs);
+	if (!d.se) {
+		report("cannot start a FUSE session (bad mount options?)");
+		code = EXIT_USAGE;
+		goto out_tree;
+	}
+	if (setup_signals(d.se))
+		goto out_session;
+	if (fuse_session_mount(d.se, d.mountpoint)) {
+		report("cannot mount at '%s'", d.mountpoint);
+		code = EXIT_MOUNT;
+		goto out_signals;
+	}
+	d.mount_id = our_mount_id(d.mountpoint);
+	if (channel_setup(d.se)) {
+		report("cannot set up the FUSE channel");
+		goto out_unmount;
+	}
+	if (!d.o.foreground && !d.o.log_path) {
+		d.log_lost = !log_syslog_available();
+		log_use_syslog();
+	}
+
+	/* 8. Threads (after the fork), then serve. */
+	block_signals(true, &old);
+	ops_on_init(on_init, &d);
+	ret = notify_start(d.se);
+	if (!ret)
+		ret = token_engine_start(d.fs.te);
+	if (!ret)
+		ret = hk_start(&d.fs, reload, &d);
+	block_signals(false, &old);
+	if (ret)
+		goto out_threads;
+	code = serve(&d);
+	service_notify("STOPPING=1");
+
+out_threads:
+	/* The mount goes first: the helper waiting on it (a rename through
+	 * it, the readiness read) then gets an error instead of a reply
+	 * nobody will send; requests to the server are cut short.  Before
+	 * it, the token leaves the page cache (a single-file bind outlives
+	 * the mount). */
+	zen_shutdown(d.fs.zen);
+	publish_withdraw();
+	unmount_ours(&d);
+	self_stop();
+	hk_stop();
+	token_engine_stop(d.fs.te);
+	notify_stop();
+	goto out_signals;
+out_unmount:
+	unmount_ours(&d);
+out_signals:
+	fuse_remove_signal_handlers(d.se);
+out_session:
+	fuse_session_destroy(d.se);
+out_tree:
+	fuse_opt_free_args(&args);
+	newkey_release();
+	publish_release();
+	itab_release();
+	store_free(d.fs.store);
+out_engine:
+	token_engine_free(d.fs.te);
+out_zen:
+	zen_free(d.fs.zen);
+out_log:
+	self_stop();
+	log_close();
+out_opts:
+	options_release(&d.o);
+	return code;
 }
 
 int main(int argc, char **argv)
 {
-	struct fuse_args args = FUSE_ARGS_INIT(0, NULL);
-	struct fuse_loop_config *loop_cfg = NULL;
-	struct fuse_session *se = NULL;
-	struct token_engine *te = NULL;
-	struct http_client *http;
-	struct zen *zen = NULL;
-	struct zen_cred cred;
-	struct options o;
-	char why[600], err[600], fopts[1200];
-	json_t *info = NULL;
-	int ret, code = EXIT_RUNTIME;
+	int code;
 
+	if (argc == 2 && !strcmp(argv[1], SELF_HELPER_ARG))
+		return self_helper_main();
 	harden();
 	if (sodium_init() < 0) {
 		fprintf(stderr, "zenmlfs: cannot initialise libsodium\n");
@@ -391,175 +543,18 @@ int main(int argc, char **argv)
 	/* Before any thread or fork, and before anything could leak them. */
 	cred_take_env();
 	secret_json_allocator();
-	if (curl_global_init(CURL_GLOBAL_DEFAULT)) {
+	if (http_global_init()) {
 		fprintf(stderr, "zenmlfs: cannot initialise libcurl\n");
 		return EXIT_RUNTIME;
 	}
 	if (argc > 1 && !strcmp(argv[1], "login"))
-		return login_main(argc - 1, argv + 1);
-	if (argc > 1 && !strcmp(argv[1], "logout"))
-		return logout_main(argc - 1, argv + 1);
-
-	if (parse_args(argc, argv, &o)) {
-		code = EXIT_USAGE;
-		goto out_curl;
-	}
-	log_set_debug(o.debug);
-	if (o.log_path && (ret = log_open(o.log_path))) {
-		fprintf(stderr, "zenmlfs: cannot open log file '%s': %s\n",
-			o.log_path, strerror(-ret));
-		code = EXIT_USAGE;
-		goto out_curl;
-	}
-
-	/* The credential. */
-	ret = cred_find(o.url, o.key_file, true, &cred, why, sizeof(why));
-	if (ret) {
-		report("%s", why);
-		code = exit_for(ret);
-		goto out_log;
-	}
-
-	/* The server, on the user's terminal. */
-	http = http_client_new(
-		&(struct http_opts){ .base_url = o.url, .cafile = o.cafile });
-	if (!http) {
-		cred_release(&cred);
-		fprintf(stderr, "zenmlfs: invalid server URL '%s'\n", o.url);
-		code = EXIT_USAGE;
-		goto out_log;
-	}
-	zen = zen_new(http, &cred);
-	if (!zen) {
-		cred_release(&cred);
-		http_client_free(http);
-		goto out_log;
-	}
-	ret = zen_info(zen, &info);
-	if (ret) {
-		zen_last_error(zen, err, sizeof(err));
-		report("cannot reach the ZenML server at '%s': %s", o.url, err);
-		code = EXIT_SERVER;
-		goto out_zen;
-	}
-	json_decref(info);
-	if (zen_cred_kind(zen) != CRED_SESSION) {
-		ret = zen_login(zen);
-		if (ret) {
-			zen_last_error(zen, err, sizeof(err));
-			report("cannot log in to '%s': %s", o.url, err);
-			code = exit_for(ret);
-			goto out_zen;
-		}
-	}
-	te = token_engine_new(zen, &(struct token_opts){
-					   .lifetime = o.token_lifetime,
-					   .check_interval = o.check_interval,
-					   .on_change = notify_token_changed,
-				   });
-	if (!te)
-		goto out_zen;
-	ret = token_engine_mint(te);
-	if (ret) {
-		zen_last_error(zen, err, sizeof(err));
-		if (zen_cred_kind(zen) == CRED_SESSION &&
-		    (ret == -EKEYREJECTED || ret == -EKEYEXPIRED ||
-		     ret == -EKEYREVOKED))
-			snprintf(err + strlen(err), sizeof(err) - strlen(err),
-				 "; the saved login session is no longer "
-				 "valid: run 'zenmlfs login %s' again",
-				 o.url);
-		report("cannot get a token from '%s': %s", o.url, err);
-		code = exit_for(ret);
-		goto out_engine;
-	}
-
-	/* The tree. */
-	g_fs = (struct fs){
-		.zen = zen,
-		.te = te,
-		.cache = cache_new(o.meta_ttl),
-		.uid = o.uid >= 0 ? (uid_t)o.uid : getuid(),
-		.gid = o.gid >= 0 ? (gid_t)o.gid : getgid(),
-		.owner = getuid(),
-		.token_mode = o.token_mode,
-		.meta_ttl = o.meta_ttl,
-		.key_window = o.key_window,
-		.mount_time = time(NULL),
-		.invalidate = fs_invalidate,
-		.sync_token = notify_token_sync,
-	};
-	if (!g_fs.cache || ops_init(&g_fs))
-		goto out_fs;
-
-	/* The mount. */
-	snprintf(fopts, sizeof(fopts), "fsname=zenmlfs,subtype=zenmlfs%s%s%s%s",
-		 o.allow_other ? ",allow_other" : "",
-		 o.default_permissions ? ",default_permissions" : "",
-		 o.fuse_opts[0] ? "," : "", o.fuse_opts);
-	if (fuse_opt_add_arg(&args, argv[0]) || fuse_opt_add_arg(&args, "-o") ||
-	    fuse_opt_add_arg(&args, fopts) ||
-	    (o.debug && fuse_opt_add_arg(&args, "-d")))
-		goto out_fs;
-	se = fuse_session_new(&args, &zen_ops, sizeof(zen_ops), NULL);
-	if (!se) {
-		code = EXIT_USAGE;
-		goto out_fs;
-	}
-	if (fuse_set_signal_handlers(se))
-		goto out_session;
-	if (fuse_session_mount(se, o.mountpoint)) {
-		report("cannot mount at '%s'", o.mountpoint);
-		code = EXIT_MOUNT;
-		goto out_signals;
-	}
-	log_info("mounted '%s' at '%s' (auth: %s, token lifetime %u s)", o.url,
-		 o.mountpoint, cred_kind_name(zen_cred_kind(zen)),
-		 o.token_lifetime);
-	if (fuse_daemonize(o.foreground))
-		goto out_unmount;
-	if (!o.foreground && !o.log_path)
-		log_use_syslog();
-
-	/* Threads start after the fork. */
-	if (notify_start(se, &g_fs))
-		goto out_unmount;
-	if (token_engine_start(te))
-		goto out_notify;
-	loop_cfg = fuse_loop_cfg_create();
-	if (!loop_cfg)
-		goto out_threads;
-	fuse_loop_cfg_set_max_threads(loop_cfg, 16);
-	ret = fuse_session_loop_mt(se, loop_cfg);
-	code = ret < 0 ? EXIT_RUNTIME : EXIT_OK;
-	if (code == EXIT_OK)
-		log_info("unmounted '%s'", o.mountpoint);
+		code = login_main(argc - 1, argv + 1);
+	else if (argc > 1 && !strcmp(argv[1], "logout"))
+		code = logout_main(argc - 1, argv + 1);
+	else if (argc > 1 && !strcmp(argv[1], "status"))
+		code = status_main(argc - 1, argv + 1);
 	else
-		log_err("the FUSE loop failed: %s", strerror(-ret));
-
-	fuse_loop_cfg_destroy(loop_cfg);
-out_threads:
-	token_engine_stop(te);
-out_notify:
-	notify_stop();
-out_unmount:
-	fuse_session_unmount(se);
-out_signals:
-	fuse_remove_signal_handlers(se);
-out_session:
-	fuse_session_destroy(se);
-out_fs:
-	fuse_opt_free_args(&args);
-	keys_release();
-	ops_release();
-	cache_free(g_fs.cache);
-out_engine:
-	token_engine_free(te);
-out_zen:
-	zen_free(zen);
-out_log:
-	log_close();
-out_curl:
-	curl_global_cleanup();
+		code = mount_main(argc, argv);
+	http_global_cleanup();
 	return code;
 }

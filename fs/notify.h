@@ -1,40 +1,33 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Kernel cache invalidation, always from this module's own thread (a FUSE
- * notification sent from inside a request handler can deadlock), and the
- * token as the kernel sees it: which token is published, and how a new
- * one replaces it without a reader ever seeing parts of two.
+ * Notifications to the kernel's caches, always sent from this module's own
+ * thread: a FUSE notification sent from inside a request handler can
+ * deadlock (the kernel may hold a lock the notification needs until the
+ * request is answered).  Callers queue them and, when they must know the
+ * kernel got them, wait for their sequence number.
  */
 #ifndef ZENMLFS_NOTIFY_H
 #define ZENMLFS_NOTIFY_H
 
-#include <stddef.h>
 #include <stdint.h>
 
 struct fuse_session;
-struct fs;
-struct secret;
 
-int notify_start(struct fuse_session *se, struct fs *fs);
+int notify_start(struct fuse_session *se);
 void notify_stop(void);
 
-/* Queue an invalidation of path's inode (data and attributes). */
-void notify_path(const char *path);
-/* The token engine's on_change callback. */
-void notify_token_changed(void *arg);
-/* Wait (up to 2 s) until every token change so far has reached the
- * kernel: a writer of "refresh" then reads the new token at once.  Never
- * call it from the notify thread. */
-void notify_token_sync(void);
-
-/*
- * The token for a READ: the published one (a new reference).  Errors as
- * token_engine_get().
- */
-int notify_token_get(struct fs *fs, struct secret **tok);
-/* Length of the published token, for getattr (never 0). */
-size_t notify_token_len(void);
-/* Bumped each time the published token changes (for mtime). */
-uint64_t notify_token_gen(void);
+/* Drop the dentry name in directory parent if it points to child, and
+ * mark child deleted (nlink 0): a new lookup finds the name's new inode.
+ * Returns the sequence number of the notification. */
+uint64_t notify_delete(uint64_t parent, uint64_t child, const char *name);
+/* Drop the kernel's pages and attributes of ino. */
+uint64_t notify_inval(uint64_t ino);
+/* Run fn(arg) in the thread, in order with the notifications: for work
+ * that makes the kernel call the daemon back (a rename through the
+ * mount), which a request handler must never do. */
+uint64_t notify_call(void (*fn)(struct fuse_session *se, void *arg), void *arg);
+/* Wait (at most timeout_ms) until every notification up to seq was sent.
+ * Returns at once before the thread starts.  Never from the thread. */
+void notify_wait(uint64_t seq, int timeout_ms);
 
 #endif

@@ -2,28 +2,32 @@
 /*
  * The table of nodes and what each one does.  A pattern is a path whose
  * components are literals, '*' (a name the server knows: a device id, an
- * account name...) or '@' (one of the node's attribute names).
+ * account name...) or '@' (one of the object's attribute files: every
+ * ZF_FILE field of its kind, backend/api.c).
+ *
+ * Adding an attribute file: a row in the kind's field table (api.c).
+ * Adding a control file: a row here and a handler in control.c.  Adding a
+ * directory of server objects: rows here with its kind, the kind in api.c,
+ * and a test (docs/hacking.md).
  */
 #include "fs/tree.h"
 
 #include <errno.h>
 #include <jansson.h>
 #include <sodium.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
-#include "backend/cache.h"
 #include "backend/log.h"
 #include "backend/secret.h"
-#include "backend/token.h"
+#include "backend/store.h"
 #include "backend/util.h"
-#include "backend/zenml.h"
-#include "fs/model.h"
+#include "fs/control.h"
+#include "fs/publish.h"
 
-/* ---- content and names ---------------------------------------------- */
+/* ---- content --------------------------------------------------------- */
 
 struct content *content_new(size_t len, bool secret)
 {
@@ -40,6 +44,19 @@ struct content *content_new(size_t len, bool secret)
 	c->len = len;
 	c->secret = secret;
 	c->refs = 1;
+	return c;
+}
+
+struct content *content_text(const char *s, size_t len, bool nl, bool secret)
+{
+	struct content *c = content_new(len + (nl ? 1 : 0), secret);
+
+	if (!c)
+		return NULL;
+	if (len)
+		memcpy(c->data, s, len);
+	if (nl)
+		c->data[len] = '\n';
 	return c;
 }
 
@@ -61,141 +78,107 @@ void content_unref(struct content *c)
 	free(c);
 }
 
-static struct content *content_str(const char *s, size_t len, bool secret)
-{
-	struct content *c = content_new(len, secret);
-
-	if (c)
-		memcpy(c->data, s, len);
-	return c;
-}
-
-void names_release(struct names *n)
-{
-	for (size_t i = 0; i < n->n; i++)
-		free(n->v[i]);
-	free(n->v);
-	free(n->is_dir);
-	memset(n, 0, sizeof(*n));
-}
-
-int names_add(struct names *n, const char *name, bool is_dir)
-{
-	char **v;
-	bool *d;
-
-	for (size_t i = 0; i < n->n; i++)
-		if (!strcmp(n->v[i], name))
-			return 0;
-	if (n->n == n->cap) {
-		size_t cap = n->cap ? n->cap * 2 : 16;
-
-		v = realloc(n->v, cap * sizeof(*v));
-		if (!v)
-			return -ENOMEM;
-		n->v = v;
-		d = realloc(n->is_dir, cap * sizeof(*d));
-		if (!d)
-			return -ENOMEM;
-		n->is_dir = d;
-		n->cap = cap;
-	}
-	n->v[n->n] = strdup(name);
-	if (!n->v[n->n])
-		return -ENOMEM;
-	n->is_dir[n->n++] = is_dir;
-	return 0;
-}
-
 /* ---- the table ------------------------------------------------------- */
 
-#define N_DIR S_IFDIR
-#define N_REG S_IFREG
+/* Who may do what: the mode and owner a node gets (DESIGN.md 3.). */
+enum access {
+	A_ROOT, /* 0755, owner: the user who mounted (it renames new tokens
+		   into place: fs/publish.c) */
+	A_PUBLIC, /* its own perm, owner -o uid */
+	A_TOKEN, /* token_mode, owner -o uid */
+	A_ADMIN, /* tree_mode's read bits (+ owner write for rw control
+		    files), owner: the user who mounted */
+	A_SECRET, /* 0400, owner: the user who mounted */
+};
+
+/* How a control file's value is written. */
+enum ctl_syntax {
+	CTL_NONE,
+	CTL_BOOL, /* 1 0 true false yes no on off */
+	CTL_TRUE, /* only the true words */
+	CTL_MINUTES, /* a number of minutes */
+};
+
+#define RETAIN_MAX (366ULL * 24 * 60) /* a year, in minutes */
 
 struct node {
 	const char *pattern;
-	mode_t type;
-	mode_t perm;
+	mode_t type; /* S_IFDIR or S_IFREG */
+	mode_t perm; /* A_PUBLIC: the mode; others: which bits apply */
+	enum access access;
 	unsigned flags;
-	/* '@' rows and info.json: the object and its attributes */
-	const struct model *model;
-	/* directories whose children include a '*' row */
-	int (*list)(struct fs *fs, const struct match *m, struct names *out);
-	/* '*' rows: does the named object exist */
-	int (*exists)(struct fs *fs, const struct match *m);
-	int (*render)(struct fs *fs, const struct match *m,
-		      struct content **out);
-	int (*write)(struct fs *fs, const struct match *m, const char *buf,
-		     size_t len, const struct caller *who);
-	int (*mkdir)(struct fs *fs, const struct match *m,
-		     const struct caller *who);
-	int (*rmdir)(struct fs *fs, const struct match *m,
-		     const struct caller *who);
+	/* The object a '*' row (or a singleton directory) names, and the
+	 * kind every row below it reads. */
+	enum zkind kind;
+	ctl_render_fn *render; /* NULL: generic attribute / info.json */
+	enum ctl_syntax syntax;
+	ctl_write_fn *write;
+	const char *on_means, *off_means; /* for the log: what 1 / 0 do */
+	ctl_mkdir_fn *mkdir; /* on a directory: creates a '*' child */
+	ctl_rmdir_fn *rmdir;
 };
 
-static int render_token(struct fs *fs, const struct match *m,
-			struct content **out);
-static int render_token_json(struct fs *fs, const struct match *m,
-			     struct content **out);
-static int render_status(struct fs *fs, const struct match *m,
-			 struct content **out);
-static int render_attr(struct fs *fs, const struct match *m,
-		       struct content **out);
-static int render_info(struct fs *fs, const struct match *m,
-		       struct content **out);
-static int write_refresh(struct fs *fs, const struct match *m, const char *buf,
-			 size_t len, const struct caller *who);
-
-#define ATTRS(mdl) .model = &(mdl), .render = render_attr
-#define INFO(mdl) .model = &(mdl), .render = render_info
+#define DIR S_IFDIR
+#define REG S_IFREG
+#define NK ZK_NKINDS
+#define ATTRS(k) "@", REG, 0444, A_ADMIN, 0, k
+#define BOOL_CTL(fn, on, off) \
+	.syntax = CTL_BOOL, .write = fn, .on_means = on, .off_means = off
 
 static const struct node nodes[] = {
-	{ "/", N_DIR, 0555, NF_STATIC },
-	{ "/token", N_REG, 0400, NF_TOKEN | NF_SECRET | NF_STATIC,
-	  .render = render_token },
-	{ "/token.json", N_REG, 0400, NF_SECRET | NF_STATIC,
-	  .render = render_token_json },
-	{ "/refresh", N_REG, 0200, NF_CTRL | NF_STATIC,
-	  .write = write_refresh },
-	{ "/status", N_REG, 0444, NF_STATIC, .render = render_status },
+	{ "/", DIR, 0755, A_ROOT, NF_STATIC, NK },
+	{ "/token", REG, 0, A_TOKEN, NF_TOKEN | NF_SECRET | NF_STATIC, NK },
+	{ "/token.json", REG, 0, A_TOKEN, NF_TOKEN_JSON | NF_SECRET | NF_STATIC,
+	  NK },
+	{ "/" TOKEN_STAGED, REG, 0, A_TOKEN, NF_TOKEN | NF_SECRET | NF_HIDDEN,
+	  NK },
+	{ "/" TOKEN_JSON_STAGED, REG, 0, A_TOKEN,
+	  NF_TOKEN_JSON | NF_SECRET | NF_HIDDEN, NK },
+	{ "/refresh", REG, 0200, A_PUBLIC, NF_CTRL | NF_STATIC, NK,
+	  .syntax = CTL_TRUE, .write = ctl_refresh,
+	  .on_means = "mint a new token" },
+	{ "/status", REG, 0444, A_PUBLIC, NF_STATIC, NK,
+	  .render = render_status },
 
-	{ "/server", N_DIR, 0555, NF_STATIC },
-	{ "/server/@", N_REG, 0444, NF_STATIC, ATTRS(model_server) },
-	{ "/server/info.json", N_REG, 0444, NF_STATIC, INFO(model_server) },
+	{ "/server", DIR, 0555, A_PUBLIC, NF_STATIC, ZK_SERVER },
+	{ "/server/@", REG, 0444, A_PUBLIC, NF_STATIC, ZK_SERVER },
+	{ "/server/info.json", REG, 0444, A_PUBLIC, NF_STATIC, ZK_SERVER },
 
-	{ "/whoami", N_DIR, 0555, NF_STATIC },
-	{ "/whoami/@", N_REG, 0444, NF_STATIC, ATTRS(model_whoami) },
-	{ "/whoami/info.json", N_REG, 0444, NF_STATIC, INFO(model_whoami) },
+	{ "/whoami", DIR, 0555, A_ADMIN, NF_STATIC, ZK_USER },
+	{ "/whoami/@", REG, 0444, A_ADMIN, NF_STATIC, ZK_USER },
+	{ "/whoami/info.json", REG, 0444, A_ADMIN, NF_STATIC, ZK_USER },
 
-	{ "/devices", N_DIR, 0555, NF_STATIC, .list = devices_list },
-	{ "/devices/*", N_DIR, 0755, 0, .exists = device_exists,
-	  .rmdir = device_rmdir },
-	{ "/devices/*/@", N_REG, 0444, 0, ATTRS(model_device) },
-	{ "/devices/*/info.json", N_REG, 0444, 0, INFO(model_device) },
-	{ "/devices/*/lock", N_REG, 0600, NF_CTRL, .render = device_lock_render,
-	  .write = device_lock_write },
+	{ "/devices", DIR, 0555, A_ADMIN, NF_STATIC, NK },
+	{ "/devices/*", DIR, 0555, A_ADMIN, 0, ZK_DEVICE,
+	  .rmdir = rmdir_object },
+	{ "/devices/*/@", REG, 0444, A_ADMIN, 0, ZK_DEVICE },
+	{ "/devices/*/info.json", REG, 0444, A_ADMIN, 0, ZK_DEVICE },
+	{ "/devices/*/lock", REG, 0644, A_ADMIN, NF_CTRL, ZK_DEVICE,
+	  .render = render_lock, BOOL_CTL(ctl_lock, "lock", "unlock") },
 
-	{ "/service-accounts", N_DIR, 0755, NF_STATIC, .list = sa_list,
-	  .mkdir = sa_mkdir },
-	{ "/service-accounts/*", N_DIR, 0755, 0, .exists = sa_exists,
-	  .rmdir = sa_rmdir },
-	{ "/service-accounts/*/@", N_REG, 0444, 0, ATTRS(model_sa) },
-	{ "/service-accounts/*/info.json", N_REG, 0444, 0, INFO(model_sa) },
-	{ "/service-accounts/*/active", N_REG, 0600, NF_CTRL,
-	  .render = sa_active_render, .write = sa_active_write },
-	{ "/service-accounts/*/keys", N_DIR, 0755, 0, .list = key_list,
-	  .mkdir = key_mkdir },
-	{ "/service-accounts/*/keys/*", N_DIR, 0755, 0, .exists = key_exists,
-	  .rmdir = key_rmdir },
-	{ "/service-accounts/*/keys/*/@", N_REG, 0444, 0, ATTRS(model_key) },
-	{ "/service-accounts/*/keys/*/info.json", N_REG, 0444, 0,
-	  INFO(model_key) },
-	{ "/service-accounts/*/keys/*/active", N_REG, 0600, NF_CTRL,
-	  .render = key_active_render, .write = key_active_write },
-	{ "/service-accounts/*/keys/*/rotate", N_REG, 0200, NF_CTRL,
-	  .write = key_rotate_write },
-	{ "/service-accounts/*/keys/*/key", N_REG, 0400, NF_SECRET,
-	  .render = key_secret_render },
+	{ "/service-accounts", DIR, 0555, A_ADMIN, NF_STATIC, NK,
+	  .mkdir = mkdir_account },
+	{ "/service-accounts/*", DIR, 0555, A_ADMIN, 0, ZK_ACCOUNT,
+	  .rmdir = rmdir_object },
+	{ "/service-accounts/*/@", REG, 0444, A_ADMIN, 0, ZK_ACCOUNT },
+	{ "/service-accounts/*/info.json", REG, 0444, A_ADMIN, 0, ZK_ACCOUNT },
+	{ "/service-accounts/*/active", REG, 0644, A_ADMIN, NF_CTRL, ZK_ACCOUNT,
+	  .render = render_active,
+	  BOOL_CTL(ctl_active, "activate", "deactivate") },
+	{ "/service-accounts/*/keys", DIR, 0555, A_ADMIN, 0, ZK_ACCOUNT,
+	  .mkdir = mkdir_key },
+	{ "/service-accounts/*/keys/*", DIR, 0555, A_ADMIN, 0, ZK_KEY,
+	  .rmdir = rmdir_object },
+	{ "/service-accounts/*/keys/*/@", REG, 0444, A_ADMIN, 0, ZK_KEY },
+	{ "/service-accounts/*/keys/*/info.json", REG, 0444, A_ADMIN, 0,
+	  ZK_KEY },
+	{ "/service-accounts/*/keys/*/active", REG, 0644, A_ADMIN, NF_CTRL,
+	  ZK_KEY, .render = render_active,
+	  BOOL_CTL(ctl_active, "activate", "deactivate") },
+	{ "/service-accounts/*/keys/*/rotate", REG, 0200, A_ADMIN, NF_CTRL,
+	  ZK_KEY, .syntax = CTL_MINUTES, .write = ctl_rotate },
+	{ "/service-accounts/*/keys/*/key", REG, 0400, A_SECRET,
+	  NF_SECRET | NF_TRANSIENT, ZK_KEY, .render = render_key_value },
 };
 
 #define NNODES (sizeof(nodes) / sizeof(nodes[0]))
@@ -216,12 +199,19 @@ static size_t next_comp(const char **p, const char **start)
 	return n;
 }
 
-static bool attr_known(const struct model *md, const char *name, size_t n)
+static int field_named(enum zkind k, const char *name, size_t n)
 {
-	for (const struct attr *a = md->attrs; a->name; a++)
-		if (strlen(a->name) == n && !memcmp(a->name, name, n))
-			return true;
-	return false;
+	const struct zfield *f;
+	size_t nf;
+
+	if (k == NK)
+		return -1;
+	f = zkind_fields(k, &nf);
+	for (size_t i = 0; i < nf; i++)
+		if ((f[i].flags & ZF_FILE) && strlen(f[i].name) == n &&
+		    !memcmp(f[i].name, name, n))
+			return (int)i;
+	return -1;
 }
 
 static bool match_node(const struct node *nd, const char *path, struct match *m)
@@ -231,6 +221,7 @@ static bool match_node(const struct node *nd, const char *path, struct match *m)
 
 	m->nparams = 0;
 	m->leaf = "";
+	m->field = -1;
 	for (;;) {
 		pn = next_comp(&pp, &pc);
 		sn = next_comp(&ps, &sc);
@@ -246,7 +237,8 @@ static bool match_node(const struct node *nd, const char *path, struct match *m)
 			memcpy(m->params[m->nparams], sc, sn);
 			m->params[m->nparams++][sn] = '\0';
 		} else if (pn == 1 && *pc == '@') {
-			if (!nd->model || !attr_known(nd->model, sc, sn))
+			m->field = field_named(nd->kind, sc, sn);
+			if (m->field < 0)
 				return false;
 		} else if (pn != sn || memcmp(pc, sc, sn)) {
 			return false;
@@ -255,15 +247,17 @@ static bool match_node(const struct node *nd, const char *path, struct match *m)
 	}
 }
 
+static bool is_wild(const struct node *nd)
+{
+	return strchr(nd->pattern, '*') || strchr(nd->pattern, '@');
+}
+
 int tree_match(const char *path, struct match *m)
 {
 	/* Literal rows first, so "info.json" is not taken for a '*'. */
 	for (int pass = 0; pass < 2; pass++)
 		for (size_t i = 0; i < NNODES; i++) {
-			bool wild = strchr(nodes[i].pattern, '*') ||
-				    strchr(nodes[i].pattern, '@');
-
-			if (wild != (pass == 1))
+			if (is_wild(&nodes[i]) != (pass == 1))
 				continue;
 			if (match_node(&nodes[i], path, m)) {
 				m->node = &nodes[i];
@@ -275,131 +269,7 @@ int tree_match(const char *path, struct match *m)
 	return -ENOENT;
 }
 
-mode_t tree_mode(struct fs *fs, const struct match *m)
-{
-	const struct node *nd = m->node;
-
-	if (!strcmp(nd->pattern, "/token") ||
-	    !strcmp(nd->pattern, "/token.json"))
-		return nd->type | fs->token_mode;
-	return nd->type | nd->perm;
-}
-
-unsigned tree_flags(const struct match *m)
-{
-	return m->node->flags;
-}
-
-int tree_exists(struct fs *fs, const struct match *m)
-{
-	/* Every '*' ancestor must exist too: check the deepest one that
-	 * has an exists() test, which itself checks its parents. */
-	char pat[256];
-	const char *p = m->node->pattern;
-	size_t n = strlen(p);
-
-	if (m->node->exists)
-		return m->node->exists(fs, m);
-	while (n > 1) {
-		while (n > 1 && p[n - 1] != '/')
-			n--;
-		n--;
-		if (n == 0)
-			break;
-		memcpy(pat, p, n);
-		pat[n] = '\0';
-		for (size_t i = 0; i < NNODES; i++) {
-			if (strcmp(nodes[i].pattern, pat) || !nodes[i].exists)
-				continue;
-			struct match pm = *m;
-
-			pm.node = &nodes[i];
-			return nodes[i].exists(fs, &pm);
-		}
-	}
-	return 0;
-}
-
-int tree_render(struct fs *fs, const struct match *m, struct content **out)
-{
-	int ret;
-
-	if (m->node->type != N_REG)
-		return -EISDIR;
-	if (!m->node->render)
-		return -EACCES; /* write-only control file */
-	ret = tree_exists(fs, m);
-	if (ret)
-		return ret;
-	return m->node->render(fs, m, out);
-}
-
-/* The pattern of the row's parent directory, into buf. */
-static void parent_pattern(const char *pattern, char *buf, size_t size)
-{
-	const char *slash = strrchr(pattern, '/');
-	size_t n = slash ? (size_t)(slash - pattern) : 0;
-
-	if (n == 0)
-		n = 1; /* "/" */
-	if (n >= size)
-		n = size - 1;
-	memcpy(buf, pattern, n);
-	buf[n] = '\0';
-}
-
-int tree_list(struct fs *fs, const struct match *m, struct names *out)
-{
-	const struct node *dir = m->node;
-	char parent[256];
-	int ret;
-
-	if (dir->type != N_DIR)
-		return -ENOTDIR;
-	ret = tree_exists(fs, m);
-	if (ret)
-		return ret;
-	for (size_t i = 0; i < NNODES; i++) {
-		const struct node *nd = &nodes[i];
-		const char *leaf;
-
-		if (nd == dir)
-			continue;
-		parent_pattern(nd->pattern, parent, sizeof(parent));
-		if (strcmp(parent, dir->pattern))
-			continue;
-		leaf = strrchr(nd->pattern, '/') + 1;
-		if (!strcmp(leaf, "@")) {
-			for (const struct attr *a = nd->model->attrs; a->name;
-			     a++)
-				if ((ret = names_add(out, a->name, false)))
-					return ret;
-		} else if (strcmp(leaf, "*")) {
-			/* A secret file is listed only while it exists. */
-			if (nd->flags & NF_SECRET && nd->type == N_REG &&
-			    !(nd->flags & NF_STATIC)) {
-				struct match km = *m;
-				struct content *c = NULL;
-
-				km.node = nd;
-				km.leaf = leaf;
-				if (nd->render(fs, &km, &c))
-					continue;
-				content_unref(c);
-			}
-			ret = names_add(out, leaf, nd->type == N_DIR);
-			if (ret)
-				return ret;
-		}
-	}
-	if (dir->list)
-		return dir->list(fs, m, out);
-	return 0;
-}
-
-/* The concrete path of a match, for messages: the pattern with its '*'
- * and '@' filled in. */
-static void match_path(const struct match *m, char *buf, size_t size)
+void tree_path(const struct match *m, char *buf, size_t size)
 {
 	size_t n = 0;
 	int p = 0;
@@ -420,13 +290,289 @@ static void match_path(const struct match *m, char *buf, size_t size)
 	buf[n] = '\0';
 }
 
+/* The row whose pattern is the first len bytes of pattern. */
+static const struct node *row(const char *pattern, size_t len)
+{
+	for (size_t i = 0; i < NNODES; i++)
+		if (strlen(nodes[i].pattern) == len &&
+		    !memcmp(nodes[i].pattern, pattern, len))
+			return &nodes[i];
+	return NULL;
+}
+
+/* The row of nd's parent directory. */
+static const struct node *parent_row(const struct node *nd)
+{
+	const char *slash = strrchr(nd->pattern, '/');
+	size_t n = slash ? (size_t)(slash - nd->pattern) : 0;
+
+	return row(nd->pattern, n ? n : 1);
+}
+
+/* ---- modes ----------------------------------------------------------- */
+
+mode_t tree_mode(const struct fs *fs, const struct match *m)
+{
+	const struct node *nd = m->node;
+	mode_t perm;
+
+	switch (nd->access) {
+	case A_TOKEN:
+		perm = fs->token_mode;
+		break;
+	case A_ADMIN:
+		if (nd->type == DIR)
+			perm = fs->tree_mode;
+		else
+			/* the tree's read bits, and the owner's write bit
+			 * where the row has one */
+			perm = (fs->tree_mode & nd->perm & 0444) |
+			       (nd->perm & 0200);
+		break;
+	case A_SECRET:
+		perm = 0400;
+		break;
+	default:
+		perm = nd->perm;
+	}
+	return nd->type | perm;
+}
+
+uid_t tree_owner(const struct fs *fs, const struct match *m)
+{
+	return m->node->access == A_PUBLIC || m->node->access == A_TOKEN ?
+		       fs->uid :
+		       fs->owner;
+}
+
+unsigned tree_flags(const struct match *m)
+{
+	return m->node->flags;
+}
+
+/* ---- objects --------------------------------------------------------- */
+
+static void objs_release(struct objs *o)
+{
+	for (int i = 0; i < o->n; i++)
+		zrec_unref(o->rec[i]);
+	o->n = 0;
+}
+
+/*
+ * Find the objects m names: each '*' component in turn (the kind of the
+ * row that ends with it; a key's parent is its account's UUID), or the
+ * singleton of the row's kind.  0, -ENOENT, or how the server failed.
+ */
+static int resolve(struct fs *fs, const struct match *m, struct objs *o)
+{
+	const char *pat = m->node->pattern, *star = pat;
+	struct zen_err e = { 0 };
+	int ret = 0;
+
+	o->n = 0;
+	for (int i = 0; i < m->nparams; i++) {
+		const struct node *r;
+
+		star = strchr(star, '*');
+		r = row(pat, (size_t)(star - pat) + 1);
+		star++;
+		ret = store_find(fs->store, r->kind,
+				 i ? zrec_id(o->rec[i - 1]) : NULL,
+				 m->params[i], &o->rec[i], &e);
+		if (ret)
+			break;
+		o->n++;
+	}
+	/* A file of a singleton (server, whoami) reads its record. */
+	if (!ret && !m->nparams && m->node->kind < ZK_DEVICE &&
+	    m->node->type == REG) {
+		ret = store_find(fs->store, m->node->kind, NULL, "", &o->rec[0],
+				 &e);
+		if (!ret)
+			o->n = 1;
+	}
+	if (ret) {
+		if (ret != -ENOENT)
+			log_warn("cannot look up '%s': %s", m->leaf, e.msg);
+		objs_release(o);
+	}
+	return ret;
+}
+
+int tree_exists(struct fs *fs, const struct match *m)
+{
+	struct objs o;
+	int ret;
+
+	/* Singletons exist; only '*' components are asked about. */
+	if (!m->nparams)
+		return 0;
+	ret = resolve(fs, m, &o);
+	if (!ret && (m->node->flags & NF_TRANSIENT) &&
+	    !key_value_exists(fs, m, &o))
+		ret = -ENOENT;
+	objs_release(&o);
+	return ret;
+}
+
+/* ---- rendering ------------------------------------------------------- */
+
+/* An attribute file: the field's text and a newline. */
+static int render_field(const struct zrec *r, int field, struct content **out)
+{
+	const char *v = zrec_get(r, field);
+
+	*out = content_text(v ? v : "", v ? strlen(v) : 0, true, false);
+	return *out ? 0 : -ENOMEM;
+}
+
+/* info.json: every attribute file's fact, typed, in one object. */
+static int render_info(const struct zrec *r, struct content **out)
+{
+	const struct zfield *f;
+	json_t *obj = json_object(), *v;
+	size_t nf;
+	char *s;
+
+	if (!obj)
+		return -ENOMEM;
+	f = zkind_fields(zrec_kind(r), &nf);
+	for (size_t i = 0; i < nf; i++) {
+		const char *t = zrec_get(r, (int)i);
+
+		if (!(f[i].flags & ZF_FILE))
+			continue;
+		if (!t)
+			v = json_null();
+		else if (f[i].type == FT_BOOL)
+			v = json_boolean(!strcmp(t, "1"));
+		else if (f[i].type == FT_INT)
+			v = json_integer(strtoll(t, NULL, 10));
+		else
+			v = json_string(t);
+		json_object_set_new(obj, f[i].name, v ? v : json_null());
+	}
+	s = json_dumps(obj, JSON_INDENT(2) | JSON_SORT_KEYS);
+	json_decref(obj);
+	if (!s)
+		return -ENOMEM;
+	*out = content_text(s, strlen(s), true, false);
+	json_str_free(s);
+	return *out ? 0 : -ENOMEM;
+}
+
+int tree_render(struct fs *fs, const struct match *m, struct content **out)
+{
+	const struct node *nd = m->node;
+	struct objs o;
+	int ret;
+
+	if (nd->type != REG)
+		return -EISDIR;
+	if (nd->flags & (NF_TOKEN | NF_TOKEN_JSON))
+		return -EINVAL; /* served by fs/publish.c */
+	if (nd->flags & NF_CTRL && !nd->render)
+		return -EACCES; /* write-only control file */
+	ret = resolve(fs, m, &o);
+	if (ret)
+		return ret;
+	if (nd->render)
+		ret = nd->render(fs, m, &o, out);
+	else if (m->field >= 0)
+		ret = render_field(o.rec[o.n - 1], m->field, out);
+	else
+		ret = render_info(o.rec[o.n - 1], out);
+	objs_release(&o);
+	return ret;
+}
+
+/* ---- directories ----------------------------------------------------- */
+
+int tree_opendir(struct fs *fs, const struct match *m, struct dir_snap *d)
+{
+	const struct node *dir = m->node, *star = NULL;
+	struct zen_err e = { 0 };
+	struct objs o = { 0 };
+	int ret;
+
+	if (dir->type != DIR)
+		return -ENOTDIR;
+	memset(d, 0, sizeof(*d));
+	ret = resolve(fs, m, &o);
+	if (ret)
+		return ret;
+	for (size_t i = 0; i < NNODES; i++) {
+		const struct node *nd = &nodes[i];
+		const char *leaf = strrchr(nd->pattern, '/') + 1;
+
+		if (nd == dir || parent_row(nd) != dir || nd->flags & NF_HIDDEN)
+			continue;
+		if (!strcmp(leaf, "*")) {
+			star = nd;
+		} else if (!strcmp(leaf, "@")) {
+			const struct zfield *f;
+			size_t nf;
+
+			f = zkind_fields(nd->kind, &nf);
+			for (size_t j = 0; j < nf && d->nfixed < DIR_FIXED_MAX;
+			     j++)
+				if (f[j].flags & ZF_FILE)
+					d->fixed[d->nfixed++] = f[j].name;
+		} else if (d->nfixed < DIR_FIXED_MAX) {
+			/* A transient file is listed only while it exists. */
+			if (nd->flags & NF_TRANSIENT) {
+				struct match km = *m;
+
+				km.node = nd;
+				if (!key_value_exists(fs, &km, &o))
+					continue;
+			}
+			d->fixed_dir[d->nfixed] = nd->type == DIR;
+			d->fixed[d->nfixed++] = leaf;
+		}
+	}
+	if (star)
+		ret = store_list(fs->store, star->kind,
+				 o.n ? zrec_id(o.rec[o.n - 1]) : NULL, true,
+				 &d->list, &e);
+	if (ret)
+		log_warn("cannot list '%s': %s", m->leaf[0] ? m->leaf : "/",
+			 e.msg);
+	objs_release(&o);
+	return ret;
+}
+
+size_t tree_dir_len(const struct dir_snap *d)
+{
+	return d->nfixed + (d->list ? zlist_len(d->list) : 0);
+}
+
+const char *tree_dir_entry(const struct dir_snap *d, size_t i, bool *is_dir)
+{
+	if (i < d->nfixed) {
+		*is_dir = d->fixed_dir[i];
+		return d->fixed[i];
+	}
+	*is_dir = true;
+	return zrec_name(zlist_at(d->list, i - d->nfixed));
+}
+
+void tree_closedir(struct dir_snap *d)
+{
+	zlist_unref(d->list);
+	d->list = NULL;
+}
+
+/* ---- changes --------------------------------------------------------- */
+
 /* Log a refused request, naming the path and why; returns err. */
 static int refuse(const struct caller *who, const char *what,
 		  const struct match *m, const char *why, int err)
 {
 	char path[3 * TREE_PARAM_MAX + 64];
 
-	match_path(m, path, sizeof(path));
+	tree_path(m, path, sizeof(path));
 	log_warn("uid %u pid %d may not %s '%s': %s", (unsigned)who->uid,
 		 (int)who->pid, what, path, why);
 	return err;
@@ -441,28 +587,132 @@ static int check_admin(struct fs *fs, const struct caller *who,
 		      -EACCES);
 }
 
-int tree_write(struct fs *fs, const struct match *m, const char *buf,
-	       size_t len, const struct caller *who)
+/* The value written, by the row's syntax; EINVAL with the accepted values
+ * in the log. */
+static int parse_value(const struct match *m, const char *buf, size_t len,
+		       const struct caller *who, struct ctl_value *v)
 {
+	const struct node *nd = m->node;
+	char path[3 * TREE_PARAM_MAX + 64], shown[64], why[256];
+	uint64_t n;
 	int ret;
 
-	if (m->node->type != N_REG)
+	memset(v, 0, sizeof(*v));
+	switch (nd->syntax) {
+	case CTL_BOOL:
+	case CTL_TRUE:
+		ret = parse_bool(buf, len, &v->on);
+		if (!ret && nd->syntax == CTL_TRUE && !v->on)
+			ret = -EINVAL;
+		if (!ret)
+			return 0;
+		if (nd->syntax == CTL_TRUE)
+			snprintf(why, sizeof(why),
+				 "write 1 (or true, yes, on) to %s",
+				 nd->on_means);
+		else
+			snprintf(why, sizeof(why),
+				 "write 1 (or true, yes, on) to %s, 0 (or "
+				 "false, no, off) to %s",
+				 nd->on_means, nd->off_means);
+		break;
+	case CTL_MINUTES:
+		ret = parse_uint(buf, len, RETAIN_MAX, &n);
+		if (!ret) {
+			v->n = n;
+			return 0;
+		}
+		snprintf(why, sizeof(why),
+			 "write the minutes (0 to %llu) the old key stays "
+			 "valid",
+			 RETAIN_MAX);
+		break;
+	default:
+		return -EINVAL;
+	}
+	tree_path(m, path, sizeof(path));
+	text_escape(buf, len < 24 ? len : 24, shown, sizeof(shown));
+	log_warn("uid %u pid %d wrote '%s%s' to '%s': invalid value: %s "
+		 "(any case, one optional newline)",
+		 (unsigned)who->uid, (int)who->pid, shown,
+		 len > 24 ? "..." : "", path, why);
+	return -EINVAL;
+}
+
+/* The kind and parent of the object m names, for the cache. */
+static void object_of(const struct match *m, const struct objs *o,
+		      enum zkind *k, const char **parent)
+{
+	const char *pat = m->node->pattern, *star = pat;
+
+	*k = m->node->kind;
+	*parent = NULL;
+	for (int i = 0; i < m->nparams; i++) {
+		star = strchr(star, '*');
+		*k = row(pat, (size_t)(star - pat) + 1)->kind;
+		*parent = i ? zrec_id(o->rec[i - 1]) : NULL;
+		star++;
+	}
+}
+
+/* What a change hands back is what the server now has: cache it. */
+static void changed(struct fs *fs, const struct match *m, const struct objs *o,
+		    struct zrec *after)
+{
+	const char *parent;
+	enum zkind k;
+
+	if (!after)
+		return;
+	object_of(m, o, &k, &parent);
+	if (zrec_kind(after) == k)
+		store_update(fs->store, k, parent, after);
+	zrec_unref(after);
+}
+
+int tree_write(struct fs *fs, const struct match *m, const char *buf,
+	       size_t len, off_t off, const struct caller *who)
+{
+	const struct node *nd = m->node;
+	struct zrec *after = NULL;
+	struct ctl_value v;
+	struct objs o;
+	char why[128];
+	int ret;
+
+	if (nd->type != REG)
 		return -EISDIR;
-	if (!(m->node->flags & NF_CTRL) || !m->node->write)
+	if (!(nd->flags & NF_CTRL) || !nd->write)
 		return refuse(who, "write to", m, "it is read-only", -EACCES);
 	ret = check_admin(fs, who, "write", m);
 	if (ret)
 		return ret;
-	ret = tree_exists(fs, m);
+	if (off != 0) {
+		/* "echo 1" written in two pieces: the newline is harmless */
+		if (len == 1 && buf[0] == '\n')
+			return 0;
+		snprintf(why, sizeof(why),
+			 "a write at offset %lld acts on nothing (write the "
+			 "whole value at offset 0)",
+			 (long long)off);
+		return refuse(who, "write", m, why, -EINVAL);
+	}
+	ret = parse_value(m, buf, len, who, &v);
 	if (ret)
 		return ret;
-	return m->node->write(fs, m, buf, len, who);
+	ret = resolve(fs, m, &o);
+	if (ret)
+		return ret;
+	ret = nd->write(fs, m, &o, &v, who, &after);
+	changed(fs, m, &o, after);
+	objs_release(&o);
+	return ret;
 }
 
 int tree_truncate(struct fs *fs, const struct match *m,
 		  const struct caller *who)
 {
-	if (m->node->type != N_REG)
+	if (m->node->type != REG)
 		return -EISDIR;
 	if (!(m->node->flags & NF_CTRL))
 		return refuse(who, "truncate", m, "it is read-only", -EACCES);
@@ -472,188 +722,54 @@ int tree_truncate(struct fs *fs, const struct match *m,
 
 int tree_mkdir(struct fs *fs, const struct match *m, const struct caller *who)
 {
-	char parent[256];
-	struct match pm;
+	const struct node *parent = parent_row(m->node);
+	struct zrec *created = NULL;
+	struct match pm = *m;
+	struct objs o;
 	int ret;
 
-	/* The parent directory's row decides. */
-	parent_pattern(m->node->pattern, parent, sizeof(parent));
-	for (size_t i = 0; i < NNODES; i++) {
-		if (strcmp(nodes[i].pattern, parent))
-			continue;
-		if (!nodes[i].mkdir)
-			return refuse(who, "mkdir", m,
-				      "nothing can be created there", -EPERM);
-		ret = check_admin(fs, who, "mkdir", m);
-		if (ret)
-			return ret;
-		pm = *m;
-		pm.node = &nodes[i];
-		ret = tree_exists(fs, &pm);
-		if (ret)
-			return ret;
-		return nodes[i].mkdir(fs, m, who);
-	}
-	return -EPERM;
+	if (!parent || !parent->mkdir || m->node->type != DIR)
+		return refuse(who, "mkdir", m, "nothing can be created there",
+			      -EPERM);
+	ret = check_admin(fs, who, "mkdir", m);
+	if (ret)
+		return ret;
+	pm.node = parent;
+	pm.nparams = m->nparams - 1;
+	ret = resolve(fs, &pm, &o);
+	if (ret)
+		return ret;
+	ret = parent->mkdir(fs, m, &o, who, &created);
+	if (!ret && created)
+		store_update(fs->store, m->node->kind,
+			     o.n ? zrec_id(o.rec[o.n - 1]) : NULL, created);
+	zrec_unref(created);
+	objs_release(&o);
+	return ret;
 }
 
 int tree_rmdir(struct fs *fs, const struct match *m, const struct caller *who)
 {
+	const char *parent;
+	struct objs o;
+	enum zkind k;
 	int ret;
 
-	if (m->node->type != N_DIR)
+	if (m->node->type != DIR)
 		return -ENOTDIR;
 	if (!m->node->rmdir)
 		return refuse(who, "rmdir", m, "it cannot be removed", -EPERM);
 	ret = check_admin(fs, who, "rmdir", m);
 	if (ret)
 		return ret;
-	ret = tree_exists(fs, m);
+	ret = resolve(fs, m, &o);
 	if (ret)
 		return ret;
-	return m->node->rmdir(fs, m, who);
-}
-
-/* ---- root files ------------------------------------------------------ */
-
-static int render_token(struct fs *fs, const struct match *m,
-			struct content **out)
-{
-	struct secret *tok;
-	int64_t exp;
-	int ret;
-
-	ret = token_engine_get(fs->te, &tok, &exp);
-	if (ret)
-		return ret;
-	*out = content_str(tok->buf, tok->len, true);
-	secret_unref(tok);
-	return *out ? 0 : -ENOMEM;
-}
-
-static int render_token_json(struct fs *fs, const struct match *m,
-			     struct content **out)
-{
-	char exp_s[RFC3339_LEN] = "";
-	struct secret *tok;
-	struct content *c;
-	int64_t exp;
-	long long left;
-	int ret, n;
-
-	ret = token_engine_get(fs->te, &tok, &exp);
-	if (ret)
-		return ret;
-	if (exp != TOKEN_NO_EXPIRY)
-		time_format_rfc3339((time_t)exp, exp_s, sizeof(exp_s));
-	left = exp == TOKEN_NO_EXPIRY ? -1 : (long long)(exp - time(NULL));
-	c = content_new(tok->len + 160, true);
-	if (!c) {
-		secret_unref(tok);
-		return -ENOMEM;
+	ret = m->node->rmdir(fs, m, &o, who);
+	if (!ret) {
+		object_of(m, &o, &k, &parent);
+		store_remove(fs->store, k, parent, m->params[m->nparams - 1]);
 	}
-	/* The token is base64url and dots: no JSON escaping needed. */
-	if (exp == TOKEN_NO_EXPIRY)
-		n = snprintf(c->data, c->len + 1,
-			     "{\"access_token\":\"%s\",\"token_type\":"
-			     "\"bearer\",\"expires_at\":null,"
-			     "\"expires_in\":null}\n",
-			     tok->buf);
-	else
-		n = snprintf(c->data, c->len + 1,
-			     "{\"access_token\":\"%s\",\"token_type\":"
-			     "\"bearer\",\"expires_at\":\"%s\","
-			     "\"expires_in\":%lld}\n",
-			     tok->buf, exp_s, left);
-	secret_unref(tok);
-	c->len = n > 0 && (size_t)n <= c->len ? (size_t)n : 0;
-	*out = c;
-	return 0;
-}
-
-static int render_status(struct fs *fs, const struct match *m,
-			 struct content **out)
-{
-	char buf[2048];
-	size_t n = token_engine_status(fs->te, buf, sizeof(buf));
-
-	*out = content_str(buf, n, false);
-	return *out ? 0 : -ENOMEM;
-}
-
-static int write_refresh(struct fs *fs, const struct match *m, const char *buf,
-			 size_t len, const struct caller *who)
-{
-	bool on;
-	int ret;
-
-	if (parse_bool(buf, len, &on) || !on) {
-		log_warn("uid %u pid %d wrote an invalid value to 'refresh': "
-			 "write 1 to mint a new token",
-			 (unsigned)who->uid, (int)who->pid);
-		return -EINVAL;
-	}
-	log_info("uid %u pid %d: refresh the token", (unsigned)who->uid,
-		 (int)who->pid);
-	ret = token_engine_mint(fs->te);
-	if (ret)
-		log_err("cannot refresh the token: %s", strerror(-ret));
-	else
-		fs->sync_token(); /* the writer's next read sees it */
+	objs_release(&o);
 	return ret;
-}
-
-/* ---- attribute files ------------------------------------------------- */
-
-static int render_attr(struct fs *fs, const struct match *m,
-		       struct content **out)
-{
-	const struct model *md = m->node->model;
-	char val[1024];
-	json_t *obj = NULL;
-	int ret;
-	size_t n;
-
-	ret = md->fetch(fs, m, &obj);
-	if (ret)
-		return ret;
-	ret = model_attr_text(md, obj, m->leaf, fs, val, sizeof(val));
-	json_decref(obj);
-	if (ret)
-		return ret;
-	n = strlen(val);
-	*out = content_new(n + 1, false);
-	if (!*out)
-		return -ENOMEM;
-	memcpy((*out)->data, val, n);
-	(*out)->data[n] = '\n';
-	return 0;
-}
-
-static int render_info(struct fs *fs, const struct match *m,
-		       struct content **out)
-{
-	const struct model *md = m->node->model;
-	json_t *obj = NULL, *info;
-	char *s;
-	int ret;
-
-	ret = md->fetch(fs, m, &obj);
-	if (ret)
-		return ret;
-	info = model_info_json(md, obj, fs);
-	json_decref(obj);
-	if (!info)
-		return -ENOMEM;
-	s = json_dumps(info, JSON_INDENT(2) | JSON_SORT_KEYS);
-	json_decref(info);
-	if (!s)
-		return -ENOMEM;
-	*out = content_new(strlen(s) + 1, false);
-	if (*out) {
-		memcpy((*out)->data, s, strlen(s));
-		(*out)->data[strlen(s)] = '\n';
-	}
-	json_str_free(s);
-	return *out ? 0 : -ENOMEM;
 }

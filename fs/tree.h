@@ -1,112 +1,70 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The tree: which path is which node, how a file renders and what a write,
- * mkdir or rmdir does.  One table (tree.c) describes every node; the FUSE
- * glue (ops.c) knows nothing of ZenML, only this interface.
+ * The tree: which path is which node, its mode, how a file renders and
+ * what a write, mkdir or rmdir does.  One table (tree.c) describes every
+ * node; the FUSE glue (ops.c) knows nothing of ZenML, only this interface.
  *
- * Rendering may call the server (metadata, through the cache) except for
- * nodes flagged NF_TOKEN, which ops.c serves from the token engine.
+ * The table says what is the token (NF_TOKEN, NF_TOKEN_JSON: served from
+ * the inode they were published on, fs/publish.h), what is secret, which
+ * server object a path names (its kind), and which handler a control file
+ * or directory runs (fs/control.h).  Every other file is an attribute of
+ * an object and renders from its record (backend/api.h).  What a change
+ * through the tree updates is derived from the match: the object it names.
  */
 #ifndef ZENMLFS_TREE_H
 #define ZENMLFS_TREE_H
 
-#include <stdbool.h>
-#include <stddef.h>
-#include <sys/types.h>
-#include <time.h>
-
-struct zen;
-struct token_engine;
-struct cache;
-struct secret;
-
-/* Global state shared by the tree and the FUSE glue; set up by main. */
-struct fs {
-	struct zen *zen;
-	struct token_engine *te;
-	struct cache *cache;
-	uid_t uid, owner; /* files' owner; the user who mounted */
-	gid_t gid;
-	mode_t token_mode;
-	unsigned meta_ttl, key_window;
-	time_t mount_time;
-	/* Called by the tree when an inode's content changed outside a
-	 * request for it (a key wiped, a list changed): path, may be NULL
-	 * for "everything under the root".  Must not block. */
-	void (*invalidate)(const char *path);
-	/* Wait until a new token has reached the kernel's caches. */
-	void (*sync_token)(void);
-};
+#include "fs/fs.h"
 
 /* Node flags. */
-#define NF_TOKEN 0x1 /* the token itself: served by ops.c from the engine */
-#define NF_SECRET 0x2 /* content is secret: guarded memory */
-#define NF_CTRL 0x4 /* control file: write handler, truncate ignored */
-#define NF_STATIC 0x8 /* existence never changes: long entry timeout */
-
-#define TREE_MAX_PARAMS 3
-#define TREE_PARAM_MAX 256
-
-struct node;
-
-/* A path resolved against the table. */
-struct match {
-	const struct node *node;
-	int nparams;
-	char params[TREE_MAX_PARAMS][TREE_PARAM_MAX]; /* the '*' components */
-	const char *leaf; /* the last component ("" for the root) */
-};
-
-/* Rendered file content, reference-counted so a reply can use it without
- * holding a lock. */
-struct content {
-	int refs;
-	bool secret;
-	size_t len;
-	char *data;
-};
-
-struct content *content_new(size_t len, bool secret);
-struct content *content_ref(struct content *c);
-void content_unref(struct content *c);
-
-/* A list of directory entry names. */
-struct names {
-	size_t n, cap;
-	char **v;
-	bool *is_dir;
-};
-void names_release(struct names *n);
-
-/* Who is calling (from the FUSE request). */
-struct caller {
-	uid_t uid;
-	gid_t gid;
-	pid_t pid;
-};
+#define NF_TOKEN 0x1 /* the token: fs/publish.h */
+#define NF_TOKEN_JSON 0x2 /* token.json: fs/publish.h */
+#define NF_SECRET 0x4 /* content is secret: guarded memory, owner only */
+#define NF_CTRL 0x8 /* control file: write handler, truncate ignored */
+#define NF_STATIC 0x10 /* existence never changes: long entry timeout */
+#define NF_TRANSIENT 0x20 /* exists only while it has content (key) */
+#define NF_HIDDEN 0x40 /* never listed (a token waiting to be renamed) */
 
 /* Resolve a path: 0, or -ENOENT when no node has that shape.  Whether the
- * named object exists is checked by tree_stat(). */
+ * named object exists is checked by tree_exists(). */
 int tree_match(const char *path, struct match *m);
+/* The concrete path of a match (the pattern with its '*' filled in). */
+void tree_path(const struct match *m, char *buf, size_t size);
 
-/* A node's type and mode for stat: S_IFDIR or S_IFREG | perms. */
-mode_t tree_mode(struct fs *fs, const struct match *m);
+/* A node's type and mode for stat (S_IFDIR or S_IFREG | perms), owner. */
+mode_t tree_mode(const struct fs *fs, const struct match *m);
+uid_t tree_owner(const struct fs *fs, const struct match *m);
 unsigned tree_flags(const struct match *m);
 
-/* Does the object exist?  For directories with a '*' component this may
- * ask the server (through the cache).  0 or -errno. */
+/* Does the object exist?  May ask the server (through the store). */
 int tree_exists(struct fs *fs, const struct match *m);
 
-/* Render a regular file.  *out set on success. */
+/* Render a regular file.  *out set on success.  -EACCES for a write-only
+ * file. */
 int tree_render(struct fs *fs, const struct match *m, struct content **out);
 
-/* The children of a directory. */
-int tree_list(struct fs *fs, const struct match *m, struct names *out);
+/*
+ * A directory's entries, taken once when it is opened: the fixed names
+ * and, for a directory of server objects, the listing (a walk over it is
+ * served from that listing: backend/store.h).
+ */
+#define DIR_FIXED_MAX 40
+struct dir_snap {
+	size_t nfixed;
+	const char *fixed[DIR_FIXED_MAX];
+	bool fixed_dir[DIR_FIXED_MAX];
+	struct zlist *list; /* NULL for a directory of fixed names */
+};
+int tree_opendir(struct fs *fs, const struct match *m, struct dir_snap *out);
+size_t tree_dir_len(const struct dir_snap *d);
+/* Entry i: its name, and whether it is a directory. */
+const char *tree_dir_entry(const struct dir_snap *d, size_t i, bool *is_dir);
+void tree_closedir(struct dir_snap *d);
 
 /* Control actions, each checked for the caller's rights, logged, and done
- * on the server before returning. */
+ * on the server before returning.  off: where the write lands. */
 int tree_write(struct fs *fs, const struct match *m, const char *buf,
-	       size_t len, const struct caller *who);
+	       size_t len, off_t off, const struct caller *who);
 int tree_truncate(struct fs *fs, const struct match *m,
 		  const struct caller *who);
 int tree_mkdir(struct fs *fs, const struct match *m, const struct caller *who);

@@ -1,0 +1,134 @@
+// SPDX-License-Identifier: MIT
+#include "fs/housekeeping.h"
+
+#include <errno.h>
+#include <malloc.h>
+#include <pthread.h>
+#include <semaphore.h>
+#include <signal.h>
+#include <time.h>
+
+#include "backend/log.h"
+#include "backend/store.h"
+#include "fs/inode.h"
+#include "fs/newkeys.h"
+#include "fs/notify.h"
+#include "fs/publish.h"
+
+/* Freed cache memory worth handing back to the system at once. */
+#define TRIM_MIN (64 * 1024)
+
+static struct fs *hk_fs;
+static void (*hup_fn)(void *arg);
+static void *hup_arg;
+static pthread_t thread;
+static bool started;
+static sem_t sem; /* posted from signal handlers too */
+static volatile sig_atomic_t hup_pending, stopping;
+
+static long long mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1000LL + ts.tv_nsec / 1000000;
+}
+
+/* A new key value's page may be in the kernel: drop it. */
+static void key_gone(const char *path, void *arg)
+{
+	uint64_t ino = itab_ino_of(path);
+
+	if (ino) {
+		itab_snap_stale(ino);
+		notify_inval(ino);
+	}
+}
+
+/* Do what is due; returns how long to sleep (ms). */
+static long long tick(void)
+{
+	long long now = mono_ms(), sleep_ms, due;
+	time_t next_tok, wall = time(NULL);
+	size_t freed;
+
+	sleep_ms = (hk_fs->meta_ttl ? hk_fs->meta_ttl : 1) * 1000LL;
+	if (sleep_ms > 60000)
+		sleep_ms = 60000;
+	due = newkey_expire(hk_fs->key_window, key_gone, NULL);
+	if (due && due - now < sleep_ms)
+		sleep_ms = due - now;
+	next_tok = publish_expire();
+	if (next_tok && (next_tok - wall) * 1000LL < sleep_ms)
+		sleep_ms = (next_tok - wall) * 1000LL;
+	freed = store_sweep(hk_fs->store);
+	if (freed >= TRIM_MIN)
+		malloc_trim(0);
+	return sleep_ms < 10 ? 10 : sleep_ms;
+}
+
+static void *hk_main(void *arg)
+{
+	struct timespec ts;
+	long long ms;
+
+	while (!stopping) {
+		if (hup_pending) {
+			hup_pending = 0;
+			if (hup_fn)
+				hup_fn(hup_arg);
+		}
+		ms = tick();
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_sec += ms / 1000;
+		ts.tv_nsec += (ms % 1000) * 1000000L;
+		if (ts.tv_nsec >= 1000000000L) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000L;
+		}
+		while (sem_timedwait(&sem, &ts) && errno == EINTR)
+			;
+	}
+	return NULL;
+}
+
+int hk_start(struct fs *fs, void (*on_hup)(void *arg), void *arg)
+{
+	int ret;
+
+	hk_fs = fs;
+	hup_fn = on_hup;
+	hup_arg = arg;
+	stopping = 0;
+	if (sem_init(&sem, 0, 0))
+		return -errno;
+	ret = pthread_create(&thread, NULL, hk_main, NULL);
+	if (ret)
+		return -ret;
+	started = true;
+	return 0;
+}
+
+void hk_stop(void)
+{
+	if (!started)
+		return;
+	stopping = 1;
+	sem_post(&sem);
+	pthread_join(thread, NULL);
+	sem_destroy(&sem);
+	started = false;
+}
+
+void hk_wake(void)
+{
+	if (started)
+		sem_post(&sem);
+}
+
+void hk_hup(void)
+{
+	hup_pending = 1;
+	if (started)
+		sem_post(&sem);
+}

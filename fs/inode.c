@@ -1,0 +1,494 @@
+// SPDX-License-Identifier: MIT
+#include "fs/inode.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend/secret.h"
+#include "fs/fs.h"
+
+struct inode {
+	uint64_t ino;
+	char *path;
+	struct inode *pnext; /* chain in by_path (current inodes only) */
+	struct inode *inext; /* chain in by_ino */
+	struct inode *tnext, **tprev; /* list of token inodes */
+	uint64_t nlookup; /* the kernel's references */
+	bool pinned; /* kept while nlookup is 0 */
+	bool current; /* the path's current inode (in by_path) */
+	/* the token, for good (token inodes only) */
+	struct secret *tok;
+	int64_t tok_exp;
+	bool tok_dropped; /* its pages dropped at expiry */
+	/* other files: what the last GETATTR rendered */
+	struct content *snap;
+	uint64_t hash;
+	struct timespec mtime;
+};
+
+/* A chained hash table that grows. */
+struct table {
+	struct inode **b;
+	size_t cap, n;
+};
+
+/* lock protects everything here and every inode. */
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static struct table by_path, by_ino;
+static struct inode *tokens; /* token inodes, live */
+static uint64_t next_ino = ITAB_ROOT;
+
+static uint64_t hash_bytes(const char *s, size_t n)
+{
+	uint64_t h = 1469598103934665603ULL;
+
+	for (size_t i = 0; i < n; i++)
+		h = (h ^ (unsigned char)s[i]) * 1099511628211ULL;
+	return h;
+}
+
+static uint64_t hash_path(const char *p)
+{
+	return hash_bytes(p, strlen(p));
+}
+
+static uint64_t hash_ino(uint64_t ino)
+{
+	return ino * 0x9E3779B97F4A7C15ULL;
+}
+
+static struct inode **pchain(struct table *t, const struct inode *in, bool path)
+{
+	return &t->b[(path ? hash_path(in->path) : hash_ino(in->ino)) &
+		     (t->cap - 1)];
+}
+
+static int table_init(struct table *t)
+{
+	t->cap = 256;
+	t->n = 0;
+	t->b = calloc(t->cap, sizeof(*t->b));
+	return t->b ? 0 : -ENOMEM;
+}
+
+/* Double t when it is full (a failure only makes chains longer). */
+static void table_grow(struct table *t, bool path)
+{
+	struct table nt = { .cap = t->cap * 2 };
+
+	if (t->n < t->cap)
+		return;
+	nt.b = calloc(nt.cap, sizeof(*nt.b));
+	if (!nt.b)
+		return;
+	for (size_t i = 0; i < t->cap; i++)
+		while (t->b[i]) {
+			struct inode *in = t->b[i], **c;
+
+			t->b[i] = path ? in->pnext : in->inext;
+			c = pchain(&nt, in, path);
+			if (path)
+				in->pnext = *c;
+			else
+				in->inext = *c;
+			*c = in;
+		}
+	free(t->b);
+	nt.n = t->n;
+	*t = nt;
+}
+
+static void link_path(struct inode *in)
+{
+	struct inode **c;
+
+	table_grow(&by_path, true);
+	c = pchain(&by_path, in, true);
+	in->pnext = *c;
+	*c = in;
+	in->current = true;
+	by_path.n++;
+}
+
+static void unlink_path(struct inode *in)
+{
+	struct inode **pp;
+
+	if (!in->current)
+		return;
+	for (pp = pchain(&by_path, in, true); *pp; pp = &(*pp)->pnext)
+		if (*pp == in) {
+			*pp = in->pnext;
+			break;
+		}
+	in->current = false;
+	by_path.n--;
+}
+
+static struct inode *find_path(const char *path)
+{
+	struct inode *in = by_path.b[hash_path(path) & (by_path.cap - 1)];
+
+	while (in && strcmp(in->path, path))
+		in = in->pnext;
+	return in;
+}
+
+static struct inode *find_ino(uint64_t ino)
+{
+	struct inode *in = by_ino.b[hash_ino(ino) & (by_ino.cap - 1)];
+
+	while (in && in->ino != ino)
+		in = in->inext;
+	return in;
+}
+
+/* A new current inode for path (replacing none).  Caller holds lock. */
+static struct inode *inode_new(const char *path)
+{
+	struct inode *in = calloc(1, sizeof(*in));
+	struct inode **c;
+
+	if (!in)
+		return NULL;
+	in->path = strdup(path);
+	if (!in->path) {
+		free(in);
+		return NULL;
+	}
+	in->ino = next_ino++;
+	clock_gettime(CLOCK_REALTIME, &in->mtime);
+	table_grow(&by_ino, false);
+	c = pchain(&by_ino, in, false);
+	in->inext = *c;
+	*c = in;
+	by_ino.n++;
+	link_path(in);
+	return in;
+}
+
+static void inode_free(struct inode *in)
+{
+	struct inode **pp;
+
+	unlink_path(in);
+	for (pp = pchain(&by_ino, in, false); *pp; pp = &(*pp)->inext)
+		if (*pp == in) {
+			*pp = in->inext;
+			break;
+		}
+	by_ino.n--;
+	if (in->tprev) {
+		*in->tprev = in->tnext;
+		if (in->tnext)
+			in->tnext->tprev = in->tprev;
+	}
+	secret_unref(in->tok);
+	content_unref(in->snap);
+	free(in->path);
+	free(in);
+}
+
+/* Free in if nobody needs it any more.  Caller holds lock. */
+static void maybe_free(struct inode *in)
+{
+	if (!in->nlookup && !in->pinned)
+		inode_free(in);
+}
+
+int itab_init(void)
+{
+	struct inode *root;
+
+	pthread_mutex_lock(&lock);
+	if (table_init(&by_path) || table_init(&by_ino)) {
+		pthread_mutex_unlock(&lock);
+		return -ENOMEM;
+	}
+	next_ino = ITAB_ROOT;
+	root = inode_new("/");
+	if (root)
+		root->pinned = true;
+	pthread_mutex_unlock(&lock);
+	return root ? 0 : -ENOMEM;
+}
+
+void itab_release(void)
+{
+	pthread_mutex_lock(&lock);
+	for (size_t i = 0; by_ino.b && i < by_ino.cap; i++)
+		while (by_ino.b[i])
+			inode_free(by_ino.b[i]);
+	free(by_ino.b);
+	free(by_path.b);
+	memset(&by_ino, 0, sizeof(by_ino));
+	memset(&by_path, 0, sizeof(by_path));
+	tokens = NULL;
+	pthread_mutex_unlock(&lock);
+}
+
+int itab_lookup(const char *path, uint64_t *ino)
+{
+	struct inode *in;
+
+	pthread_mutex_lock(&lock);
+	in = find_path(path);
+	if (!in)
+		in = inode_new(path);
+	if (in) {
+		in->nlookup++;
+		*ino = in->ino;
+	}
+	pthread_mutex_unlock(&lock);
+	return in ? 0 : -ENOMEM;
+}
+
+void itab_forget(uint64_t ino, uint64_t n)
+{
+	struct inode *in;
+
+	pthread_mutex_lock(&lock);
+	in = find_ino(ino);
+	if (in) {
+		in->nlookup = in->nlookup > n ? in->nlookup - n : 0;
+		maybe_free(in);
+	}
+	pthread_mutex_unlock(&lock);
+}
+
+int itab_path(uint64_t ino, char *buf, size_t size)
+{
+	struct inode *in;
+	int ret = 0;
+	size_t n;
+
+	pthread_mutex_lock(&lock);
+	in = find_ino(ino);
+	if (!in) {
+		ret = -ESTALE;
+	} else {
+		n = strlen(in->path);
+		if (n >= size)
+			ret = -ENAMETOOLONG;
+		else
+			memcpy(buf, in->path, n + 1);
+	}
+	pthread_mutex_unlock(&lock);
+	return ret;
+}
+
+uint64_t itab_ino_of(const char *path)
+{
+	struct inode *in;
+	uint64_t ino;
+
+	pthread_mutex_lock(&lock);
+	in = find_path(path);
+	ino = in ? in->ino : 0;
+	pthread_mutex_unlock(&lock);
+	return ino;
+}
+
+uint64_t itab_dirent_ino(const char *path)
+{
+	uint64_t ino = itab_ino_of(path);
+
+	/* Above any number the counter hands out; never 0 (libc skips
+	 * entries whose inode number is 0). */
+	return ino ? ino : (hash_path(path) | (1ULL << 62)) & ~(1ULL << 63);
+}
+
+bool itab_retired(uint64_t ino)
+{
+	struct inode *in;
+	bool ret;
+
+	pthread_mutex_lock(&lock);
+	in = find_ino(ino);
+	ret = in && !in->current;
+	pthread_mutex_unlock(&lock);
+	return ret;
+}
+
+size_t itab_count(void)
+{
+	size_t n;
+
+	pthread_mutex_lock(&lock);
+	n = by_ino.n;
+	pthread_mutex_unlock(&lock);
+	return n;
+}
+
+int itab_publish(const char *path, struct secret *tok, int64_t exp,
+		 uint64_t *old)
+{
+	struct inode *prev, *in;
+
+	pthread_mutex_lock(&lock);
+	prev = find_path(path);
+	if (prev)
+		unlink_path(prev);
+	in = inode_new(path);
+	if (!in) {
+		if (prev)
+			link_path(prev);
+		pthread_mutex_unlock(&lock);
+		return -ENOMEM;
+	}
+	in->tok = secret_ref(tok);
+	in->tok_exp = exp;
+	in->pinned = true;
+	in->tnext = tokens;
+	in->tprev = &tokens;
+	if (tokens)
+		tokens->tprev = &in->tnext;
+	tokens = in;
+	*old = prev ? prev->ino : 0;
+	if (prev) {
+		/* Retired: it lives on while the kernel holds it. */
+		prev->pinned = false;
+		maybe_free(prev);
+	}
+	pthread_mutex_unlock(&lock);
+	return 0;
+}
+
+int itab_rename(const char *from, const char *to, uint64_t *old)
+{
+	struct inode *src, *dst;
+	char *path;
+
+	path = strdup(to);
+	if (!path)
+		return -ENOMEM;
+	pthread_mutex_lock(&lock);
+	src = find_path(from);
+	if (!src) {
+		pthread_mutex_unlock(&lock);
+		free(path);
+		return -ENOENT;
+	}
+	dst = find_path(to);
+	unlink_path(src);
+	free(src->path);
+	src->path = path;
+	*old = 0;
+	if (dst) {
+		/* replaced: it lives on while the kernel holds it */
+		unlink_path(dst);
+		dst->pinned = false;
+		*old = dst->ino;
+		maybe_free(dst);
+	}
+	link_path(src);
+	pthread_mutex_unlock(&lock);
+	return 0;
+}
+
+int itab_token(uint64_t ino, struct secret **tok, int64_t *exp,
+	       struct timespec *at)
+{
+	struct inode *in;
+	int ret = -ENOENT;
+
+	pthread_mutex_lock(&lock);
+	in = find_ino(ino);
+	if (in && in->tok) {
+		*tok = secret_ref(in->tok);
+		*exp = in->tok_exp;
+		if (at)
+			*at = in->mtime;
+		ret = 0;
+	}
+	pthread_mutex_unlock(&lock);
+	return ret;
+}
+
+size_t itab_tokens_expiring(time_t now, int margin, uint64_t *out, size_t max)
+{
+	size_t n = 0;
+
+	pthread_mutex_lock(&lock);
+	for (struct inode *in = tokens; in && n < max; in = in->tnext)
+		if (!in->tok_dropped && in->tok_exp - margin <= now) {
+			in->tok_dropped = true;
+			out[n++] = in->ino;
+		}
+	pthread_mutex_unlock(&lock);
+	return n;
+}
+
+size_t itab_tokens(uint64_t *out, size_t max)
+{
+	size_t n = 0;
+
+	pthread_mutex_lock(&lock);
+	for (struct inode *in = tokens; in && n < max; in = in->tnext)
+		out[n++] = in->ino;
+	pthread_mutex_unlock(&lock);
+	return n;
+}
+
+time_t itab_tokens_next(int margin)
+{
+	time_t next = 0;
+
+	pthread_mutex_lock(&lock);
+	for (struct inode *in = tokens; in; in = in->tnext)
+		if (!in->tok_dropped && in->tok_exp != INT64_MAX &&
+		    (!next || in->tok_exp - margin < next))
+			next = (time_t)(in->tok_exp - margin);
+	pthread_mutex_unlock(&lock);
+	return next;
+}
+
+void itab_snap_set(uint64_t ino, struct content *c, struct timespec *mtime)
+{
+	struct inode *in;
+	uint64_t h = c ? hash_bytes(c->data, c->len) ^ c->len : 0;
+
+	pthread_mutex_lock(&lock);
+	in = find_ino(ino);
+	if (in) {
+		if (!c || !h || in->hash != h)
+			clock_gettime(CLOCK_REALTIME, &in->mtime);
+		in->hash = h;
+		content_unref(in->snap);
+		in->snap = content_ref(c);
+		*mtime = in->mtime;
+	} else {
+		clock_gettime(CLOCK_REALTIME, mtime);
+	}
+	pthread_mutex_unlock(&lock);
+}
+
+struct content *itab_snap_get(uint64_t ino)
+{
+	struct inode *in;
+	struct content *c = NULL;
+
+	pthread_mutex_lock(&lock);
+	in = find_ino(ino);
+	if (in)
+		c = content_ref(in->snap);
+	pthread_mutex_unlock(&lock);
+	return c;
+}
+
+void itab_snap_stale(uint64_t ino)
+{
+	struct inode *in;
+
+	pthread_mutex_lock(&lock);
+	in = find_ino(ino);
+	if (in) {
+		content_unref(in->snap);
+		in->snap = NULL;
+		in->hash = 0;
+		clock_gettime(CLOCK_REALTIME, &in->mtime);
+	}
+	pthread_mutex_unlock(&lock);
+}

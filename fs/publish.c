@@ -1,0 +1,308 @@
+// SPDX-License-Identifier: MIT
+#include "fs/publish.h"
+
+#define FUSE_USE_VERSION 314
+#include <errno.h>
+#include <fuse_lowlevel.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "backend/log.h"
+#include "backend/secret.h"
+#include "backend/token.h"
+#include "backend/util.h"
+#include "fs/inode.h"
+#include "fs/notify.h"
+#include "fs/self.h"
+
+#define SYNC_WAIT_MS 2000
+#define TOKEN_INOS_MAX 256
+
+/* lock protects current (the token the names point to) and last_seq, and
+ * orders publications. */
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static struct secret *current;
+static uint64_t last_seq;
+static bool first_done; /* nothing is published before publish_first() */
+static bool withdrawn; /* the daemon is stopping (atomic access) */
+
+/*
+ * A new token reaches the names by a rename through the mount, done by
+ * the daemon itself from the notify thread: the kernel swaps the dentry
+ * atomically and tells inotify (IN_MOVED_TO "token" on the folder: the
+ * change notification watchers rely on, docs/containers.md).  token.json
+ * goes first, token last.  When the rename cannot be done (the mount point
+ * is covered, or the daemon may not write the root directory), the table
+ * is switched directly and the old dentry dropped: readers see the same,
+ * watchers see nothing.
+ */
+struct rename_job {
+	const char *staged, *name;
+};
+
+static const struct rename_job jobs[] = {
+	{ TOKEN_JSON_STAGED, "token.json" },
+	{ TOKEN_STAGED, "token" },
+};
+
+/* our mount, once up: where to rename, and how to know it is ours */
+static char *mount_path;
+static dev_t mount_dev;
+static bool warned_rename;
+
+static void rename_job(struct fuse_session *se, void *arg)
+{
+	const struct rename_job *j = arg;
+	char from[PATH_MAX], to[PATH_MAX];
+	uint64_t old = 0;
+	int err = ENODEV;
+
+	if (mount_path) {
+		snprintf(from, sizeof(from), "%s/%s", mount_path, j->staged);
+		snprintf(to, sizeof(to), "%s/%s", mount_path, j->name);
+		err = -self_rename(mount_path, mount_dev, from, to);
+		if (!err)
+			return;
+	}
+	if (!warned_rename && mount_path) {
+		warned_rename = true;
+		log_warn("cannot publish the token by a rename in '%s' (%s): "
+			 "watchers of the folder get no event",
+			 mount_path, strerror(err));
+	}
+	snprintf(from, sizeof(from), "/%s", j->staged);
+	snprintf(to, sizeof(to), "/%s", j->name);
+	if (!itab_rename(from, to, &old) && old)
+		fuse_lowlevel_notify_delete(se, ITAB_ROOT, old, j->name,
+					    strlen(j->name));
+}
+
+/* Bind the names to tok.  Caller holds lock. */
+static int publish(struct secret *tok, int64_t exp, bool tell_kernel)
+{
+	uint64_t old = 0;
+	int ret;
+
+	if (!tell_kernel) {
+		ret = itab_publish("/token", tok, exp, &old);
+		if (!ret)
+			ret = itab_publish("/token.json", tok, exp, &old);
+	} else {
+		ret = itab_publish("/" TOKEN_JSON_STAGED, tok, exp, &old);
+		if (!ret)
+			ret = itab_publish("/" TOKEN_STAGED, tok, exp, &old);
+	}
+	if (ret)
+		return ret;
+	secret_unref(current);
+	current = secret_ref(tok);
+	log_debug("token published: %zu bytes", tok->len);
+	for (size_t i = 0; tell_kernel && i < sizeof(jobs) / sizeof(jobs[0]);
+	     i++)
+		last_seq = notify_call(rename_job, (void *)&jobs[i]);
+	return 0;
+}
+
+void publish_mounted(const char *path, dev_t dev)
+{
+	pthread_mutex_lock(&lock);
+	if (!mount_path) {
+		mount_path = strdup(path);
+		mount_dev = dev;
+	}
+	pthread_mutex_unlock(&lock);
+}
+
+int publish_renamed(const struct caller *who, uint64_t parent, const char *name,
+		    uint64_t newparent, const char *newname)
+{
+	uint64_t old;
+
+	/* only the daemon's helper, only the staged names */
+	if (!self_is(who->pid) || parent != ITAB_ROOT || newparent != ITAB_ROOT)
+		return -EPERM;
+	for (size_t i = 0; i < sizeof(jobs) / sizeof(jobs[0]); i++) {
+		char from[64], to[64];
+
+		if (strcmp(name, jobs[i].staged) ||
+		    strcmp(newname, jobs[i].name))
+			continue;
+		snprintf(from, sizeof(from), "/%s", jobs[i].staged);
+		snprintf(to, sizeof(to), "/%s", jobs[i].name);
+		return itab_rename(from, to, &old);
+	}
+	return -EPERM;
+}
+
+int publish_first(struct fs *fs)
+{
+	struct secret *tok;
+	int64_t exp;
+	int ret;
+
+	ret = token_engine_get(fs->te, &tok, &exp);
+	if (ret)
+		return ret;
+	pthread_mutex_lock(&lock);
+	ret = publish(tok, exp, false);
+	first_done = !ret;
+	pthread_mutex_unlock(&lock);
+	secret_unref(tok);
+	return ret;
+}
+
+void publish_changed(void *arg)
+{
+	struct fs *fs = arg;
+	uint64_t inos[TOKEN_INOS_MAX];
+	struct secret *tok = NULL;
+	int64_t exp;
+	size_t n;
+	int ret;
+
+	ret = token_engine_get(fs->te, &tok, &exp);
+	pthread_mutex_lock(&lock);
+	if (!first_done) {
+		/* the first token: publish_first() comes next */
+	} else if (!ret && !secret_equal(tok, current)) {
+		if (publish(tok, exp, true))
+			log_err("cannot publish the new token: out of memory");
+	} else if (ret) {
+		/* Nothing may be served: every read must come here to
+		 * fail, none may find a token in the page cache. */
+		n = itab_tokens(inos, TOKEN_INOS_MAX);
+		for (size_t i = 0; i < n; i++)
+			last_seq = notify_inval(inos[i]);
+	}
+	pthread_mutex_unlock(&lock);
+	secret_unref(tok);
+}
+
+void publish_sync(void)
+{
+	uint64_t seq;
+
+	pthread_mutex_lock(&lock);
+	seq = last_seq;
+	pthread_mutex_unlock(&lock);
+	notify_wait(seq, SYNC_WAIT_MS);
+}
+
+int publish_read(struct fs *fs, uint64_t ino, struct secret **tok)
+{
+	int64_t exp;
+	int ret;
+
+	if (__atomic_load_n(&withdrawn, __ATOMIC_ACQUIRE))
+		return -ENOTCONN;
+	ret = itab_token(ino, tok, &exp, NULL);
+	if (ret)
+		return ret;
+	ret = token_engine_servable(fs->te, exp);
+	if (ret) {
+		secret_unref(*tok);
+		*tok = NULL;
+	}
+	return ret;
+}
+
+int publish_stat(uint64_t ino, size_t *len, struct timespec *at, bool *retired)
+{
+	struct secret *tok;
+	int64_t exp;
+	int ret;
+
+	ret = itab_token(ino, &tok, &exp, at);
+	if (ret)
+		return ret;
+	*len = tok->len;
+	*retired = itab_retired(ino);
+	secret_unref(tok);
+	return 0;
+}
+
+int publish_render_json(struct fs *fs, uint64_t ino, struct content **out)
+{
+	char exp_s[RFC3339_LEN] = "";
+	struct secret *tok;
+	struct content *c;
+	int64_t exp;
+	int ret, n;
+
+	if (__atomic_load_n(&withdrawn, __ATOMIC_ACQUIRE))
+		return -ENOTCONN;
+	ret = itab_token(ino, &tok, &exp, NULL);
+	if (!ret) {
+		ret = token_engine_servable(fs->te, exp);
+		if (ret)
+			secret_unref(tok);
+	}
+	if (ret)
+		return ret;
+	c = content_new(tok->len + 160, true);
+	if (!c) {
+		secret_unref(tok);
+		return -ENOMEM;
+	}
+	/* The token is base64url and dots: no JSON escaping needed. */
+	if (exp == TOKEN_NO_EXPIRY) {
+		n = snprintf(c->data, c->len + 1,
+			     "{\"access_token\":\"%s\",\"token_type\":"
+			     "\"bearer\",\"expires_at\":null,"
+			     "\"expires_in\":null}\n",
+			     tok->buf);
+	} else {
+		time_format_rfc3339((time_t)exp, exp_s, sizeof(exp_s));
+		n = snprintf(c->data, c->len + 1,
+			     "{\"access_token\":\"%s\",\"token_type\":"
+			     "\"bearer\",\"expires_at\":\"%s\","
+			     "\"expires_in\":%lld}\n",
+			     tok->buf, exp_s, (long long)(exp - time(NULL)));
+	}
+	secret_unref(tok);
+	c->len = n > 0 && (size_t)n <= c->len ? (size_t)n : 0;
+	*out = c;
+	return 0;
+}
+
+void publish_withdraw(void)
+{
+	uint64_t inos[TOKEN_INOS_MAX];
+	size_t n;
+
+	__atomic_store_n(&withdrawn, true, __ATOMIC_RELEASE);
+	pthread_mutex_lock(&lock);
+	n = itab_tokens(inos, TOKEN_INOS_MAX);
+	for (size_t i = 0; i < n; i++)
+		last_seq = notify_inval(inos[i]);
+	pthread_mutex_unlock(&lock);
+	publish_sync();
+}
+
+void publish_release(void)
+{
+	pthread_mutex_lock(&lock);
+	secret_unref(current);
+	current = NULL;
+	free(mount_path);
+	mount_path = NULL;
+	first_done = false;
+	__atomic_store_n(&withdrawn, false, __ATOMIC_RELEASE);
+	pthread_mutex_unlock(&lock);
+}
+
+time_t publish_expire(void)
+{
+	uint64_t inos[TOKEN_INOS_MAX];
+	size_t n;
+
+	n = itab_tokens_expiring(time(NULL), TOKEN_MARGIN, inos,
+				 TOKEN_INOS_MAX);
+	for (size_t i = 0; i < n; i++)
+		notify_inval(inos[i]);
+	return itab_tokens_next(TOKEN_MARGIN);
+}

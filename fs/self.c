@@ -1,0 +1,281 @@
+// SPDX-License-Identifier: MIT
+#define _GNU_SOURCE /* close_range */
+#include "fs/self.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "backend/log.h"
+
+#define HELPER_FD 3
+/* A reply the helper owes longer than this: it is stuck (the mount is
+ * gone, or the FUSE threads are all busy); the caller gives up. */
+#define REPLY_TIMEOUT_MS 10000
+#define READ_MAX (64 * 1024)
+
+enum self_op { OP_STAT, OP_READ, OP_RENAME };
+
+struct self_req {
+	uint32_t op;
+	uint64_t dev;
+	char a[PATH_MAX];
+	char b[PATH_MAX];
+	char c[PATH_MAX];
+};
+
+struct self_rep {
+	int32_t err; /* 0 or an errno */
+	uint64_t dev;
+	int64_t len;
+};
+
+/* lock orders requests (one at a time) and protects fd. */
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static int fd = -1;
+static pid_t helper_pid; /* atomic access */
+
+int self_start(void)
+{
+	int sv[2], ret;
+	pid_t pid;
+
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv))
+		return -errno;
+	pid = fork();
+	if (pid < 0) {
+		ret = -errno;
+		close(sv[0]);
+		close(sv[1]);
+		return ret;
+	}
+	if (pid == 0) {
+		/* Only async-signal-safe calls from here to exec. */
+		char *argv[] = { "zenmlfs", SELF_HELPER_ARG, NULL };
+		char *envp[] = { NULL };
+		int nul = open("/dev/null", O_RDWR | O_CLOEXEC);
+
+		if (nul < 0 || dup2(sv[1], HELPER_FD) < 0)
+			_exit(127);
+		dup2(nul, STDIN_FILENO);
+		dup2(nul, STDOUT_FILENO);
+		dup2(nul, STDERR_FILENO);
+		close_range(HELPER_FD + 1, ~0U, 0);
+		execve("/proc/self/exe", argv, envp);
+		_exit(127);
+	}
+	close(sv[1]);
+	pthread_mutex_lock(&lock);
+	fd = sv[0];
+	pthread_mutex_unlock(&lock);
+	__atomic_store_n(&helper_pid, pid, __ATOMIC_RELEASE);
+	return 0;
+}
+
+void self_stop(void)
+{
+	pid_t pid = __atomic_exchange_n(&helper_pid, 0, __ATOMIC_ACQ_REL);
+	struct timespec pause = { 0, 10 * 1000 * 1000 };
+
+	pthread_mutex_lock(&lock);
+	if (fd >= 0)
+		close(fd); /* the helper reads EOF and exits */
+	fd = -1;
+	pthread_mutex_unlock(&lock);
+	if (pid <= 0)
+		return;
+	/* it exits at once unless it waits on a mount that is still up */
+	for (int i = 0; i < 200; i++) {
+		if (waitpid(pid, NULL, WNOHANG) != 0)
+			return;
+		nanosleep(&pause, NULL);
+	}
+	kill(pid, SIGKILL);
+	waitpid(pid, NULL, 0);
+}
+
+bool self_is(pid_t pid)
+{
+	pid_t h = __atomic_load_n(&helper_pid, __ATOMIC_ACQUIRE);
+
+	return h > 0 && pid == h;
+}
+
+/* One request, one reply.  A helper that fails or is stuck is dropped:
+ * every later call fails at once. */
+static int call(struct self_req *rq, struct self_rep *rep)
+{
+	struct pollfd pfd = { .events = POLLIN };
+	ssize_t n;
+	int ret;
+
+	pthread_mutex_lock(&lock);
+	if (fd < 0) {
+		pthread_mutex_unlock(&lock);
+		return -ENOTCONN;
+	}
+	pfd.fd = fd;
+	n = send(fd, rq, sizeof(*rq), MSG_NOSIGNAL);
+	if (n != (ssize_t)sizeof(*rq)) {
+		ret = -EPIPE;
+		goto broken;
+	}
+	do
+		ret = poll(&pfd, 1, REPLY_TIMEOUT_MS);
+	while (ret < 0 && errno == EINTR);
+	if (ret <= 0) {
+		ret = -ETIMEDOUT;
+		goto broken;
+	}
+	n = recv(fd, rep, sizeof(*rep), 0);
+	if (n != (ssize_t)sizeof(*rep)) {
+		ret = -EPIPE;
+		goto broken;
+	}
+	pthread_mutex_unlock(&lock);
+	return rep->err ? -rep->err : 0;
+broken:
+	log_warn("the mount helper %s: the daemon goes on without it",
+		 ret == -ETIMEDOUT ? "does not answer" : "is gone");
+	close(fd);
+	fd = -1;
+	pthread_mutex_unlock(&lock);
+	return ret;
+}
+
+static int set_path(char *dst, const char *src)
+{
+	size_t n = strlen(src);
+
+	if (n >= PATH_MAX)
+		return -ENAMETOOLONG;
+	memcpy(dst, src, n + 1);
+	return 0;
+}
+
+int self_stat_dev(const char *path, dev_t *dev)
+{
+	struct self_req rq = { .op = OP_STAT };
+	struct self_rep rep;
+	int ret;
+
+	if ((ret = set_path(rq.a, path)))
+		return ret;
+	ret = call(&rq, &rep);
+	if (!ret)
+		*dev = (dev_t)rep.dev;
+	return ret;
+}
+
+long self_read(const char *path)
+{
+	struct self_req rq = { .op = OP_READ };
+	struct self_rep rep;
+	int ret;
+
+	if ((ret = set_path(rq.a, path)))
+		return ret;
+	ret = call(&rq, &rep);
+	return ret ? ret : (long)rep.len;
+}
+
+int self_rename(const char *dir, dev_t dev, const char *from, const char *to)
+{
+	struct self_req rq = { .op = OP_RENAME, .dev = dev };
+	struct self_rep rep;
+	int ret;
+
+	if ((ret = set_path(rq.a, dir)) || (ret = set_path(rq.b, from)) ||
+	    (ret = set_path(rq.c, to)))
+		return ret;
+	return call(&rq, &rep);
+}
+
+/* ---- the helper ------------------------------------------------------ */
+
+static void serve(const struct self_req *rq, struct self_rep *rep)
+{
+	static char buf[READ_MAX];
+	struct stat st;
+	ssize_t n;
+	int f;
+
+	switch (rq->op) {
+	case OP_STAT:
+		if (stat(rq->a, &st))
+			rep->err = errno;
+		else
+			rep->dev = st.st_dev;
+		break;
+	case OP_READ:
+		f = open(rq->a, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+		if (f < 0) {
+			rep->err = errno;
+			break;
+		}
+		n = read(f, buf, sizeof(buf));
+		if (n < 0)
+			rep->err = errno;
+		else
+			rep->len = n;
+		close(f);
+		explicit_bzero(buf, sizeof(buf));
+		break;
+	case OP_RENAME:
+		/* only while the directory is still the mount it was */
+		if (stat(rq->a, &st))
+			rep->err = errno;
+		else if ((uint64_t)st.st_dev != rq->dev)
+			rep->err = ESTALE;
+		else if (rename(rq->b, rq->c))
+			rep->err = errno;
+		break;
+	default:
+		rep->err = EINVAL;
+	}
+}
+
+int self_helper_main(void)
+{
+	static struct self_req rq;
+	struct self_rep rep;
+	ssize_t n;
+
+	/* No core, no ptrace; gone with the daemon (and if the daemon died
+	 * before this, its end of the socket is closed: recv() says so). */
+	prctl(PR_SET_DUMPABLE, 0);
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	prctl(PR_SET_NAME, "zenmlfs-helper");
+	for (;;) {
+		n = recv(HELPER_FD, &rq, sizeof(rq), 0);
+		if (n == 0)
+			return 0; /* the daemon closed its end */
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return 0;
+		}
+		memset(&rep, 0, sizeof(rep));
+		if (n != (ssize_t)sizeof(rq)) {
+			rep.err = EINVAL;
+		} else {
+			rq.a[PATH_MAX - 1] = rq.b[PATH_MAX - 1] =
+				rq.c[PATH_MAX - 1] = '\0';
+			serve(&rq, &rep);
+		}
+		if (send(HELPER_FD, &rep, sizeof(rep), MSG_NOSIGNAL) < 0)
+			return 0;
+	}
+}

@@ -1,0 +1,16 @@
+/* SPDX-License-Identifier: MIT */
+/* "zenmlfs status [MOUNTPOINT]": a mount's status, as an exit code too. */
+#ifndef ZENMLFS_STATUSCMD_H
+#define ZENMLFS_STATUSCMD_H
+
+/* Exit codes: 0 ok, 1 degraded, 2 expired or unauthenticated, 3 not a
+ * zenmlfs mount, or no answer within 2 s. */
+#define STATUS_OK 0
+#define STATUS_DEGRADED 1
+#define STATUS_DOWN 2
+#define STATUS_UNKNOWN 3
+
+/* argv[0] is "status". */
+int status_main(int argc, char **argv);
+
+#endif
