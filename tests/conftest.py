@@ -37,11 +37,49 @@ from proxy import FaultProxy  # noqa: E402
 from zenserver import (ServiceAccount, ZenServer, clean_env,  # noqa: E402
                        fake_api_key, free_port, jwt_claims, jwt_header)
 
-__all__ = ["is_mounted", "nobody_op", "os_error", "running_server", "jwt_claims", "jwt_header", "fake_api_key", "free_port",
-           "run_zenmlfs", "read_file", "ZENMLFS_BIN", "TMP_PREFIX"]
+__all__ = ["ZENML_VERSION", "TOKENS_BOUND", "is_mounted", "nobody_op", "os_error", "running_server", "jwt_claims", "jwt_header", "fake_api_key", "free_port",
+           "run_zenmlfs", "read_file", "ZENMLFS_BIN", "SANITIZED", "TMP_PREFIX",
+           "TOKENS_HAVE_IAT", "distinct_token_gap"]
+
+def _zenml_version():
+    """The ZenML server's version: the one installed in the venv that runs
+    the tests (scripts/test: ZENMLFS_TEST_ZENML picks it)."""
+    from importlib.metadata import version
+    return tuple(int(x) for x in version("zenml").split(".")[:3])
+
+
+ZENML_VERSION = _zenml_version()
+# From 0.96.3 a minted (generic) token carries its API key's or device's id
+# and dies with them; before, it lives until it expires, and only the
+# daemon's own check of its credential stops serving it (docs/zenmlfs.md,
+# "Server versions").
+TOKENS_BOUND = ZENML_VERSION >= (0, 96, 3)
+# Before 0.96.2 tokens carry no iat: two minted in the same second are the
+# same bytes, and a refresh then publishes nothing new.
+TOKENS_HAVE_IAT = ZENML_VERSION >= (0, 96, 2)
+
+
+def distinct_token_gap():
+    """Before a refresh that must give a new token: on a server whose
+    tokens have no iat, wait for the next second."""
+    if not TOKENS_HAVE_IAT:
+        time.sleep(1.02 - time.time() % 1.0)
 
 ZENMLFS_BIN = os.environ.get("ZENMLFS_BIN",
                              os.path.join(REPO, "build", "zenmlfs"))
+
+
+def _sanitized(path):
+    """Whether the daemon under test is an ASan build (scripts/test runs
+    one against the oldest server)."""
+    try:
+        with open(path, "rb") as f:
+            return b"__asan_init" in f.read()
+    except OSError:
+        return False
+
+
+SANITIZED = _sanitized(ZENMLFS_BIN)
 # Every mount point lives under /tmp/zenmlfs-t-*; stale ones from a killed
 # run are unmounted at session start.
 TMP_PREFIX = "zenmlfs-t-"

@@ -19,7 +19,8 @@ import time
 
 import pytest
 
-from conftest import is_mounted, os_error, read_file, run_zenmlfs
+from conftest import (TOKENS_BOUND, is_mounted, os_error, read_file,
+                      run_zenmlfs)
 from zenserver import fake_api_key, free_port, jwt_claims, jwt_header, jwt_sign
 
 JWT_RE = re.compile(rb"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$")
@@ -160,7 +161,8 @@ def test_token_authenticates_as_service_account(zenml_server,
     assert not raw.endswith(b"\n"), "token must have no trailing newline"
     claims = assert_jwt(raw)
     assert claims["sub"] == service_account.id
-    assert claims.get("api_key_id") == service_account.key_id
+    if TOKENS_BOUND:
+        assert claims.get("api_key_id") == service_account.key_id
     left = claims["exp"] - time.time()
     assert 600 - 10 <= left <= 600 + CLOCK_SLACK, left
     me = assert_authenticates(zenml_server, raw, service_account)
@@ -246,7 +248,12 @@ def test_status_healthy(zenml_server, service_account, mount):
 def test_refresh_mints_new_token(zenml_server, service_account, mount):
     m = mount(service_account.key, "token_lifetime=600")
     old = m.text("token")
+    # Servers whose tokens have no "iat" (before 0.8x) mint the very same
+    # token twice in one second: give them a new second.
+    same_second = "iat" not in jwt_claims(old)
     n0 = int(m.status()["refreshes"])
+    if same_second:
+        time.sleep(1.1)
     assert m.write("refresh", "1\n") == 2
     new = m.text("token")
     assert new != old
@@ -254,6 +261,8 @@ def test_refresh_mints_new_token(zenml_server, service_account, mount):
     assert_authenticates(zenml_server, new, service_account)
     assert int(m.status()["refreshes"]) >= n0 + 1
     # As the shell does it.
+    if same_second:
+        time.sleep(1.1)
     subprocess.run(["sh", "-c", 'echo 1 > "$1"', "sh", m.join("refresh")],
                    check=True, timeout=30)
     newer = m.text("token")
@@ -425,7 +434,9 @@ def test_deactivated_key_stops_serving(zenml_server, service_account,
     zenml_server.set_api_key_active(sa.id, sa.key_id, False)
     t0 = time.time()
     # Independent check: the server no longer takes that token.
-    assert zenml_server.current_user(tok.decode()).status_code == 401
+    # (the server itself refuses the minted token only from 0.96.3)
+    assert zenml_server.current_user(tok.decode()).status_code == \
+        (401 if TOKENS_BOUND else 200)
     err = None
     while err is None:
         try:

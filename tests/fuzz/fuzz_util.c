@@ -10,6 +10,12 @@
  *			   two bytes, then zerr_errno()
  *   FUZZ_TIME_PARSE_ISO   time_parse_iso() and a format/parse round trip
  *   FUZZ_PARSE_CTL	   parse_bool() and parse_uint()
+ *   FUZZ_TEXT		   text_escape(), url_check(), max_lifetime_of()
+ *   FUZZ_RECORDS	   zrec_parse() and zlist_parse() (backend/api.c)
+ *   FUZZ_JSONPAGE	   jsonpage_parse() against jansson's parse of the
+ *			   whole input
+ *			   on replies as JSON: records never hold what a
+ *			   path cannot carry, lists find every name
  *
  * Besides "no crash", each target checks the documented postconditions and
  * abort()s when one is violated.
@@ -33,7 +39,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 	} while (0)
 
 /* An exact-size heap copy, so ASan sees any read past the length. */
-static char *dup_exact(const uint8_t *data, size_t size, bool nul)
+static __attribute__((unused)) char *dup_exact(const uint8_t *data, size_t size,
+					       bool nul)
 {
 	char *p = malloc(size + (nul ? 1 : 0) + (size == 0 && !nul));
 
@@ -223,6 +230,117 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	r = parse_uint(p, size, UINT64_MAX, &v);
 	ENSURE(r == 0 || r == -EINVAL || r == -ERANGE);
 	free(p);
+	return 0;
+}
+
+#elif defined(FUZZ_TEXT)
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	char *p = dup_exact(data, size, true), out[256];
+	unsigned long max = 7;
+	const char *why;
+	size_t n;
+	int r;
+
+	n = text_escape(p, size, out, sizeof(out));
+	ENSURE(n < sizeof(out) && out[n] == '\0' && strlen(out) == n);
+	for (size_t i = 0; i < n; i++)
+		ENSURE((unsigned char)out[i] >= 0x20 && out[i] != 0x7f);
+	r = url_check(p, &why);
+	ENSURE(r == 0 || (r == -EINVAL && why));
+	if (r == 0)
+		ENSURE(!strchr(p, ' ') && strchr(p, ':'));
+	r = max_lifetime_of(p, &max);
+	ENSURE(r == 0 || (r == -EINVAL && max == 7));
+	if (r == 0)
+		ENSURE(max > 0);
+	free(p);
+	return 0;
+}
+
+#elif defined(FUZZ_RECORDS)
+
+#include <jansson.h>
+
+#include "backend/api.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	json_t *j = json_loadb((const char *)data, size, JSON_DECODE_ANY, NULL);
+	struct zlist *l;
+	struct zrec *r;
+
+	if (!j)
+		return 0;
+	for (int k = 0; k < ZK_NKINDS; k++) {
+		r = zrec_parse((enum zkind)k, j, "http://x");
+		if (r && k >= ZK_DEVICE) {
+			const char *name = zrec_name(r);
+
+			ENSURE(*name && !strchr(name, '/') &&
+			       strcmp(name, ".") && strcmp(name, ".."));
+		}
+		zrec_unref(r);
+		l = zlist_parse((enum zkind)k, j);
+		if (l) {
+			for (size_t i = 0; i < zlist_len(l); i++)
+				ENSURE(zlist_find(l,
+						  zrec_name(zlist_at(l, i))) ==
+				       (long)i);
+			zlist_unref(l);
+		}
+	}
+	json_decref(j);
+	return 0;
+}
+
+#elif defined(FUZZ_JSONPAGE)
+
+#include <jansson.h>
+
+#include "backend/jsonpage.h"
+
+struct collected {
+	json_t *items;
+};
+
+static int collect(json_t *item, void *arg)
+{
+	struct collected *c = arg;
+
+	return json_array_append(c->items, item) ? -ENOMEM : 0;
+}
+
+/* Whatever jsonpage_parse() accepts, jansson accepts whole, and they
+ * agree: the same items in order, the same other members. */
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	struct collected c = { json_array() };
+	json_t *rest = NULL, *whole, *items;
+	json_error_t err;
+	int ret;
+
+	ret = jsonpage_parse((const char *)data, size, collect, &c, &rest);
+	if (ret) {
+		ENSURE(ret == -EIO || ret == -ENOMEM);
+		ENSURE(!rest);
+		json_decref(c.items);
+		return 0;
+	}
+	whole = json_loadb((const char *)data, size, 0, &err);
+	if (!whole) {
+		/* an item nested near the depth limit parses on its own */
+		ENSURE(strstr(err.text, "depth"));
+	} else {
+		items = json_object_get(whole, "items");
+		ENSURE(json_equal(items, c.items));
+		json_object_del(whole, "items");
+		ENSURE(json_equal(whole, rest));
+		json_decref(whole);
+	}
+	json_decref(rest);
+	json_decref(c.items);
 	return 0;
 }
 

@@ -44,7 +44,7 @@ static void no_match(const char *path)
 int main(void)
 {
 	const char *uuid = "0b7a1f4e-9c2d-4e8a-8f1b-2c3d4e5f6a7b";
-	struct fs fs = { .token_mode = 0440 };
+	struct fs fs = { .token_mode = 0440, .tree_mode = 0700 };
 	char path[512];
 	struct match m;
 
@@ -117,6 +117,26 @@ int main(void)
 	CHECK(!tree_match(path, &m));
 	CHECK((tree_mode(&fs, &m) & 07777) == 0600);
 	CHECK(tree_flags(&m) & NF_CTRL);
+
+	/* the admin tree follows tree_mode (owner only by default) */
+	CHECK(!tree_match("/devices", &m));
+	CHECK((tree_mode(&fs, &m) & 07777) == 0700);
+	CHECK(!tree_match("/service-accounts/ci/description", &m));
+	CHECK((tree_mode(&fs, &m) & 07777) == 0400);
+	CHECK(!tree_match("/whoami/name", &m));
+	CHECK((tree_mode(&fs, &m) & 07777) == 0400);
+	fs.tree_mode = 0755;
+	CHECK(!tree_match("/service-accounts/ci", &m));
+	CHECK((tree_mode(&fs, &m) & 07777) == 0755);
+	CHECK(!tree_match("/service-accounts/ci/active", &m));
+	CHECK((tree_mode(&fs, &m) & 07777) == 0644);
+	CHECK(!tree_match("/service-accounts/ci/keys/k/rotate", &m));
+	CHECK((tree_mode(&fs, &m) & 07777) == 0200);
+	CHECK(!tree_match("/service-accounts/ci/keys/k/key", &m));
+	CHECK((tree_mode(&fs, &m) & 07777) == 0400);
+	/* token, status and server/ stay as they are */
+	CHECK(!tree_match("/server/version", &m));
+	CHECK((tree_mode(&fs, &m) & 07777) == 0444);
 
 	return CHECK_DONE();
 }

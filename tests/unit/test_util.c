@@ -7,6 +7,7 @@
  * built at run time by base64-encoding a JSON payload.
  */
 #include "backend/util.h"
+#include "backend/jsonpage.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -1110,8 +1111,150 @@ static void test_strlcpy(void)
 	CHECK_EQ_STR(d, "");
 }
 
+/* ---- what came later: jwt_parse, text_escape, url_check, limits ---- */
+
+static void test_later(void)
+{
+	/* {"alg":"none"} . {"sub":"me","exp":10.9,"iat":5,"device_id":"d"} */
+	static const char jwt[] =
+		"eyJhbGciOiJub25lIn0."
+		"eyJzdWIiOiJtZSIsImV4cCI6MTAuOSwiaWF0Ijo1LCJkZXZpY2VfaWQiOiJkIn0."
+		"c2ln";
+	struct jwt_info ji;
+	unsigned long max;
+	const char *why;
+	char out[64];
+
+	CHECK_EQ_INT(jwt_parse(jwt, strlen(jwt), &ji), 0);
+	CHECK(ji.has_exp && ji.exp == 10 && ji.has_iat && ji.iat == 5);
+	CHECK_EQ_STR(ji.sub, "me");
+	CHECK_EQ_STR(ji.device_id, "d");
+	CHECK_EQ_INT(jwt_parse("a.b", 3, &ji), -EINVAL);
+	/* {"sub":5}: a sub that is not a string */
+	CHECK_EQ_INT(jwt_parse("eyJhIjoxfQ.eyJzdWIiOjV9.x", 26, &ji), -EINVAL);
+
+	text_escape("a\nb\x1b[0m\xe2\x80\xaeZ\xff", 12, out, sizeof(out));
+	CHECK_EQ_STR(out, "a\\x0ab\\x1b[0m\\u{202e}Z\\xff");
+	text_escape("caf\xc3\xa9", 5, out, sizeof(out));
+	CHECK_EQ_STR(out, "caf\xc3\xa9"); /* plain UTF-8 stays */
+	text_escape("\x01\x01\x01\x01", 4, out, 9);
+	CHECK_EQ_STR(out, "\\x01\\x01"); /* cut on an escape's boundary */
+
+	CHECK_EQ_INT(url_check("https://zen.example.com:8080/x", &why), 0);
+	CHECK_EQ_INT(url_check("http://127.0.0.1:1", &why), 0);
+	CHECK_EQ_INT(url_check("http://user:pw@host", &why), -EINVAL);
+	CHECK(why && strstr(why, "password"));
+	CHECK_EQ_INT(url_check("http://host/a@b", &why), 0); /* in the path */
+	CHECK_EQ_INT(url_check("ftp://host", &why), -EINVAL);
+	CHECK_EQ_INT(url_check("notaurl", &why), -EINVAL);
+	CHECK_EQ_INT(url_check("http://", &why), -EINVAL);
+	CHECK_EQ_INT(url_check("http://h?x=1", &why), -EINVAL);
+	CHECK_EQ_INT(url_check("http://h x", &why), -EINVAL);
+	CHECK_EQ_INT(url_check("", &why), -EINVAL);
+
+	CHECK_EQ_INT(max_lifetime_of("The maximum expiration time for generic "
+				     "API tokens allowed by this server is "
+				     "604800 seconds.",
+				     &max),
+		     0);
+	CHECK(max == 604800);
+	CHECK_EQ_INT(max_lifetime_of("604800 seconds", &max), -EINVAL);
+	CHECK_EQ_INT(max_lifetime_of("maximum is 0 seconds", &max), -EINVAL);
+	CHECK_EQ_INT(max_lifetime_of("maximum is x seconds", &max), -EINVAL);
+	CHECK_EQ_INT(max_lifetime_of("maximum page is 3", &max), -EINVAL);
+	CHECK_EQ_INT(max_lifetime_of(NULL, &max), -EINVAL);
+}
+
+/* ---- jsonpage_parse ------------------------------------------------- */
+
+struct seen_items {
+	int n;
+	char names[8][16];
+	int stop_at; /* return -ENOSPC at this item (0: never) */
+};
+
+static int note_item(json_t *item, void *arg)
+{
+	struct seen_items *s = arg;
+	const char *name = json_string_value(json_object_get(item, "name"));
+
+	if (s->stop_at && s->n + 1 == s->stop_at)
+		return -ENOSPC;
+	if (s->n < 8)
+		snprintf(s->names[s->n], sizeof(s->names[0]), "%s",
+			 name		      ? name :
+			 json_is_object(item) ? "{}" :
+						"?");
+	s->n++;
+	return 0;
+}
+
+static int page(const char *text, struct seen_items *s, json_t **rest)
+{
+	memset(s->names, 0, sizeof(s->names));
+	s->n = 0;
+	return jsonpage_parse(text, strlen(text), note_item, s, rest);
+}
+
+static void test_jsonpage(void)
+{
+	struct seen_items s = { 0 };
+	json_t *rest = NULL;
+
+	/* items one by one, in order; the other members in rest */
+	CHECK(page(" {\"index\": 1, \"items\": [{\"name\": \"a\", \"x\": "
+		   "[1, {\"y\": \"]}\\\"\"}]}, {\"name\": \"b\\u00e9\"}], "
+		   "\"total_pages\": 3, \"z\": {\"items\": 7}}\n",
+		   &s, &rest) == 0);
+	CHECK(s.n == 2);
+	CHECK(!strcmp(s.names[0], "a"));
+	CHECK(!strcmp(s.names[1], "b\xc3\xa9"));
+	CHECK(json_integer_value(json_object_get(rest, "total_pages")) == 3);
+	CHECK(json_integer_value(json_object_get(rest, "index")) == 1);
+	CHECK(json_object_get(rest, "items") == NULL);
+	CHECK(json_integer_value(json_object_get(json_object_get(rest, "z"),
+						 "items")) == 7);
+	json_decref(rest);
+	rest = NULL;
+
+	/* empty items; items first or last; scalars of every kind */
+	CHECK(page("{\"items\":[]}", &s, &rest) == 0 && s.n == 0);
+	json_decref(rest);
+	CHECK(page("{\"items\":[1,true,null,\"s\",-2.5e3],\"a\":false}", &s,
+		   NULL) == 0 &&
+	      s.n == 5);
+
+	/* not a page: each gets -EIO, nothing half-done is returned */
+	rest = NULL;
+	CHECK(page("", &s, &rest) == -EIO && rest == NULL);
+	CHECK(page("[]", &s, &rest) == -EIO);
+	CHECK(page("{}", &s, &rest) == -EIO);
+	CHECK(page("{\"items\": {}}", &s, &rest) == -EIO);
+	CHECK(page("{\"items\": [], \"items\": []}", &s, &rest) == -EIO);
+	CHECK(page("{\"items\": [1,]}", &s, &rest) == -EIO);
+	CHECK(page("{\"items\": [1 2]}", &s, &rest) == -EIO);
+	CHECK(page("{\"items\": [{\"a\": }]}", &s, &rest) == -EIO);
+	CHECK(page("{\"items\": [{]}", &s, &rest) == -EIO);
+	CHECK(page("{\"items\": [\"abc]}", &s, &rest) == -EIO);
+	CHECK(page("{\"items\": []", &s, &rest) == -EIO);
+	CHECK(page("{\"items\": []} x", &s, &rest) == -EIO);
+	CHECK(page("{\"items\": [], }", &s, &rest) == -EIO);
+	CHECK(page("{items: []}", &s, &rest) == -EIO);
+	CHECK(page("{\"items\": [tru]}", &s, &rest) == -EIO);
+	CHECK(page("{\"a\": 01, \"items\": []}", &s, &rest) == -EIO);
+	CHECK(rest == NULL);
+	CHECK(jsonpage_parse("{\"items\": [1]}\0", 16, note_item, &s, NULL) ==
+	      -EIO);
+
+	/* the caller's error stops the parse and is returned */
+	s.stop_at = 2;
+	CHECK(page("{\"items\": [{}, {}, {}]}", &s, NULL) == -ENOSPC);
+	CHECK(s.n == 1);
+}
+
 int main(void)
 {
+	test_later();
 	test_parse_bool();
 	test_parse_uint();
 	test_time();
@@ -1121,5 +1264,6 @@ int main(void)
 	test_zerr_parse();
 	test_zerr_errno();
 	test_strlcpy();
+	test_jsonpage();
 	return CHECK_DONE();
 }

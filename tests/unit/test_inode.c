@@ -1,0 +1,147 @@
+// SPDX-License-Identifier: MIT
+/*
+ * The inode table (fs/inode.c): numbers per path, the kernel's references,
+ * freeing on forget, token publication (a new inode per token, the old one
+ * retired but serving its own token), snapshots.  No mount.
+ */
+#include <errno.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "backend/secret.h"
+#include "fs/fs.h"
+#include "fs/inode.h"
+
+#include "tests/unit/check.h"
+
+static struct secret *tok(const char *s)
+{
+	return secret_new(s, strlen(s));
+}
+
+int main(void)
+{
+	uint64_t a, b, c, old, inos[8];
+	struct secret *t1, *t2;
+	struct secret *got;
+	struct content *snap;
+	struct timespec m1, m2;
+	char path[64];
+	int64_t exp;
+	size_t base;
+
+	if (sodium_init() < 0)
+		return 1;
+	t1 = tok("one.two.three");
+	t2 = tok("four.five.six");
+	CHECK(itab_init() == 0);
+	base = itab_count();
+	CHECK(base == 1); /* the root */
+	CHECK(itab_ino_of("/") == ITAB_ROOT);
+
+	/* one number per path; references counted */
+	CHECK(itab_lookup("/status", &a) == 0);
+	CHECK(itab_lookup("/status", &b) == 0);
+	CHECK(a == b && a != ITAB_ROOT);
+	CHECK(itab_path(a, path, sizeof(path)) == 0 &&
+	      !strcmp(path, "/status"));
+	CHECK(itab_path(a, path, 4) == -ENAMETOOLONG);
+	itab_forget(a, 1);
+	CHECK(itab_ino_of("/status") == a); /* one reference left */
+	itab_forget(a, 1);
+	CHECK(itab_ino_of("/status") == 0); /* freed */
+	CHECK(itab_path(a, path, sizeof(path)) == -ESTALE);
+	CHECK(itab_count() == base);
+	/* numbers are not reused */
+	CHECK(itab_lookup("/status", &c) == 0 && c != a);
+	itab_forget(c, 5); /* more than it has: no underflow */
+	CHECK(itab_count() == base);
+
+	/* a directory entry's number: the live one, else stable, never 0 */
+	CHECK(itab_dirent_ino("/devices") != 0);
+	CHECK(itab_dirent_ino("/devices") == itab_dirent_ino("/devices"));
+	CHECK(itab_lookup("/devices", &a) == 0);
+	CHECK(itab_dirent_ino("/devices") == a);
+	itab_forget(a, 1);
+
+	/* publishing: a new inode per token; the old one keeps its token */
+	CHECK(itab_publish("/token", t1, 1000, &old) == 0 && old == 0);
+	a = itab_ino_of("/token");
+	CHECK(a != 0);
+	CHECK(itab_lookup("/token", &b) == 0 && b == a); /* a reader holds it */
+	CHECK(itab_publish("/token", t2, 2000, &old) == 0 && old == a);
+	c = itab_ino_of("/token");
+	CHECK(c != a);
+	CHECK(itab_retired(a) && !itab_retired(c));
+	CHECK(itab_token(a, &got, &exp, NULL) == 0);
+	CHECK(secret_equal(got, t1) && exp == 1000);
+	secret_unref(got);
+	CHECK(itab_token(c, &got, &exp, NULL) == 0);
+	CHECK(secret_equal(got, t2) && exp == 2000);
+	secret_unref(got);
+	CHECK(itab_tokens(inos, 8) == 2);
+	/* expiring: only once per inode */
+	CHECK(itab_tokens_next(30) == 970);
+	CHECK(itab_tokens_expiring(975, 30, inos, 8) == 1 && inos[0] == a);
+	CHECK(itab_tokens_expiring(975, 30, inos, 8) == 0);
+	CHECK(itab_tokens_next(30) == 1970);
+	/* the reader lets go: the retired inode is freed */
+	itab_forget(a, 1);
+	CHECK(itab_token(a, &got, &exp, NULL) == -ENOENT);
+	CHECK(itab_tokens(inos, 8) == 1);
+	/* the current one is pinned: a forget does not free it */
+	CHECK(itab_lookup("/token", &b) == 0 && b == c);
+	itab_forget(c, 1);
+	CHECK(itab_ino_of("/token") == c);
+
+	/* no growth over many refreshes with readers that come and go */
+	base = itab_count();
+	for (int i = 0; i < 2000; i++) {
+		CHECK(itab_lookup("/token", &b) == 0);
+		CHECK(itab_publish("/token", i % 2 ? t1 : t2, 3000 + i, &old) ==
+		      0);
+		itab_forget(b, 1);
+	}
+	CHECK(itab_count() == base);
+	CHECK(itab_tokens(inos, 8) == 1);
+
+	/* snapshots: a new mtime only when the content changes */
+	CHECK(itab_lookup("/status", &a) == 0);
+	snap = content_text("x", 1, true, false);
+	itab_snap_set(a, snap, &m1);
+	content_unref(snap);
+	snap = content_text("x", 1, true, false);
+	itab_snap_set(a, snap, &m2);
+	content_unref(snap);
+	CHECK(m1.tv_sec == m2.tv_sec && m1.tv_nsec == m2.tv_nsec);
+	snap = itab_snap_get(a);
+	CHECK(snap && snap->len == 2 && !memcmp(snap->data, "x\n", 2));
+	content_unref(snap);
+	itab_snap_stale(a);
+	CHECK(itab_snap_get(a) == NULL);
+	snap = content_text("y", 1, true, false);
+	itab_snap_set(a, snap, &m2);
+	content_unref(snap);
+	CHECK(m1.tv_sec != m2.tv_sec || m1.tv_nsec != m2.tv_nsec);
+	itab_forget(a, 1);
+
+	/* many paths: the tables grow, every one found */
+	for (int i = 0; i < 5000; i++) {
+		snprintf(path, sizeof(path), "/devices/%d", i);
+		CHECK(itab_lookup(path, &a) == 0);
+	}
+	for (int i = 0; i < 5000; i++) {
+		snprintf(path, sizeof(path), "/devices/%d", i);
+		a = itab_ino_of(path);
+		CHECK(a != 0);
+		itab_forget(a, 1);
+	}
+	CHECK(itab_count() == base);
+
+	itab_release();
+	secret_unref(t1);
+	secret_unref(t2);
+	return CHECK_DONE();
+}
