@@ -2,11 +2,17 @@
 #define FUSE_USE_VERSION 314
 #include "fs/channel.h"
 
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <fuse_lowlevel.h>
 #include <linux/fuse.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -51,4 +57,52 @@ int channel_setup(struct fuse_session *se)
 	};
 
 	return fuse_session_custom_io(se, &io, fuse_session_fd(se));
+}
+
+void channel_fds_snapshot(struct channel_fds *s)
+{
+	struct dirent *e;
+	DIR *d;
+
+	memset(s, 0, sizeof(*s));
+	d = opendir("/proc/self/fd");
+	if (!d)
+		return;
+	while ((e = readdir(d))) {
+		char *end;
+		long n = strtol(e->d_name, &end, 10);
+
+		if (*end == '\0' && n >= 0 && n < CHANNEL_FDS_MAX)
+			s->open[n / 8] |= (unsigned char)(1u << (n % 8));
+	}
+	closedir(d);
+}
+
+static bool was_open(const struct channel_fds *s, int fd)
+{
+	return fd >= CHANNEL_FDS_MAX || (s->open[fd / 8] & (1u << (fd % 8)));
+}
+
+int channel_unmount_socket(struct fuse_session *se,
+			   const struct channel_fds *before)
+{
+	int found = -1, dev = fuse_session_fd(se);
+
+	/* new since the snapshot, not /dev/fuse, a stream socket kept
+	 * across exec (libfuse opens it without close-on-exec) */
+	for (int fd = 0; fd < CHANNEL_FDS_MAX; fd++) {
+		int type = 0;
+		socklen_t len = sizeof(type);
+		struct stat st;
+
+		if (fd == dev || was_open(before, fd) || fstat(fd, &st) ||
+		    !S_ISSOCK(st.st_mode) || fcntl(fd, F_GETFD) != 0 ||
+		    getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) ||
+		    type != SOCK_STREAM)
+			continue;
+		if (found >= 0)
+			return -1; /* not sure which: hold none */
+		found = fd;
+	}
+	return found;
 }

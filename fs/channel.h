@@ -15,6 +15,26 @@
 
 struct fuse_session;
 
+/*
+ * With auto_unmount, libfuse keeps a socket to fusermount3, which unmounts
+ * when the socket closes, but only if opening the mount point then fails
+ * with ENOTCONN.  A daemon killed while that socket closes before its
+ * /dev/fuse descriptor (threads exit in any order) makes fusermount3's
+ * open wait on the dying connection and fail with ECONNABORTED instead:
+ * the dead mount stays.  channel_fds_snapshot() before
+ * fuse_session_mount() and channel_unmount_socket() after it find that
+ * socket (libfuse 3.14 keeps it and never says which it is), so that the
+ * helper can hold a copy until the daemon is gone (fs/self.h).
+ */
+#define CHANNEL_FDS_MAX 1024
+struct channel_fds {
+	unsigned char open[CHANNEL_FDS_MAX / 8];
+};
+void channel_fds_snapshot(struct channel_fds *s);
+/* The socket fuse_session_mount() opened, or -1 (no auto_unmount). */
+int channel_unmount_socket(struct fuse_session *se,
+			   const struct channel_fds *before);
+
 /* After fuse_session_mount(): take over the channel's reads and writes. */
 int channel_setup(struct fuse_session *se);
 /* From op_init: ask for parallel lookups in the INIT reply. */

@@ -338,7 +338,8 @@ static int mount_main(int argc, char **argv)
 	const char *why_url;
 	char why[700];
 	sigset_t old;
-	int code, ret;
+	struct channel_fds fds;
+	int code, ret, unmount_sock;
 
 	/* 1. The command line. */
 	switch (options_parse(argc, argv, &d.o)) {
@@ -462,12 +463,17 @@ static int mount_main(int argc, char **argv)
 	}
 	if (setup_signals(d.se))
 		goto out_session;
+	channel_fds_snapshot(&fds);
 	if (fuse_session_mount(d.se, d.mountpoint)) {
 		report("cannot mount at '%s'", d.mountpoint);
 		code = EXIT_MOUNT;
 		goto out_signals;
 	}
 	d.mount_id = our_mount_id(d.mountpoint);
+	unmount_sock = channel_unmount_socket(d.se, &fds);
+	if (unmount_sock >= 0 && self_hold(unmount_sock))
+		log_warn("the mount helper cannot hold the auto_unmount "
+			 "socket: a killed daemon may leave a dead mount");
 	if (channel_setup(d.se)) {
 		report("cannot set up the FUSE channel");
 		goto out_unmount;

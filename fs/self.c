@@ -26,7 +26,12 @@
 #define REPLY_TIMEOUT_MS 10000
 #define READ_MAX (64 * 1024)
 
-enum self_op { OP_STAT, OP_READ, OP_RENAME };
+/* How long the helper waits, once the daemon's end of its socket closed
+ * without OP_QUIT, for the daemon to be gone (it then holds fusermount3's
+ * socket no more). */
+#define DEATH_WAIT_MS 10000
+
+enum self_op { OP_STAT, OP_READ, OP_RENAME, OP_HOLD, OP_QUIT };
 
 struct self_req {
 	uint32_t op;
@@ -88,10 +93,14 @@ void self_stop(void)
 {
 	pid_t pid = __atomic_exchange_n(&helper_pid, 0, __ATOMIC_ACQ_REL);
 	struct timespec pause = { 0, 10 * 1000 * 1000 };
+	struct self_req rq = { .op = OP_QUIT };
 
 	pthread_mutex_lock(&lock);
-	if (fd >= 0)
-		close(fd); /* the helper reads EOF and exits */
+	if (fd >= 0) {
+		/* a stop, not a death: it exits at once */
+		send(fd, &rq, sizeof(rq), MSG_NOSIGNAL);
+		close(fd);
+	}
 	fd = -1;
 	pthread_mutex_unlock(&lock);
 	if (pid <= 0)
@@ -113,9 +122,33 @@ bool self_is(pid_t pid)
 	return h > 0 && pid == h;
 }
 
+/* Send rq, with pass (a descriptor) unless it is -1. */
+static ssize_t send_req(int sock, struct self_req *rq, int pass)
+{
+	union {
+		char buf[CMSG_SPACE(sizeof(int))];
+		struct cmsghdr align;
+	} u;
+	struct iovec iov = { .iov_base = rq, .iov_len = sizeof(*rq) };
+	struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1 };
+	struct cmsghdr *c;
+
+	if (pass >= 0) {
+		memset(&u, 0, sizeof(u));
+		msg.msg_control = u.buf;
+		msg.msg_controllen = sizeof(u.buf);
+		c = CMSG_FIRSTHDR(&msg);
+		c->cmsg_level = SOL_SOCKET;
+		c->cmsg_type = SCM_RIGHTS;
+		c->cmsg_len = CMSG_LEN(sizeof(int));
+		memcpy(CMSG_DATA(c), &pass, sizeof(int));
+	}
+	return sendmsg(sock, &msg, MSG_NOSIGNAL);
+}
+
 /* One request, one reply.  A helper that fails or is stuck is dropped:
  * every later call fails at once. */
-static int call(struct self_req *rq, struct self_rep *rep)
+static int call(struct self_req *rq, struct self_rep *rep, int pass)
 {
 	struct pollfd pfd = { .events = POLLIN };
 	ssize_t n;
@@ -127,7 +160,7 @@ static int call(struct self_req *rq, struct self_rep *rep)
 		return -ENOTCONN;
 	}
 	pfd.fd = fd;
-	n = send(fd, rq, sizeof(*rq), MSG_NOSIGNAL);
+	n = send_req(fd, rq, pass);
 	if (n != (ssize_t)sizeof(*rq)) {
 		ret = -EPIPE;
 		goto broken;
@@ -173,7 +206,7 @@ int self_stat_dev(const char *path, dev_t *dev)
 
 	if ((ret = set_path(rq.a, path)))
 		return ret;
-	ret = call(&rq, &rep);
+	ret = call(&rq, &rep, -1);
 	if (!ret)
 		*dev = (dev_t)rep.dev;
 	return ret;
@@ -187,7 +220,7 @@ long self_read(const char *path)
 
 	if ((ret = set_path(rq.a, path)))
 		return ret;
-	ret = call(&rq, &rep);
+	ret = call(&rq, &rep, -1);
 	return ret ? ret : (long)rep.len;
 }
 
@@ -200,10 +233,68 @@ int self_rename(const char *dir, dev_t dev, const char *from, const char *to)
 	if ((ret = set_path(rq.a, dir)) || (ret = set_path(rq.b, from)) ||
 	    (ret = set_path(rq.c, to)))
 		return ret;
-	return call(&rq, &rep);
+	return call(&rq, &rep, -1);
+}
+
+int self_hold(int sock)
+{
+	struct self_req rq = { .op = OP_HOLD };
+	struct self_rep rep;
+
+	return call(&rq, &rep, sock);
 }
 
 /* ---- the helper ------------------------------------------------------ */
+
+static int held = -1; /* OP_HOLD's descriptor */
+
+/* Receive one request (and the descriptor OP_HOLD carries). */
+static ssize_t recv_req(struct self_req *rq)
+{
+	union {
+		char buf[CMSG_SPACE(sizeof(int))];
+		struct cmsghdr align;
+	} u;
+	struct iovec iov = { .iov_base = rq, .iov_len = sizeof(*rq) };
+	struct msghdr msg = {
+		.msg_iov = &iov,
+		.msg_iovlen = 1,
+		.msg_control = u.buf,
+		.msg_controllen = sizeof(u.buf),
+	};
+	struct cmsghdr *c;
+	ssize_t n;
+	int got;
+
+	n = recvmsg(HELPER_FD, &msg, MSG_CMSG_CLOEXEC);
+	if (n <= 0)
+		return n;
+	for (c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
+		if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+			continue;
+		memcpy(&got, CMSG_DATA(c), sizeof(int));
+		if (n == (ssize_t)sizeof(*rq) && rq->op == OP_HOLD &&
+		    held < 0)
+			held = got;
+		else
+			close(got);
+	}
+	return n;
+}
+
+/* The daemon's end closed without OP_QUIT: it is dying.  Once its last
+ * thread is gone (this process is then re-parented) its /dev/fuse
+ * descriptor is closed and the connection aborted; only then does the
+ * held socket close, so fusermount3 finds ENOTCONN and unmounts. */
+static void outlive(pid_t daemon)
+{
+	struct timespec pause = { 0, 2 * 1000 * 1000 };
+
+	if (held < 0)
+		return;
+	for (int i = 0; i < DEATH_WAIT_MS / 2 && getppid() == daemon; i++)
+		nanosleep(&pause, NULL);
+}
 
 static void serve(const struct self_req *rq, struct self_rep *rep)
 {
@@ -233,6 +324,10 @@ static void serve(const struct self_req *rq, struct self_rep *rep)
 		close(f);
 		explicit_bzero(buf, sizeof(buf));
 		break;
+	case OP_HOLD:
+		if (held < 0)
+			rep->err = EBADF;
+		break;
 	case OP_RENAME:
 		/* only while the directory is still the mount it was */
 		if (stat(rq->a, &st))
@@ -250,23 +345,29 @@ static void serve(const struct self_req *rq, struct self_rep *rep)
 int self_helper_main(void)
 {
 	static struct self_req rq;
+	pid_t daemon = getppid();
 	struct self_rep rep;
 	ssize_t n;
 
-	/* No core, no ptrace; gone with the daemon (and if the daemon died
-	 * before this, its end of the socket is closed: recv() says so). */
+	/* No core, no ptrace.  It ends with the daemon: a stop says
+	 * OP_QUIT; a death closes the daemon's end of the socket (recv()
+	 * then says 0), even one before this line.  A request waiting on
+	 * the mount when the daemon dies fails once the connection is
+	 * aborted.  No PR_SET_PDEATHSIG: it would end this process as soon
+	 * as the daemon's main thread is gone, maybe before its /dev/fuse
+	 * descriptor, and release the held socket too early. */
 	prctl(PR_SET_DUMPABLE, 0);
-	prctl(PR_SET_PDEATHSIG, SIGKILL);
 	prctl(PR_SET_NAME, "zenmlfs-helper");
 	for (;;) {
-		n = recv(HELPER_FD, &rq, sizeof(rq), 0);
-		if (n == 0)
-			return 0; /* the daemon closed its end */
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
+		n = recv_req(&rq);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			outlive(daemon);
 			return 0;
 		}
+		if (n == (ssize_t)sizeof(rq) && rq.op == OP_QUIT)
+			return 0;
 		memset(&rep, 0, sizeof(rep));
 		if (n != (ssize_t)sizeof(rq)) {
 			rep.err = EINVAL;

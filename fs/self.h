@@ -44,6 +44,14 @@ long self_read(const char *path);
 /* rename(from, to) when dir is still on device dev; -ESTALE when not. */
 int self_rename(const char *dir, dev_t dev, const char *from, const char *to);
 
+/*
+ * Give the helper a copy of fusermount3's auto_unmount socket
+ * (fs/channel.h): if the daemon dies, the helper closes it only once the
+ * daemon is entirely gone, its connection aborted, so that fusermount3
+ * then unmounts.
+ */
+int self_hold(int sock);
+
 /* The helper's main(): argv[1] is SELF_HELPER_ARG, fd 3 its socket. */
 int self_helper_main(void);
 

@@ -348,6 +348,25 @@ def _atexit_cleanup():
 # ---------------------------------------------------------------- fixtures
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failed test shows the logs of the daemons its fixtures started:
+    any fixture value with a diagnostics() method contributes a section."""
+    outcome = yield
+    rep = outcome.get_result()
+    if rep.when != "call" or not rep.failed:
+        return
+    for name, value in getattr(item, "funcargs", {}).items():
+        diag = getattr(value, "diagnostics", None)
+        if callable(diag):
+            try:
+                text = diag()
+            except Exception as e:  # never hide the failure itself
+                text = "diagnostics failed: %r" % e
+            if text:
+                rep.sections.append(("diagnostics: " + name, text))
+
+
 def pytest_sessionstart(session):
     """Unmount mounts left by a killed run (their daemon is gone, so stat
     says ENOTCONN); live mounts may belong to a concurrent run."""

@@ -259,6 +259,13 @@ class HostLayout:
         finally:
             os.close(fd)
 
+    def diagnostics(self):
+        out = []
+        for i, d in enumerate(self.daemons):
+            out.append("--- daemon %d (exit %s), stdio:\n%s--- log:\n%s"
+                       % (i, d.proc.poll(), d.stdio(), d.log()))
+        return "".join(out)
+
     def close(self):
         for d in self.daemons:
             d.stop()
@@ -286,6 +293,7 @@ def host_layout(zenml_server):
         h = HostLayout(zenml_server.url, key)
         made.append(h)
         return h
+    factory.diagnostics = lambda: "".join(h.diagnostics() for h in made)
     yield factory
     for h in made:
         h.close()
