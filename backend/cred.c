@@ -153,13 +153,15 @@ static int prompt_key(const char *url, struct secret **out)
 	fd = open("/dev/tty", O_RDWR | O_CLOEXEC | O_NOCTTY);
 	if (fd < 0)
 		return -ENOKEY;
-	dprintf(fd, "ZenML API key for %s: ", url);
+	/* Echo off before the prompt shows: a key typed or pasted as soon
+	 * as the prompt appears is neither echoed nor flushed away. */
 	if (!tcgetattr(fd, &old)) {
 		quiet = old;
 		quiet.c_lflag &= ~(ECHO | ECHONL);
 		quiet.c_lflag |= ICANON;
 		echo_off = !tcsetattr(fd, TCSAFLUSH, &quiet);
 	}
+	dprintf(fd, "ZenML API key for %s: ", url);
 	ret = secret_read_fd(fd, out);
 	if (echo_off)
 		tcsetattr(fd, TCSAFLUSH, &old);

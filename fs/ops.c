@@ -234,6 +234,11 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	    (tree_flags(&m) & (NF_TOKEN | NF_TOKEN_JSON)) &&
 	    !(tree_flags(&m) & NF_HIDDEN) && !self_is(fuse_req_ctx(req)->pid))
 		token_engine_touch(fs->te);
+	if (ret == -ENOENT && !tree_match(path, &m) &&
+	    (tree_flags(&m) & NF_TOKEN) && !(tree_flags(&m) & NF_HIDDEN))
+		log_err("lookup of '%s' by pid %d found no token: a bug, "
+			"please report it",
+			path, (int)fuse_req_ctx(req)->pid);
 	if (ret == -ENOENT) {
 		/* negative entry, not cached: objects come and go */
 		memset(&e, 0, sizeof(e));

@@ -566,8 +566,12 @@ def test_crash_restart_seen_through_unshare_chroot(
         assert time.monotonic() < deadline, "auto_unmount left the mount"
         time.sleep(0.005)
     t_gone = time.monotonic()
+    # Without iat, a token minted in a's second would equal a's: a read
+    # of a's token would pass for b's.
+    distinct_token_gap()
     b = h.start()
     tok_b = h.token()
+    assert tok_b != tok_a
     first_b = sb.wait_token("dir", tok_b, 5.0)
     window = first_b.t - b.t_mounted
     time.sleep(0.2)
@@ -612,8 +616,10 @@ def test_unsupported_layouts_fail_as_documented(
 
     assert a.stop(signal.SIGTERM) == 0
     t_exit = time.monotonic()
+    distinct_token_gap()
     b = h.start()
     tok_b = h.token()
+    assert tok_b != tok_a
     sb.wait_token("dir", tok_b, 5.0)
     time.sleep(max(0.0, t_exit + ATTR_TIMEOUT + 2 - time.monotonic()))
     sb.stop()
@@ -743,6 +749,7 @@ def watched(w, h, a):
     # A restart: the watch on the old mount goes silent; the watcher
     # notices the new mount by itself and reports its token.
     assert a.stop() == 0
+    distinct_token_gap()
     b = h.start()
     tok_b = h.token()
     ln = next_line(5.0)
