@@ -83,10 +83,9 @@ static bool was_open(const struct channel_fds *s, int fd)
 	return fd >= CHANNEL_FDS_MAX || (s->open[fd / 8] & (1u << (fd % 8)));
 }
 
-int channel_unmount_socket(struct fuse_session *se,
-			   const struct channel_fds *before)
+int channel_unmount_socket(int dev, const struct channel_fds *before)
 {
-	int found = -1, dev = fuse_session_fd(se);
+	int found = -1;
 
 	/* new since the snapshot, not /dev/fuse, a stream socket kept
 	 * across exec (libfuse opens it without close-on-exec) */

@@ -31,9 +31,9 @@ struct channel_fds {
 	unsigned char open[CHANNEL_FDS_MAX / 8];
 };
 void channel_fds_snapshot(struct channel_fds *s);
-/* The socket fuse_session_mount() opened, or -1 (no auto_unmount). */
-int channel_unmount_socket(struct fuse_session *se,
-			   const struct channel_fds *before);
+/* The socket fuse_session_mount() opened besides dev (its /dev/fuse
+ * descriptor), or -1 (no auto_unmount). */
+int channel_unmount_socket(int dev, const struct channel_fds *before);
 
 /* After fuse_session_mount(): take over the channel's reads and writes. */
 int channel_setup(struct fuse_session *se);

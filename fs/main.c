@@ -470,7 +470,7 @@ static int mount_main(int argc, char **argv)
 		goto out_signals;
 	}
 	d.mount_id = our_mount_id(d.mountpoint);
-	unmount_sock = channel_unmount_socket(d.se, &fds);
+	unmount_sock = channel_unmount_socket(fuse_session_fd(d.se), &fds);
 	if (unmount_sock >= 0 && self_hold(unmount_sock))
 		log_warn("the mount helper cannot hold the auto_unmount "
 			 "socket: a killed daemon may leave a dead mount");

@@ -273,8 +273,7 @@ static ssize_t recv_req(struct self_req *rq)
 		if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
 			continue;
 		memcpy(&got, CMSG_DATA(c), sizeof(int));
-		if (n == (ssize_t)sizeof(*rq) && rq->op == OP_HOLD &&
-		    held < 0)
+		if (n == (ssize_t)sizeof(*rq) && rq->op == OP_HOLD && held < 0)
 			held = got;
 		else
 			close(got);
