@@ -27,9 +27,10 @@ DEB_PACKAGES=(meson ninja-build pkg-config gcc libfuse3-dev fuse3
 # runs: man page lint, systemd-analyze verify (the unit runs /bin/kill),
 # mount(8).
 DEB_PACKAGES+=(go-md2man mandoc man-db groff-base systemd procps mount)
-# The fuzz targets (libFuzzer: clang and its runtime), the core-dump test
-# (gcore, from gdb).
-DEB_PACKAGES+=(clang gdb)
+# The fuzz targets (libFuzzer: clang and its runtime, which Debian 12
+# ships apart from clang), the style check, the core-dump test (gcore,
+# from gdb).
+DEB_PACKAGES+=(clang libclang-rt-14-dev clang-format gdb)
 # tests/test_containers.py: sandboxes (bubblewrap, a busybox root file
 # system), readelf for the Containerfile check.  PyYAML comes with zenml.
 DEB_PACKAGES+=(bubblewrap busybox-static binutils)
