@@ -472,9 +472,12 @@ def test_key_deactivated_elsewhere_is_ekeyrevoked_while_read(
                     "memory in quarantine: no memory goal holds")
 def test_memory_flat_over_2000_refreshes(zenml_server, service_account,
                                          proxy, mount):
-    """2,000 writes to refresh: exactly 2,000 mints, and neither the
-    daemon's anonymous memory nor its RSS grows (once warm: a round of
-    500 refreshes grew nothing)."""
+    """Two rounds of 2,000 writes to refresh: exactly 2,000 mints each,
+    and the daemon's memory does not grow with them.  A leak grows in
+    every round; what does not follow the refreshes grows in one step now
+    and then (measured: 0-16 KiB in most rounds, one step of 100-140 KiB in
+    about one round of five, never in two rounds running), so one round
+    may take a step and the other must be flat."""
     m = mount(service_account.key, url=proxy.url)
     pid = m.proc.pid
 
@@ -495,15 +498,21 @@ def test_memory_flat_over_2000_refreshes(zenml_server, service_account,
         refresh(500)
         if anon(pid) <= before:
             break
-    a0, r0 = anon(pid), vmrss(pid)
-    st0 = int(m.status()["refreshes"])
-    proxy.reset_counts()
-    refresh(2000)
-    assert proxy.method_counts == {("GET", "/api/v1/api_token"): 2000}
-    assert int(m.status()["refreshes"]) - st0 == 2000
-    a1, r1 = anon(pid), vmrss(pid)
-    assert a1 - a0 <= 128 * KIB, "anon grew %d KiB" % ((a1 - a0) // KIB)
-    assert r1 - r0 <= 256 * KIB, "VmRSS grew %d KiB" % ((r1 - r0) // KIB)
+    grew = []
+    for _ in range(2):
+        a0, r0 = anon(pid), vmrss(pid)
+        st0 = int(m.status()["refreshes"])
+        proxy.reset_counts()
+        refresh(2000)
+        assert proxy.method_counts == {("GET", "/api/v1/api_token"): 2000}
+        assert int(m.status()["refreshes"]) - st0 == 2000
+        grew.append((anon(pid) - a0, vmrss(pid) - r0))
+    kib = [(a // KIB, r // KIB) for a, r in grew]
+    assert min(a for a, _ in grew) <= 64 * KIB, \
+        "anon grew in both rounds (KiB anon, VmRSS): %s" % kib
+    assert max(a for a, _ in grew) <= 256 * KIB, kib
+    assert min(r for _, r in grew) <= 128 * KIB, kib
+    assert max(r for _, r in grew) <= 512 * KIB, kib
 
 
 def _settled(pid, peak, ttl):
