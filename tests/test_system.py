@@ -755,7 +755,10 @@ def test_systemd_credential_is_the_key(zenml_server, service_account,
     cred = _key_file(creds, sa.key, 0o400)
     try:
         m = mount(None, env_extra={"CREDENTIALS_DIRECTORY": creds})
-        assert "from the systemd credential 'api-key'" in m.log(), m.log()
+        # "mounted ..." is logged once the token was read back through
+        # the mount, which may come just after the mount is up.
+        assert _wait(lambda: "from the systemd credential 'api-key'"
+                     in m.log(), 10), m.log()
         _check_token(zenml_server, sa, m.text("token"))
         with open("/proc/%d/environ" % m.proc.pid, "rb") as f:
             assert b"ZENKEY_" not in f.read()
