@@ -726,8 +726,10 @@ def test_sighup_rotated_key(zenml_server, service_account, mount):
                  in m.log(), 20), m.log()
     assert m.proc.poll() is None and is_mounted(m.path)
     assert os.stat(m.path).st_dev == dev       # the same mount
+    # The new token is published just after the log line (a rename
+    # through the mount): wait for it.
+    assert _wait(lambda: m.text("token") != before, 10)
     after = m.text("token")
-    assert after != before
     _check_token(zenml_server, sa, after)
     assert m.status()["state"] == "ok"
     # a token minted from now on comes from the new key's session
