@@ -11,6 +11,9 @@
 
 #include "backend/util.h"
 
+/* How many accounts' last-used keys are remembered (prefetch_key). */
+#define HINTS 8
+
 /* One list, or one object, of the server. */
 struct entry {
 	struct entry *next; /* hash chain */
@@ -43,6 +46,13 @@ struct store {
 	struct entry **tab;
 	size_t cap, n;
 	size_t bytes;
+	store_gone_fn *gone_fn;
+	void *gone_arg;
+	int prefetches; /* threads of prefetch_key() still running */
+	struct hint {
+		char account[256], id[64], key[256];
+		long long at; /* 0: unused */
+	} hints[HINTS]; /* the keys used last, one per account */
 };
 
 static long long now_ms(void)
@@ -81,6 +91,74 @@ struct store *store_new(struct zen *z, unsigned ttl)
 	return s;
 }
 
+void store_on_gone(struct store *s, store_gone_fn *fn, void *arg)
+{
+	pthread_mutex_lock(&s->lock);
+	s->gone_fn = fn;
+	s->gone_arg = arg;
+	pthread_mutex_unlock(&s->lock);
+}
+
+/* Objects learned gone, collected under the lock, told after it. */
+struct gone_one {
+	enum zkind k;
+	char *parent; /* NULL: none */
+	char *name;
+};
+
+struct gone {
+	size_t n, cap;
+	struct gone_one *v;
+};
+
+static void gone_add(struct gone *g, enum zkind k, const char *parent,
+		     const char *name)
+{
+	struct gone_one *v, *o;
+
+	if (g->n == g->cap) {
+		size_t cap = g->cap ? g->cap * 2 : 8;
+
+		v = realloc(g->v, cap * sizeof(*v));
+		if (!v)
+			return; /* the kernel's entry then times out alone */
+		g->v = v;
+		g->cap = cap;
+	}
+	o = &g->v[g->n];
+	o->k = k;
+	o->name = strdup(name);
+	o->parent = parent && *parent ? strdup(parent) : NULL;
+	if (!o->name || (parent && *parent && !o->parent)) {
+		free(o->name);
+		free(o->parent);
+		return;
+	}
+	g->n++;
+}
+
+/* Tell, and free.  Caller does not hold lock. */
+static void gone_tell(struct store *s, struct gone *g)
+{
+	store_gone_fn *fn;
+	void *arg;
+
+	if (!g->n)
+		return;
+	pthread_mutex_lock(&s->lock);
+	fn = s->gone_fn;
+	arg = s->gone_arg;
+	pthread_mutex_unlock(&s->lock);
+	for (size_t i = 0; i < g->n; i++) {
+		if (fn)
+			fn(arg, g->v[i].k, g->v[i].parent, g->v[i].name);
+		free(g->v[i].name);
+		free(g->v[i].parent);
+	}
+	free(g->v);
+	memset(g, 0, sizeof(*g));
+}
+
 static size_t entry_bytes(const struct entry *e)
 {
 	return (e->list ? zlist_size(e->list) : 0) +
@@ -99,6 +177,10 @@ void store_free(struct store *s)
 {
 	if (!s)
 		return;
+	pthread_mutex_lock(&s->lock);
+	while (s->prefetches)
+		pthread_cond_wait(&s->done, &s->lock);
+	pthread_mutex_unlock(&s->lock);
 	for (size_t i = 0; i < s->cap; i++)
 		while (s->tab[i]) {
 			struct entry *e = s->tab[i];
@@ -192,13 +274,21 @@ static bool usable(const struct store *s, const struct entry *e, long long now)
  * looked up just before keeps the walk on (a second pass over the names,
  * as cat does after the shell's glob, counts; a reader polling one file
  * does not). */
-static void progress(struct entry *e, long i, long long now)
+static void progress(const struct store *s, struct entry *e, long i,
+		     long long now)
 {
 	if (i == e->last_i)
 		return;
 	e->last_i = i;
-	if (now < e->walk_until)
-		e->walk_until = now + WALK_GAP_MS;
+	if (now >= e->walk_until)
+		return;
+	e->walk_until = now + WALK_GAP_MS;
+	/* What the walk looked up is kept by the kernel while the listing
+	 * is fresh (fs/ops.c: fresh_timeout), so no lookup may reach us
+	 * until then: the walk goes on at least WALK_GAP_MS after. */
+	if (fresh(s, e, now) &&
+	    e->fetched + s->ttl_ms + WALK_GAP_MS > e->walk_until)
+		e->walk_until = e->fetched + s->ttl_ms + WALK_GAP_MS;
 }
 
 /*
@@ -236,10 +326,43 @@ static void fetched(struct store *s, struct entry *e, int ret,
 	pthread_cond_broadcast(&s->done);
 }
 
+/*
+ * What a new listing no longer has: the names of the one it replaces, and
+ * of objects of the same kind fetched alone.  Caller holds lock.
+ */
+static void gone_from_listing(struct store *s, enum zkind k, const char *parent,
+			      const struct zlist *old, const struct zlist *new,
+			      struct gone *g)
+{
+	char prefix[128];
+	size_t plen;
+
+	for (size_t i = 0, n = old ? zlist_len(old) : 0; i < n; i++) {
+		const char *name = zrec_name(zlist_at(old, i));
+
+		if (zlist_find(new, name) < 0)
+			gone_add(g, k, parent, name);
+	}
+	make_key(prefix, sizeof(prefix), k, parent, "");
+	plen = strlen(prefix);
+	for (size_t i = 0; i < s->cap; i++)
+		for (struct entry *e = s->tab[i]; e; e = e->next) {
+			const char *name = e->key + plen;
+
+			if (e->is_list || !e->rec ||
+			    strncmp(e->key, prefix, plen))
+				continue;
+			if (zlist_find(new, name) < 0 &&
+			    !(old && zlist_find(old, name) >= 0))
+				gone_add(g, k, parent, name);
+		}
+}
+
 int store_list(struct store *s, enum zkind k, const char *parent, bool opening,
 	       struct zlist **out, struct zen_err *err)
 {
 	struct zen_err le = { 0 };
+	struct gone g = { 0 };
 	struct zlist *l = NULL;
 	char key[128];
 	struct entry *e;
@@ -270,6 +393,8 @@ int store_list(struct store *s, enum zkind k, const char *parent, bool opening,
 
 	pthread_mutex_lock(&s->lock);
 	if (!ret) {
+		if (s->gone_fn)
+			gone_from_listing(s, k, parent, e->list, l, &g);
 		s->bytes -= entry_bytes(e);
 		zlist_unref(e->list);
 		e->list = l;
@@ -293,6 +418,7 @@ take:
 	*out = zlist_ref(e->list);
 out:
 	pthread_mutex_unlock(&s->lock);
+	gone_tell(s, &g);
 	return ret;
 }
 
@@ -309,9 +435,139 @@ static int fetch_one(struct store *s, enum zkind k, const char *parent,
 	}
 }
 
-int store_find(struct store *s, enum zkind k, const char *parent,
-	       const char *name, struct zrec **out, struct zen_err *err)
+/*
+ * Fetch the object of o alone, o->fetching set by the caller, and put what
+ * the server said in o.  Called with lock held; returns with it held.
+ */
+static int fetch_into(struct store *s, struct entry *o, enum zkind k,
+		      const char *parent, const char *name, struct zen_err *le,
+		      struct gone *g)
 {
+	struct zrec *r = NULL;
+	int ret;
+
+	pthread_mutex_unlock(&s->lock);
+	ret = fetch_one(s, k, parent, name, &r, le);
+	pthread_mutex_lock(&s->lock);
+	s->bytes -= entry_bytes(o);
+	zrec_unref(o->rec);
+	o->rec = ret ? NULL : r;
+	o->fetched = ret ? 0 : now_ms();
+	if (!ret)
+		o->stale_at = 0;
+	s->bytes += entry_bytes(o);
+	if (ret == -ENOENT && s->gone_fn)
+		gone_add(g, k, parent, name);
+	fetched(s, o, ret, le);
+	return ret;
+}
+
+struct prefetch {
+	struct store *s;
+	struct entry *e;
+	char parent[64];
+	char name[];
+};
+
+static void *prefetch_main(void *arg)
+{
+	struct prefetch *p = arg;
+	struct store *s = p->s;
+	struct zen_err le = { 0 };
+	struct gone g = { 0 };
+
+	pthread_mutex_lock(&s->lock);
+	fetch_into(s, p->e, ZK_KEY, p->parent, p->name, &le, &g);
+	pthread_mutex_unlock(&s->lock);
+	gone_tell(s, &g);
+	pthread_mutex_lock(&s->lock);
+	s->prefetches--;
+	pthread_cond_broadcast(&s->done);
+	pthread_mutex_unlock(&s->lock);
+	free(p);
+	return NULL;
+}
+
+void store_hint_key(struct store *s, const char *account, const char *id,
+		    const char *key)
+{
+	struct hint *h, *oldest = NULL;
+
+	if (strlen(account) >= sizeof(h->account) ||
+	    strlen(id) >= sizeof(h->id) || strlen(key) >= sizeof(h->key))
+		return;
+	pthread_mutex_lock(&s->lock);
+	for (size_t i = 0; i < HINTS; i++) {
+		h = &s->hints[i];
+		if (!strcmp(h->account, account)) {
+			oldest = h;
+			break;
+		}
+		if (!oldest || h->at < oldest->at)
+			oldest = h;
+	}
+	strcpy(oldest->account, account);
+	strcpy(oldest->id, id);
+	strcpy(oldest->key, key);
+	oldest->at = now_ms();
+	pthread_mutex_unlock(&s->lock);
+}
+
+/*
+ * The account listed as name is being fetched (its record expired or was
+ * swept): the key of it used last (store_hint_key, within WALK_MAX_S) is
+ * likely next, as in `echo 0 > service-accounts/ci/keys/k/active`, where
+ * the kernel looks up the account, then the key, one after the other.
+ * Fetch that key at the same time (by the account's UUID as last known; a
+ * key of a UUID that is gone is a 404), so the key's lookup joins a fetch
+ * already under way: one round trip for both.  One key at most, never a
+ * list.  Caller holds lock.
+ */
+static void prefetch_key(struct store *s, const char *name)
+{
+	long long now = now_ms();
+	struct hint *h = NULL;
+	struct prefetch *p;
+	pthread_attr_t attr;
+	struct entry *e;
+	char key[640];
+	pthread_t t;
+
+	for (size_t i = 0; i < HINTS && !h; i++)
+		if (s->hints[i].at && !strcmp(s->hints[i].account, name) &&
+		    now - s->hints[i].at < WALK_MAX_S * 1000LL)
+			h = &s->hints[i];
+	if (!h)
+		return;
+	make_key(key, sizeof(key), ZK_KEY, h->id, h->key);
+	e = get(s, key, false);
+	if (!e || e->fetching || (e->rec && fresh(s, e, now)))
+		return;
+	p = calloc(1, sizeof(*p) + strlen(h->key) + 1);
+	if (!p)
+		return;
+	p->s = s;
+	p->e = e;
+	strcpy(p->parent, h->id);
+	strcpy(p->name, h->key);
+	e->fetching = true;
+	pthread_attr_init(&attr);
+	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+	if (pthread_create(&t, &attr, prefetch_main, p)) {
+		e->fetching = false; /* nobody waits yet: we hold lock */
+		free(p);
+	} else {
+		s->prefetches++;
+	}
+	pthread_attr_destroy(&attr);
+}
+
+int store_find(struct store *s, enum zkind k, const char *parent,
+	       const char *name, struct zrec **out, long long *fresh_until,
+	       struct zen_err *err)
+{
+	long long until = 0;
+	struct gone g = { 0 };
 	struct zen_err le = { 0 };
 	struct zrec *r = NULL;
 	struct entry *le_list, *o;
@@ -320,6 +576,8 @@ int store_find(struct store *s, enum zkind k, const char *parent,
 	long i;
 	int ret;
 
+	if (fresh_until)
+		*fresh_until = 0;
 	if (k <= ZK_USER)
 		name = "";
 	pthread_mutex_lock(&s->lock);
@@ -332,13 +590,17 @@ int store_find(struct store *s, enum zkind k, const char *parent,
 	    !(o && o->stale_at >= le_list->fetched)) {
 		i = zlist_find(le_list->list, name);
 		if (i >= 0) {
-			progress(le_list, i, now);
+			progress(s, le_list, i, now);
 			r = (struct zrec *)zlist_at(le_list->list, (size_t)i);
+			if (fresh(s, le_list, now))
+				until = le_list->fetched + s->ttl_ms;
 		}
 		/* An object fetched alone after the listing is newer. */
 		if (o && o->rec && o->fetched > le_list->fetched &&
-		    fresh(s, o, now))
+		    fresh(s, o, now)) {
 			r = o->rec;
+			until = o->fetched + s->ttl_ms;
+		}
 		ret = r ? 0 : -ENOENT;
 		if (!r)
 			zen_err_set(err, "no %s '%s'", zkind_name(k), name);
@@ -351,6 +613,7 @@ int store_find(struct store *s, enum zkind k, const char *parent,
 	}
 	if (o->rec && fresh(s, o, now)) {
 		r = o->rec;
+		until = o->fetched + s->ttl_ms;
 		ret = 0;
 		goto take;
 	}
@@ -358,29 +621,27 @@ int store_find(struct store *s, enum zkind k, const char *parent,
 		r = o->rec;
 		if (!ret && !r)
 			ret = -ENOENT;
+		if (r)
+			until = o->fetched + s->ttl_ms;
 		goto take;
 	}
 	o->fetching = true;
-	pthread_mutex_unlock(&s->lock);
-
-	ret = fetch_one(s, k, parent, name, &r, &le);
-
-	pthread_mutex_lock(&s->lock);
-	s->bytes -= entry_bytes(o);
-	zrec_unref(o->rec);
-	o->rec = ret ? NULL : r;
-	o->fetched = ret ? 0 : now_ms();
+	if (k == ZK_ACCOUNT)
+		prefetch_key(s, name);
+	ret = fetch_into(s, o, k, parent, name, &le, &g);
+	r = o->rec;
 	if (!ret)
-		o->stale_at = 0;
-	s->bytes += entry_bytes(o);
+		until = o->fetched + s->ttl_ms;
 	if (ret && err)
 		*err = le;
-	fetched(s, o, ret, &le);
 take:
 	if (!ret)
 		*out = zrec_ref(r);
+	if (fresh_until)
+		*fresh_until = ret ? 0 : until;
 out:
 	pthread_mutex_unlock(&s->lock);
+	gone_tell(s, &g);
 	return ret;
 }
 
@@ -457,9 +718,34 @@ void store_remove(struct store *s, enum zkind k, const char *parent,
 	pthread_mutex_unlock(&s->lock);
 }
 
+/* What the kernel may forget with e: every name of a listing, or the one
+ * object.  Caller holds lock. */
+static void gone_swept(const struct entry *e, struct gone *g)
+{
+	char parent[128], *end;
+	const char *p, *name;
+	enum zkind k;
+	size_t n;
+
+	k = (enum zkind)strtol(e->key, &end, 10);
+	p = *end == ':' ? end + 1 : end;
+	name = strchr(p, ':');
+	n = name ? (size_t)(name - p) : strlen(p);
+	if (n >= sizeof(parent))
+		return;
+	memcpy(parent, p, n);
+	parent[n] = '\0';
+	if (e->list)
+		for (size_t i = 0; i < zlist_len(e->list); i++)
+			gone_add(g, k, parent, zrec_name(zlist_at(e->list, i)));
+	else if (e->rec && name)
+		gone_add(g, k, parent, name + 1);
+}
+
 size_t store_sweep(struct store *s)
 {
 	long long now = now_ms();
+	struct gone g = { 0 };
 	size_t freed = 0;
 
 	pthread_mutex_lock(&s->lock);
@@ -480,6 +766,8 @@ size_t store_sweep(struct store *s)
 				continue;
 			}
 			*pp = e->next;
+			if (s->gone_fn)
+				gone_swept(e, &g);
 			freed += entry_bytes(e);
 			s->bytes -= entry_bytes(e);
 			s->n--;
@@ -487,6 +775,7 @@ size_t store_sweep(struct store *s)
 		}
 	}
 	pthread_mutex_unlock(&s->lock);
+	gone_tell(s, &g);
 	return freed;
 }
 

@@ -10,7 +10,10 @@
  * the listing it started with: opening the directory starts a walk, and
  * each lookup of an entry other than the one looked up just before keeps
  * it going for WALK_GAP_MS more (so a second pass, as cat makes after the
- * shell's glob, is part of it); the listing then serves lookups even when
+ * shell's glob, is part of it), and at least WALK_GAP_MS past the
+ * listing's meta_ttl (until then the kernel keeps the entries it was
+ * given, and no lookup reaches the daemon); the listing then serves
+ * lookups even when
  * older than meta_ttl, up to WALK_MAX_S after it was fetched.  A reader
  * polling one file does not extend it, so what it sees is at most
  * meta_ttl + WALK_GAP_MS old; readers moving between names see at most
@@ -44,9 +47,30 @@ int store_list(struct store *s, enum zkind k, const char *parent, bool opening,
  * The object of kind k listed as name (server and current user: name
  * ignored): from a usable listing (O(1)), a fresh object, or one GET of
  * that object alone, never a whole list.  -ENOENT when there is none.
+ * *fresh_until (may be NULL): until when (CLOCK_MONOTONIC ms) the answer
+ * is fresh, that is, younger than meta_ttl; 0 when it is only usable (a
+ * walk's listing).  Nothing cached from it may be trusted longer.
  */
 int store_find(struct store *s, enum zkind k, const char *parent,
-	       const char *name, struct zrec **out, struct zen_err *e);
+	       const char *name, struct zrec **out, long long *fresh_until,
+	       struct zen_err *e);
+
+/*
+ * The object listed as name is gone, or no longer cached: a new listing
+ * no longer has it (it was in the one before, or fetched alone), the
+ * server answered 404 for it, or store_sweep() let it go (whoever keeps
+ * something about it, such as the kernel's entry, may drop it too).  fn is
+ * called without the store's lock held, from whichever thread learned it;
+ * it must not call the store.
+ */
+typedef void store_gone_fn(void *arg, enum zkind k, const char *parent,
+			   const char *name);
+void store_on_gone(struct store *s, store_gone_fn *fn, void *arg);
+
+/* The key named key of the account listed as account (UUID id) was just
+ * used: when that account is next fetched, the key is fetched with it. */
+void store_hint_key(struct store *s, const char *account, const char *id,
+		    const char *key);
 
 /* rec is what the server now says (a create or update reply). */
 void store_update(struct store *s, enum zkind k, const char *parent,

@@ -51,6 +51,8 @@ struct match {
 struct objs {
 	int n;
 	struct zrec *rec[TREE_MAX_PARAMS];
+	/* until when (CLOCK_MONOTONIC ms) all of them are fresh; 0: not */
+	long long fresh_until;
 };
 
 /* Rendered file content, reference-counted so a reply can use it without

@@ -17,6 +17,10 @@
 
 /* Freed cache memory worth handing back to the system at once. */
 #define TRIM_MIN (64 * 1024)
+/* As many inodes forgotten since the last look (a swept listing's). */
+#define TRIM_INODES 256
+/* How soon to look again once a sweep let the kernel forget entries. */
+#define FORGET_WAIT_MS 200
 
 static struct fs *hk_fs;
 static void (*hup_fn)(void *arg);
@@ -25,6 +29,7 @@ static pthread_t thread;
 static bool started;
 static sem_t sem; /* posted from signal handlers too */
 static volatile sig_atomic_t hup_pending, stopping;
+static size_t inodes_high; /* the most inodes seen since the last trim */
 
 static long long mono_ms(void)
 {
@@ -50,7 +55,8 @@ static long long tick(void)
 {
 	long long now = mono_ms(), sleep_ms, due;
 	time_t next_tok, wall = time(NULL);
-	size_t freed;
+	size_t freed, inodes;
+	uint64_t seq;
 
 	sleep_ms = (hk_fs->meta_ttl ? hk_fs->meta_ttl : 1) * 1000LL;
 	if (sleep_ms > 60000)
@@ -61,9 +67,20 @@ static long long tick(void)
 	next_tok = publish_expire();
 	if (next_tok && (next_tok - wall) * 1000LL < sleep_ms)
 		sleep_ms = (next_tok - wall) * 1000LL;
+	seq = notify_last_queued();
 	freed = store_sweep(hk_fs->store);
-	if (freed >= TRIM_MIN)
+	/* A swept listing dropped the kernel's entries of its names
+	 * (ops_object_gone): the kernel forgets their inodes, and the
+	 * table frees them, just after. */
+	if (notify_last_queued() != seq && sleep_ms > FORGET_WAIT_MS)
+		sleep_ms = FORGET_WAIT_MS;
+	inodes = itab_count();
+	if (inodes > inodes_high)
+		inodes_high = inodes;
+	if (freed >= TRIM_MIN || inodes_high - inodes >= TRIM_INODES) {
 		malloc_trim(0);
+		inodes_high = inodes;
+	}
 	return sleep_ms < 10 ? 10 : sleep_ms;
 }
 

@@ -451,6 +451,7 @@ static int mount_main(int argc, char **argv)
 	d.fs.mountpoint = d.mountpoint;
 	if (!d.fs.store || itab_init() || publish_first(&d.fs))
 		goto out_tree;
+	store_on_gone(d.fs.store, ops_object_gone, &d.fs);
 
 	/* 7. The mount. */
 	if (fuse_args_for(&d, argv[0], &args))

@@ -17,7 +17,8 @@ struct item {
 	uint64_t seq;
 	void (*fn)(struct fuse_session *se, void *arg); /* or a notification */
 	void *arg;
-	uint64_t parent, ino; /* parent 0: an inode invalidation */
+	/* parent 0: an inode invalidation; ino 0: an entry's */
+	uint64_t parent, ino;
 	char name[];
 };
 
@@ -31,6 +32,7 @@ static uint64_t queued, sent;
 static bool started, stopping;
 static struct fuse_session *session;
 static pthread_t thread;
+static __thread uint64_t last_queued;
 
 static uint64_t enqueue(uint64_t parent, uint64_t ino, const char *name,
 			void (*fn)(struct fuse_session *se, void *arg),
@@ -54,6 +56,7 @@ static uint64_t enqueue(uint64_t parent, uint64_t ino, const char *name,
 	if (len)
 		memcpy(it->name, name, len + 1);
 	it->seq = seq = ++queued;
+	last_queued = seq;
 	*tail = it;
 	tail = &it->next;
 	pthread_cond_signal(&wake);
@@ -64,6 +67,16 @@ static uint64_t enqueue(uint64_t parent, uint64_t ino, const char *name,
 uint64_t notify_delete(uint64_t parent, uint64_t child, const char *name)
 {
 	return enqueue(parent, child, name, NULL, NULL);
+}
+
+uint64_t notify_entry(uint64_t parent, const char *name)
+{
+	return enqueue(parent, 0, name, NULL, NULL);
+}
+
+uint64_t notify_last_queued(void)
+{
+	return last_queued;
 }
 
 uint64_t notify_inval(uint64_t ino)
@@ -102,7 +115,10 @@ static void send_one(const struct item *it)
 		it->fn(session, it->arg);
 		return;
 	}
-	if (it->parent)
+	if (it->parent && !it->ino)
+		ret = fuse_lowlevel_notify_inval_entry(
+			session, it->parent, it->name, strlen(it->name));
+	else if (it->parent)
 		ret = fuse_lowlevel_notify_delete(session, it->parent, it->ino,
 						  it->name, strlen(it->name));
 	else

@@ -20,6 +20,12 @@ void notify_stop(void);
  * mark child deleted (nlink 0): a new lookup finds the name's new inode.
  * Returns the sequence number of the notification. */
 uint64_t notify_delete(uint64_t parent, uint64_t child, const char *name);
+/* Drop the kernel's entry name in directory parent (its subtree too),
+ * whatever inode it points to: the object is gone. */
+uint64_t notify_entry(uint64_t parent, const char *name);
+/* The sequence number of the last notification queued by this thread
+ * (0: none yet). */
+uint64_t notify_last_queued(void);
 /* Drop the kernel's pages and attributes of ino. */
 uint64_t notify_inval(uint64_t ino);
 /* Run fn(arg) in the thread, in order with the notifications: for work

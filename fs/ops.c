@@ -23,6 +23,7 @@
 #include "backend/token.h"
 #include "fs/channel.h"
 #include "fs/inode.h"
+#include "fs/notify.h"
 #include "fs/publish.h"
 #include "fs/self.h"
 #include "fs/tree.h"
@@ -75,20 +76,21 @@ static void stat_base(struct fs *fs, const struct match *m, struct stat *st)
 
 /* A file's content for GETATTR: rendered now, kept for the READs. */
 static int stat_content(struct fs *fs, const struct match *m, uint64_t ino,
-			struct stat *st)
+			struct stat *st, long long *fresh_until)
 {
 	struct content *c = NULL;
 	int ret;
 
+	*fresh_until = 0;
 	if (tree_flags(m) & NF_TOKEN_JSON)
 		ret = publish_render_json(fs, ino, &c);
 	else
-		ret = tree_render(fs, m, &c);
+		ret = tree_render(fs, m, &c, fresh_until);
 	if (ret == -EACCES) {
 		/* Write-only control file: a size, so that a read (by root,
 		 * who passes the mode check) reaches us and fails instead of
 		 * reading an empty file. */
-		ret = tree_exists(fs, m);
+		ret = tree_exists(fs, m, fresh_until);
 		st->st_size = UNREADABLE_SIZE;
 	} else if (ret == -ENOENT || ret == -ESTALE) {
 		return ret;
@@ -105,10 +107,32 @@ static int stat_content(struct fs *fs, const struct match *m, uint64_t ino,
 	return ret;
 }
 
+/*
+ * How long the kernel may keep the entry of a server object's directory,
+ * or of a name in it, once it exists: as long as the daemon's own answer
+ * is fresh (at most meta_ttl), never longer, so a change made elsewhere
+ * still shows within meta_ttl.  When the daemon learns sooner that the
+ * object is gone (a new listing lacks it, a 404), it drops the kernel's
+ * entry itself (fs/main.c: on_gone).  Only objects listed at the top
+ * (accounts, devices) are cached: a key's entry is not.
+ */
+static double fresh_timeout(const struct match *m, long long until)
+{
+	struct timespec ts;
+	long long now;
+
+	if (m->nparams != 1 || !until)
+		return 0;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	now = ts.tv_sec * 1000LL + ts.tv_nsec / 1000000;
+	return until > now ? (double)(until - now) / 1000.0 : 0;
+}
+
 /* Fill st for ino at path; the timeouts the kernel may cache it for. */
 static int stat_ino(struct fs *fs, const char *path, uint64_t ino,
 		    struct stat *st, double *attr_to, double *entry_to)
 {
+	long long until = 0;
 	struct match m;
 	bool retired;
 	size_t len;
@@ -121,9 +145,16 @@ static int stat_ino(struct fs *fs, const char *path, uint64_t ino,
 	*entry_to = tree_flags(&m) & NF_STATIC ? TIMEOUT_LONG : 0;
 	*attr_to = 0;
 	if (S_ISDIR(st->st_mode)) {
-		ret = tree_exists(fs, &m);
+		ret = tree_exists(fs, &m, &until);
 		st->st_mtime = fs->mount_time;
-		*attr_to = *entry_to ? 1.0 : 0;
+		if (*entry_to) {
+			*attr_to = 1.0;
+		} else {
+			/* an object's directory: its attributes never
+			 * change, only whether it exists */
+			*entry_to = fresh_timeout(&m, until);
+			*attr_to = *entry_to;
+		}
 	} else if (tree_flags(&m) & NF_TOKEN) {
 		/* Its token never changes: only its nlink (replaced). */
 		ret = publish_stat(ino, &len, &st->st_mtim, &retired);
@@ -133,9 +164,16 @@ static int stat_ino(struct fs *fs, const char *path, uint64_t ino,
 							 TOKEN_ENTRY_TIMEOUT;
 		*attr_to = TIMEOUT_LONG;
 	} else {
-		if (tree_flags(&m) & NF_TOKEN_JSON)
+		ret = stat_content(fs, &m, ino, st, &until);
+		/* A file of an object: it exists, and its content stays,
+		 * while the object's record is fresh; a write through the
+		 * tree drops what the kernel kept (invalidate_object). */
+		if (tree_flags(&m) & NF_TOKEN_JSON) {
 			*entry_to = TOKEN_ENTRY_TIMEOUT;
-		ret = stat_content(fs, &m, ino, st);
+		} else if (!*entry_to) {
+			*entry_to = fresh_timeout(&m, until);
+			*attr_to = *entry_to;
+		}
 		if (!ret && itab_retired(ino))
 			st->st_nlink = 0;
 	}
@@ -198,6 +236,23 @@ static int entry_for(struct fs *fs, const char *path,
 	return 0;
 }
 
+void ops_object_gone(void *arg, enum zkind kind, const char *parent,
+		     const char *name)
+{
+	const char *dir = kind == ZK_ACCOUNT ? "/service-accounts" :
+			  kind == ZK_DEVICE  ? "/devices" :
+					       NULL;
+	uint64_t ino;
+
+	(void)arg;
+	/* fresh_timeout() caches only these */
+	if (!dir || parent)
+		return;
+	ino = itab_ino_of(dir);
+	if (ino)
+		notify_entry(ino, name);
+}
+
 static void op_init(void *data, struct fuse_conn_info *conn)
 {
 	/* Metadata files depend on the kernel dropping pages when size or
@@ -211,6 +266,12 @@ static void op_init(void *data, struct fuse_conn_info *conn)
 		channel_want_parallel_dirops(true);
 	}
 	conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
+	/* Every listing with its entries' attributes: the kernel's "auto"
+	 * mode would send them only for the first buffer, while `ls -l`
+	 * reads the whole listing before it stats any name. */
+	if (conn->capable & FUSE_CAP_READDIRPLUS)
+		conn->want |= FUSE_CAP_READDIRPLUS;
+	conn->want &= ~FUSE_CAP_READDIRPLUS_AUTO;
 	if (!(conn->capable & FUSE_CAP_NO_OPEN_SUPPORT))
 		log_warn("the kernel has no no-open mode: every read of "
 			 "'token' goes through the daemon");
@@ -368,7 +429,7 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		if (tree_flags(&m) & NF_TOKEN_JSON)
 			ret = publish_render_json(fs, ino, &c);
 		else
-			ret = tree_render(fs, &m, &c);
+			ret = tree_render(fs, &m, &c, NULL);
 		if (ret)
 			goto err;
 	}
@@ -377,6 +438,37 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	return;
 err:
 	fuse_reply_err(req, -ret);
+}
+
+struct inval {
+	uint64_t skip, seq;
+};
+
+static void inval_file(const char *path, void *arg)
+{
+	struct inval *iv = arg;
+	uint64_t ino = itab_ino_of(path);
+
+	if (ino && ino != iv->skip) {
+		itab_snap_stale(ino);
+		iv->seq = notify_inval(ino);
+	}
+}
+
+/*
+ * A write changed the object m names: the kernel keeps its other files
+ * (attributes and pages) while the record is fresh (fresh_timeout), so
+ * drop them before the write is answered, and a read that follows sees
+ * the change.  Not the written file itself: the writer holds its pages
+ * until we answer, and the kernel asks again after a write anyway.
+ */
+static void invalidate_object(const struct match *m, uint64_t written)
+{
+	struct inval iv = { written, 0 };
+
+	tree_object_files(m, inval_file, &iv);
+	if (iv.seq)
+		notify_wait(iv.seq, 1000);
 }
 
 static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
@@ -400,8 +492,11 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
 	}
 	ret = tree_write(fs_of(req), &m, buf, size, off, &who);
 	/* The kernel put the written bytes in its page cache: the next
-	 * GETATTR reports a new mtime, so it drops them. */
+	 * GETATTR reports a new mtime, so it drops them (the kernel asks
+	 * again after a write). */
 	itab_snap_stale(ino);
+	if (!ret)
+		invalidate_object(&m, ino);
 out:
 	if (ret)
 		fuse_reply_err(req, -ret);
@@ -421,6 +516,7 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino,
 	char path[PATH_MAX];
 	struct dirh *d = NULL;
 	struct match m;
+	uint64_t seq;
 	int ret;
 
 	ret = ino_match(ino, path, sizeof(path), &m);
@@ -432,7 +528,13 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino,
 		goto out;
 	}
 	memcpy(d->path, path, strlen(path) + 1);
+	seq = notify_last_queued();
 	ret = tree_opendir(fs_of(req), &m, &d->snap);
+	/* A new listing may have dropped names the kernel still holds
+	 * (ops_object_gone): gone from stat too once ls no longer lists
+	 * them. */
+	if (notify_last_queued() != seq)
+		notify_wait(notify_last_queued(), 1000);
 out:
 	if (ret) {
 		free(d);
@@ -447,13 +549,20 @@ out:
 	}
 }
 
-static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
-		       struct fuse_file_info *fi)
+/*
+ * READDIR and READDIRPLUS.  With plus, each entry carries what a LOOKUP
+ * would answer (one more kernel reference, and the timeouts stat_ino
+ * gives), so `ls -l` or `find` over a listing costs no LOOKUP per name;
+ * an entry that does not fit takes its reference back.
+ */
+static void readdir_common(fuse_req_t req, fuse_ino_t ino, size_t size,
+			   off_t off, struct fuse_file_info *fi, bool plus)
 {
 	struct dirh *d = (struct dirh *)(uintptr_t)fi->fh;
 	size_t used = 0, n, total = tree_dir_len(&d->snap) + 2;
+	struct fs *fs = fs_of(req);
+	struct fuse_entry_param e;
 	char child[PATH_MAX], *buf;
-	struct stat st = { 0 };
 	bool is_dir;
 
 	buf = malloc(size);
@@ -467,23 +576,48 @@ static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 			i == 0 ? "." :
 			i == 1 ? ".." :
 				 tree_dir_entry(&d->snap, i - 2, &is_dir);
+		bool looked_up = false;
 
-		st.st_mode = i < 2 || is_dir ? S_IFDIR : S_IFREG;
+		memset(&e, 0, sizeof(e));
+		e.attr.st_mode = i < 2 || is_dir ? S_IFDIR : S_IFREG;
 		if (i < 2) {
-			st.st_ino = ino;
+			e.attr.st_ino = ino;
 		} else {
 			snprintf(child, sizeof(child), "%s/%s",
 				 strcmp(d->path, "/") ? d->path : "", name);
-			st.st_ino = itab_dirent_ino(child);
+			/* "." and ".." never carry a lookup */
+			if (plus && !entry_for(fs, child, &e))
+				looked_up = true;
+			else
+				e.attr.st_ino = itab_dirent_ino(child);
 		}
-		n = fuse_add_direntry(req, buf + used, size - used, name, &st,
-				      (off_t)(i + 1));
-		if (n > size - used)
+		if (plus)
+			n = fuse_add_direntry_plus(req, buf + used, size - used,
+						   name, &e, (off_t)(i + 1));
+		else
+			n = fuse_add_direntry(req, buf + used, size - used,
+					      name, &e.attr, (off_t)(i + 1));
+		if (n > size - used) {
+			if (looked_up)
+				itab_forget(e.ino, 1);
 			break;
+		}
 		used += n;
 	}
 	fuse_reply_buf(req, buf, used);
 	free(buf);
+}
+
+static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		       struct fuse_file_info *fi)
+{
+	readdir_common(req, ino, size, off, fi, false);
+}
+
+static void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size,
+			   off_t off, struct fuse_file_info *fi)
+{
+	readdir_common(req, ino, size, off, fi, true);
 }
 
 static void op_releasedir(fuse_req_t req, fuse_ino_t ino,
@@ -613,6 +747,7 @@ const struct fuse_lowlevel_ops zen_ops = {
 	.write = op_write,
 	.opendir = op_opendir,
 	.readdir = op_readdir,
+	.readdirplus = op_readdirplus,
 	.releasedir = op_releasedir,
 	.mkdir = op_mkdir,
 	.rmdir = op_rmdir,

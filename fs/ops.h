@@ -11,9 +11,16 @@
 #include <stdbool.h>
 #include <sys/types.h>
 
+#include "backend/api.h"
+
 extern const struct fuse_lowlevel_ops zen_ops;
 
 /* Called once the kernel's INIT is answered (arg: ops_on_init's arg). */
 void ops_on_init(void (*fn)(void *arg), void *arg);
+
+/* The store's store_gone_fn (backend/store.h): an object the kernel may
+ * still hold an entry for is gone; the entry is dropped. */
+void ops_object_gone(void *arg, enum zkind kind, const char *parent,
+		     const char *name);
 
 #endif

@@ -14,6 +14,7 @@
 
 #include <errno.h>
 #include <jansson.h>
+#include <limits.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -309,6 +310,43 @@ static const struct node *parent_row(const struct node *nd)
 	return row(nd->pattern, n ? n : 1);
 }
 
+void tree_object_files(const struct match *m,
+		       void (*fn)(const char *path, void *arg), void *arg)
+{
+	const char *star = strchr(m->node->pattern, '*');
+	size_t plen = star ? (size_t)(star - m->node->pattern) + 1 : 0;
+	char path[PATH_MAX];
+
+	if (m->nparams != 1 || !star)
+		return;
+	for (size_t i = 0; i < NNODES; i++) {
+		const struct node *nd = &nodes[i];
+		const char *leaf = nd->pattern + plen + 1;
+		const struct zfield *f;
+		size_t nf;
+
+		if (nd->type != REG ||
+		    strncmp(nd->pattern, m->node->pattern, plen) ||
+		    nd->pattern[plen] != '/' || strchr(leaf, '/'))
+			continue;
+		if (strcmp(leaf, "@")) {
+			snprintf(path, sizeof(path), "%.*s%s/%s",
+				 (int)(plen - 1), nd->pattern, m->params[0],
+				 leaf);
+			fn(path, arg);
+			continue;
+		}
+		f = zkind_fields(nd->kind, &nf);
+		for (size_t j = 0; j < nf; j++)
+			if (f[j].flags & ZF_FILE) {
+				snprintf(path, sizeof(path), "%.*s%s/%s",
+					 (int)(plen - 1), nd->pattern,
+					 m->params[0], f[j].name);
+				fn(path, arg);
+			}
+	}
+}
+
 /* ---- modes ----------------------------------------------------------- */
 
 mode_t tree_mode(const struct fs *fs, const struct match *m)
@@ -371,24 +409,28 @@ static int resolve(struct fs *fs, const struct match *m, struct objs *o)
 	int ret = 0;
 
 	o->n = 0;
+	o->fresh_until = 0;
 	for (int i = 0; i < m->nparams; i++) {
 		const struct node *r;
+		long long until;
 
 		star = strchr(star, '*');
 		r = row(pat, (size_t)(star - pat) + 1);
 		star++;
 		ret = store_find(fs->store, r->kind,
 				 i ? zrec_id(o->rec[i - 1]) : NULL,
-				 m->params[i], &o->rec[i], &e);
+				 m->params[i], &o->rec[i], &until, &e);
 		if (ret)
 			break;
+		if (!i || until < o->fresh_until)
+			o->fresh_until = until;
 		o->n++;
 	}
 	/* A file of a singleton (server, whoami) reads its record. */
 	if (!ret && !m->nparams && m->node->kind < ZK_DEVICE &&
 	    m->node->type == REG) {
 		ret = store_find(fs->store, m->node->kind, NULL, "", &o->rec[0],
-				 &e);
+				 &o->fresh_until, &e);
 		if (!ret)
 			o->n = 1;
 	}
@@ -396,15 +438,20 @@ static int resolve(struct fs *fs, const struct match *m, struct objs *o)
 		if (ret != -ENOENT)
 			log_warn("cannot look up '%s': %s", m->leaf, e.msg);
 		objs_release(o);
+	} else if (o->n == 2 && m->node->kind == ZK_KEY) {
+		store_hint_key(fs->store, m->params[0], zrec_id(o->rec[0]),
+			       m->params[1]);
 	}
 	return ret;
 }
 
-int tree_exists(struct fs *fs, const struct match *m)
+int tree_exists(struct fs *fs, const struct match *m, long long *fresh_until)
 {
 	struct objs o;
 	int ret;
 
+	if (fresh_until)
+		*fresh_until = 0;
 	/* Singletons exist; only '*' components are asked about. */
 	if (!m->nparams)
 		return 0;
@@ -412,6 +459,8 @@ int tree_exists(struct fs *fs, const struct match *m)
 	if (!ret && (m->node->flags & NF_TRANSIENT) &&
 	    !key_value_exists(fs, m, &o))
 		ret = -ENOENT;
+	if (!ret && fresh_until && !(m->node->flags & NF_TRANSIENT))
+		*fresh_until = o.fresh_until;
 	objs_release(&o);
 	return ret;
 }
@@ -462,12 +511,15 @@ static int render_info(const struct zrec *r, struct content **out)
 	return *out ? 0 : -ENOMEM;
 }
 
-int tree_render(struct fs *fs, const struct match *m, struct content **out)
+int tree_render(struct fs *fs, const struct match *m, struct content **out,
+		long long *fresh_until)
 {
 	const struct node *nd = m->node;
 	struct objs o;
 	int ret;
 
+	if (fresh_until)
+		*fresh_until = 0;
 	if (nd->type != REG)
 		return -EISDIR;
 	if (nd->flags & (NF_TOKEN | NF_TOKEN_JSON))
@@ -483,6 +535,8 @@ int tree_render(struct fs *fs, const struct match *m, struct content **out)
 		ret = render_field(o.rec[o.n - 1], m->field, out);
 	else
 		ret = render_info(o.rec[o.n - 1], out);
+	if (!ret && fresh_until && !(nd->flags & NF_TRANSIENT))
+		*fresh_until = o.fresh_until;
 	objs_release(&o);
 	return ret;
 }

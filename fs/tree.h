@@ -31,17 +31,25 @@ int tree_match(const char *path, struct match *m);
 /* The concrete path of a match (the pattern with its '*' filled in). */
 void tree_path(const struct match *m, char *buf, size_t size);
 
+/* The path of every file in the directory of the one object m names (m:
+ * that directory or a file in it, one '*' component): fn(path, arg). */
+void tree_object_files(const struct match *m,
+		       void (*fn)(const char *path, void *arg), void *arg);
+
 /* A node's type and mode for stat (S_IFDIR or S_IFREG | perms), owner. */
 mode_t tree_mode(const struct fs *fs, const struct match *m);
 uid_t tree_owner(const struct fs *fs, const struct match *m);
 unsigned tree_flags(const struct match *m);
 
-/* Does the object exist?  May ask the server (through the store). */
-int tree_exists(struct fs *fs, const struct match *m);
+/* Does the object exist?  May ask the server (through the store).
+ * *fresh_until (may be NULL): until when (CLOCK_MONOTONIC ms) that answer
+ * is fresh (backend/store.h); 0 when it must not be cached at all. */
+int tree_exists(struct fs *fs, const struct match *m, long long *fresh_until);
 
 /* Render a regular file.  *out set on success.  -EACCES for a write-only
- * file. */
-int tree_render(struct fs *fs, const struct match *m, struct content **out);
+ * file.  *fresh_until (may be NULL): as for tree_exists(). */
+int tree_render(struct fs *fs, const struct match *m, struct content **out,
+		long long *fresh_until);
 
 /*
  * A directory's entries, taken once when it is opened: the fixed names

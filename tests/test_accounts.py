@@ -561,6 +561,55 @@ def test_account_active_toggles_all_keys(zenml_server, cleanup, admin_mount):
         assert_logs_in_as(srv, k, sa["name"])
 
 
+def test_write_shows_in_every_file_of_the_account_at_once(zenml_server,
+                                                          cleanup,
+                                                          admin_mount):
+    """The kernel keeps an account's files while its record is fresh
+    (meta_ttl=60 here: every read below but the first comes from the
+    kernel's cache); a write through the tree drops them, so the file
+    written and its neighbours read the change at once."""
+    srv = zenml_server
+    sa, _ = make_sa(srv, cleanup)
+    m = admin_mount("meta_ttl=60")
+    d = "service-accounts/%s/" % sa["name"]
+    for _ in range(2):
+        updated = attr(m, d + "updated")
+        assert json.loads(m.text(d + "info.json"))["updated"] == updated
+        assert attr(m, d + "active") == "1"
+    for value, active in (("0", False), ("1", True)):
+        time.sleep(1.1)  # a new "updated" time (whole seconds)
+        assert m.write(d + "active", value) == 1
+        assert attr(m, d + "active") == value
+        now = attr(m, d + "updated")
+        assert now != updated
+        assert json.loads(m.text(d + "info.json"))["updated"] == now
+        assert rest_sa(srv, sa["id"])["body"]["active"] is active
+        updated = now
+
+
+def test_name_a_listing_lacks_is_gone_from_stat_at_once(zenml_server,
+                                                        cleanup,
+                                                        admin_mount):
+    """An account looked up alone stays in the kernel's cache while its
+    record is fresh; when a new listing lacks it (deleted elsewhere), the
+    daemon drops that entry before ls gets the listing: ls and stat
+    agree at once, not only meta_ttl later."""
+    srv = zenml_server
+    sa, _ = make_sa(srv, cleanup)
+    ttl = 4
+    m = admin_mount("meta_ttl=%d" % ttl)
+    sadir = m.join("service-accounts")
+    path = os.path.join(sadir, sa["name"])
+    assert sa["name"] in os.listdir(sadir)
+    time.sleep(ttl + 1.5)  # the listing and its walk are over
+    assert os.path.isdir(path)  # fetched alone: fresh for ttl s more
+    srv.api("DELETE", SAS + "/" + sa["id"]).raise_for_status()
+    assert sa["name"] not in os.listdir(sadir)
+    assert not os.path.exists(path)
+    with pytest.raises(FileNotFoundError):
+        os.stat(os.path.join(path, "id"))
+
+
 def test_active_accepts_every_spelling(zenml_server, cleanup, admin_mount):
     srv = zenml_server
     sa, _ = make_sa(srv, cleanup)
