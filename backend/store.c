@@ -11,9 +11,6 @@
 
 #include "backend/util.h"
 
-/* How many accounts' last-used keys are remembered (prefetch_key). */
-#define HINTS 8
-
 /* One list, or one object, of the server. */
 struct entry {
 	struct entry *next; /* hash chain */
@@ -48,11 +45,6 @@ struct store {
 	size_t bytes;
 	store_gone_fn *gone_fn;
 	void *gone_arg;
-	int prefetches; /* threads of prefetch_key() still running */
-	struct hint {
-		char account[256], id[64], key[256];
-		long long at; /* 0: unused */
-	} hints[HINTS]; /* the keys used last, one per account */
 };
 
 static long long now_ms(void)
@@ -177,10 +169,6 @@ void store_free(struct store *s)
 {
 	if (!s)
 		return;
-	pthread_mutex_lock(&s->lock);
-	while (s->prefetches)
-		pthread_cond_wait(&s->done, &s->lock);
-	pthread_mutex_unlock(&s->lock);
 	for (size_t i = 0; i < s->cap; i++)
 		while (s->tab[i]) {
 			struct entry *e = s->tab[i];
@@ -437,7 +425,8 @@ static int fetch_one(struct store *s, enum zkind k, const char *parent,
 
 /*
  * Fetch the object of o alone, o->fetching set by the caller, and put what
- * the server said in o.  Called with lock held; returns with it held.
+ * the server said in o.  Called with lock held; returns with it held (not
+ * across the fetch).
  */
 static int fetch_into(struct store *s, struct entry *o, enum zkind k,
 		      const char *parent, const char *name, struct zen_err *le,
@@ -460,106 +449,6 @@ static int fetch_into(struct store *s, struct entry *o, enum zkind k,
 		gone_add(g, k, parent, name);
 	fetched(s, o, ret, le);
 	return ret;
-}
-
-struct prefetch {
-	struct store *s;
-	struct entry *e;
-	char parent[64];
-	char name[];
-};
-
-static void *prefetch_main(void *arg)
-{
-	struct prefetch *p = arg;
-	struct store *s = p->s;
-	struct zen_err le = { 0 };
-	struct gone g = { 0 };
-
-	pthread_mutex_lock(&s->lock);
-	fetch_into(s, p->e, ZK_KEY, p->parent, p->name, &le, &g);
-	pthread_mutex_unlock(&s->lock);
-	gone_tell(s, &g);
-	pthread_mutex_lock(&s->lock);
-	s->prefetches--;
-	pthread_cond_broadcast(&s->done);
-	pthread_mutex_unlock(&s->lock);
-	free(p);
-	return NULL;
-}
-
-void store_hint_key(struct store *s, const char *account, const char *id,
-		    const char *key)
-{
-	struct hint *h, *oldest = NULL;
-
-	if (strlen(account) >= sizeof(h->account) ||
-	    strlen(id) >= sizeof(h->id) || strlen(key) >= sizeof(h->key))
-		return;
-	pthread_mutex_lock(&s->lock);
-	for (size_t i = 0; i < HINTS; i++) {
-		h = &s->hints[i];
-		if (!strcmp(h->account, account)) {
-			oldest = h;
-			break;
-		}
-		if (!oldest || h->at < oldest->at)
-			oldest = h;
-	}
-	strcpy(oldest->account, account);
-	strcpy(oldest->id, id);
-	strcpy(oldest->key, key);
-	oldest->at = now_ms();
-	pthread_mutex_unlock(&s->lock);
-}
-
-/*
- * The account listed as name is being fetched (its record expired or was
- * swept): the key of it used last (store_hint_key, within WALK_MAX_S) is
- * likely next, as in `echo 0 > service-accounts/ci/keys/k/active`, where
- * the kernel looks up the account, then the key, one after the other.
- * Fetch that key at the same time (by the account's UUID as last known; a
- * key of a UUID that is gone is a 404), so the key's lookup joins a fetch
- * already under way: one round trip for both.  One key at most, never a
- * list.  Caller holds lock.
- */
-static void prefetch_key(struct store *s, const char *name)
-{
-	long long now = now_ms();
-	struct hint *h = NULL;
-	struct prefetch *p;
-	pthread_attr_t attr;
-	struct entry *e;
-	char key[640];
-	pthread_t t;
-
-	for (size_t i = 0; i < HINTS && !h; i++)
-		if (s->hints[i].at && !strcmp(s->hints[i].account, name) &&
-		    now - s->hints[i].at < WALK_MAX_S * 1000LL)
-			h = &s->hints[i];
-	if (!h)
-		return;
-	make_key(key, sizeof(key), ZK_KEY, h->id, h->key);
-	e = get(s, key, false);
-	if (!e || e->fetching || (e->rec && fresh(s, e, now)))
-		return;
-	p = calloc(1, sizeof(*p) + strlen(h->key) + 1);
-	if (!p)
-		return;
-	p->s = s;
-	p->e = e;
-	strcpy(p->parent, h->id);
-	strcpy(p->name, h->key);
-	e->fetching = true;
-	pthread_attr_init(&attr);
-	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-	if (pthread_create(&t, &attr, prefetch_main, p)) {
-		e->fetching = false; /* nobody waits yet: we hold lock */
-		free(p);
-	} else {
-		s->prefetches++;
-	}
-	pthread_attr_destroy(&attr);
 }
 
 int store_find(struct store *s, enum zkind k, const char *parent,
@@ -626,8 +515,6 @@ int store_find(struct store *s, enum zkind k, const char *parent,
 		goto take;
 	}
 	o->fetching = true;
-	if (k == ZK_ACCOUNT)
-		prefetch_key(s, name);
 	ret = fetch_into(s, o, k, parent, name, &le, &g);
 	r = o->rec;
 	if (!ret)
@@ -781,7 +668,7 @@ size_t store_sweep(struct store *s)
 
 long long store_next_expiry(struct store *s)
 {
-	long long next = 0, t;
+	long long next = 0, now = now_ms(), t;
 
 	pthread_mutex_lock(&s->lock);
 	for (size_t i = 0; i < s->cap; i++)
@@ -789,7 +676,7 @@ long long store_next_expiry(struct store *s)
 			t = e->fetched + s->ttl_ms;
 			if (e->walk_until > t)
 				t = e->walk_until;
-			if (!next || t < next)
+			if (t > now && (!next || t < next))
 				next = t;
 		}
 	pthread_mutex_unlock(&s->lock);

@@ -67,11 +67,6 @@ typedef void store_gone_fn(void *arg, enum zkind k, const char *parent,
 			   const char *name);
 void store_on_gone(struct store *s, store_gone_fn *fn, void *arg);
 
-/* The key named key of the account listed as account (UUID id) was just
- * used: when that account is next fetched, the key is fetched with it. */
-void store_hint_key(struct store *s, const char *account, const char *id,
-		    const char *key);
-
 /* rec is what the server now says (a create or update reply). */
 void store_update(struct store *s, enum zkind k, const char *parent,
 		  struct zrec *rec);
@@ -81,7 +76,8 @@ void store_remove(struct store *s, enum zkind k, const char *parent,
 
 /* Drop what is expired and not in use; returns the bytes let go. */
 size_t store_sweep(struct store *s);
-/* The earliest time (CLOCK_MONOTONIC ms) anything may expire, 0: none. */
+/* The earliest time (CLOCK_MONOTONIC ms) from now on that anything
+ * cached expires (a sweep may then let it go), 0: none. */
 long long store_next_expiry(struct store *s);
 /* Bytes held now. */
 size_t store_bytes(struct store *s);

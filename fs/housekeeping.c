@@ -19,6 +19,8 @@
 #define TRIM_MIN (64 * 1024)
 /* As many inodes forgotten since the last look (a swept listing's). */
 #define TRIM_INODES 256
+/* How long after an expiry the sweep runs. */
+#define SWEEP_SLACK_MS 50
 /* How soon to look again once a sweep let the kernel forget entries. */
 #define FORGET_WAIT_MS 200
 
@@ -69,6 +71,11 @@ static long long tick(void)
 		sleep_ms = (next_tok - wall) * 1000LL;
 	seq = notify_last_queued();
 	freed = store_sweep(hk_fs->store);
+	/* Wake when the next thing cached expires: a big listing goes,
+	 * and its memory with it, within moments of its meta_ttl. */
+	due = store_next_expiry(hk_fs->store);
+	if (due && due + SWEEP_SLACK_MS - now < sleep_ms)
+		sleep_ms = due + SWEEP_SLACK_MS - now;
 	/* A swept listing dropped the kernel's entries of its names
 	 * (ops_object_gone): the kernel forgets their inodes, and the
 	 * table frees them, just after. */

@@ -29,6 +29,8 @@ struct inode {
 };
 
 /* A chained hash table that grows. */
+#define TABLE_MIN 256 /* buckets */
+
 struct table {
 	struct inode **b;
 	size_t cap, n;
@@ -67,19 +69,18 @@ static struct inode **pchain(struct table *t, const struct inode *in, bool path)
 
 static int table_init(struct table *t)
 {
-	t->cap = 256;
+	t->cap = TABLE_MIN;
 	t->n = 0;
 	t->b = calloc(t->cap, sizeof(*t->b));
 	return t->b ? 0 : -ENOMEM;
 }
 
-/* Double t when it is full (a failure only makes chains longer). */
-static void table_grow(struct table *t, bool path)
+/* Rehash t into cap buckets (a failure only keeps the chains as they
+ * are). */
+static void table_resize(struct table *t, bool path, size_t cap)
 {
-	struct table nt = { .cap = t->cap * 2 };
+	struct table nt = { .cap = cap };
 
-	if (t->n < t->cap)
-		return;
 	nt.b = calloc(nt.cap, sizeof(*nt.b));
 	if (!nt.b)
 		return;
@@ -98,6 +99,26 @@ static void table_grow(struct table *t, bool path)
 	free(t->b);
 	nt.n = t->n;
 	*t = nt;
+}
+
+/* Double t when it is full. */
+static void table_grow(struct table *t, bool path)
+{
+	if (t->n >= t->cap)
+		table_resize(t, path, t->cap * 2);
+}
+
+/* Halve t, and more, when it is mostly empty (after the kernel forgot a
+ * big listing's inodes), so its buckets go back to the system too. */
+static void table_shrink(struct table *t, bool path)
+{
+	size_t cap = t->cap;
+
+	if (cap <= TABLE_MIN || t->n >= cap / 8)
+		return;
+	while (cap > TABLE_MIN && t->n < cap / 4)
+		cap /= 2;
+	table_resize(t, path, cap);
 }
 
 static void link_path(struct inode *in)
@@ -125,6 +146,7 @@ static void unlink_path(struct inode *in)
 		}
 	in->current = false;
 	by_path.n--;
+	table_shrink(&by_path, true);
 }
 
 static struct inode *find_path(const char *path)
@@ -180,6 +202,7 @@ static void inode_free(struct inode *in)
 			break;
 		}
 	by_ino.n--;
+	table_shrink(&by_ino, false);
 	if (in->tprev) {
 		*in->tprev = in->tnext;
 		if (in->tnext)

@@ -438,9 +438,6 @@ static int resolve(struct fs *fs, const struct match *m, struct objs *o)
 		if (ret != -ENOENT)
 			log_warn("cannot look up '%s': %s", m->leaf, e.msg);
 		objs_release(o);
-	} else if (o->n == 2 && m->node->kind == ZK_KEY) {
-		store_hint_key(fs->store, m->params[0], zrec_id(o->rec[0]),
-			       m->params[1]);
 	}
 	return ret;
 }

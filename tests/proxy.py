@@ -12,8 +12,6 @@ ZenML server and forwards every request, unless told otherwise:
                                until the mode changes; then drop)
     p.set_mode("status", status=503, body=b'...')  answer every request so
     p.set_mode("garbage")      200 application/json with a non-JSON body
-    p.add_fault(prefix, "delay", delay=2.0)
-                               forward, after holding the request 2 s
     p.add_fault("/api/v1/api_token", "status", status=500, count=3)
                                same modes for one path prefix (count=None:
                                until clear_faults()); first match wins
@@ -49,18 +47,17 @@ HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate",
               "proxy-authorization", "te", "trailers", "transfer-encoding",
               "upgrade", "content-length", "host"}
 
-MODES = ("pass", "refuse", "hang", "status", "garbage", "delay")
+MODES = ("pass", "refuse", "hang", "status", "garbage")
 
 
 class _Fault:
-    def __init__(self, mode, status=503, body=None, count=None, delay=0.0):
+    def __init__(self, mode, status=503, body=None, count=None):
         if mode not in MODES:
             raise ValueError("unknown mode %r" % mode)
         self.mode = mode
         self.status = status
         self.body = body
         self.count = count
-        self.delay = delay
 
 
 class _Server(http.server.ThreadingHTTPServer):
@@ -175,8 +172,6 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if fault.mode == "garbage":
             self._reply(200, b"<html>this is not json")
             return
-        if fault.mode == "delay":
-            time.sleep(fault.delay)
 
         headers = {k: v for k, v in self.headers.items()
                    if k.lower() not in HOP_BY_HOP}
@@ -294,13 +289,11 @@ class FaultProxy:
         with self._lock:
             return self._fault.mode
 
-    def add_fault(self, prefix, mode, status=503, body=None, count=None,
-                  delay=0.0):
+    def add_fault(self, prefix, mode, status=503, body=None, count=None):
         """Fault for requests whose path starts with prefix; count=N: only
         the next N such requests.  "refuse" here drops the connection."""
         with self._lock:
-            self._faults.append((prefix, _Fault(mode, status, body, count,
-                                                delay)))
+            self._faults.append((prefix, _Fault(mode, status, body, count)))
             self._mode_changed.notify_all()
 
     def clear_faults(self):

@@ -347,46 +347,6 @@ def test_admin_writes_are_one_request_each(scale_server, accounts, sproxy,
         srv.api("PUT", SAS + "/" + tid, json={"active": True})
 
 
-def test_key_is_fetched_along_with_its_expired_account(scale_server,
-                                                        accounts, sproxy,
-                                                        admin):
-    """echo 0 > keys/k/active with the account's record expired: the kernel
-    looks up the account, then the key, one after the other.  The daemon
-    fetches the key it used last at the same time as the account, so the
-    key's GET is sent while the account's is still held back by the proxy
-    (one round trip for both lookups); then the PUT.  Three requests, no
-    list."""
-    srv = scale_server
-    ttl = 4  # the prefetched key stays fresh while the account is held
-    m = admin(sproxy.url, "meta_ttl=%d" % ttl)
-    t, tid, kid = accounts.target, accounts.target_id, accounts.key_id
-    active = "service-accounts/%s/keys/k/active" % t
-    key_get = "%s/%s/api_keys/k" % (SAS, tid)
-    key_put = "%s/%s/api_keys/%s" % (SAS, tid, kid)
-    hold = 2.0
-    try:
-        assert m.write(active, "1\n") == 2
-        time.sleep(ttl + WALK_GAP + 0.5)  # every record expired
-        sproxy.reset_counts()
-        sproxy.add_fault(SAS + "/" + t, "delay", delay=hold, count=1)
-        th = threading.Thread(target=m.write, args=(active, "0\n"))
-        t0 = time.monotonic()
-        th.start()
-        until(lambda: sproxy.count(key_get, method="GET") == 1, hold / 2,
-              "the key's GET while the account's is held")
-        assert sproxy.count(SAS + "/" + t, method="GET") == 1
-        assert time.monotonic() - t0 < hold
-        th.join(30)
-        assert sproxy.method_counts == {("GET", SAS + "/" + t): 1,
-                                        ("GET", key_get): 1,
-                                        ("PUT", key_put): 1}
-        assert srv.api("GET", key_put).json()["body"]["active"] is False
-        assert m.text(active) == "0\n"
-    finally:
-        sproxy.clear_faults()
-        srv.api("PUT", key_put, json={"active": True})
-
-
 def test_changes_elsewhere_show_within_meta_ttl(scale_server, accounts,
                                                 sproxy, admin):
     """With 2,000 accounts listed, changes made over REST (deactivate,
