@@ -146,7 +146,6 @@ static void unlink_path(struct inode *in)
 		}
 	in->current = false;
 	by_path.n--;
-	table_shrink(&by_path, true);
 }
 
 static struct inode *find_path(const char *path)
@@ -202,7 +201,6 @@ static void inode_free(struct inode *in)
 			break;
 		}
 	by_ino.n--;
-	table_shrink(&by_ino, false);
 	if (in->tprev) {
 		*in->tprev = in->tnext;
 		if (in->tnext)
@@ -214,11 +212,15 @@ static void inode_free(struct inode *in)
 	free(in);
 }
 
-/* Free in if nobody needs it any more.  Caller holds lock. */
+/* Free in if nobody needs it any more.  Caller holds lock, and walks no
+ * table (they may shrink). */
 static void maybe_free(struct inode *in)
 {
-	if (!in->nlookup && !in->pinned)
-		inode_free(in);
+	if (in->nlookup || in->pinned)
+		return;
+	inode_free(in);
+	table_shrink(&by_path, true);
+	table_shrink(&by_ino, false);
 }
 
 int itab_init(void)

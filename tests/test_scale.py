@@ -472,12 +472,13 @@ def test_key_deactivated_elsewhere_is_ekeyrevoked_while_read(
                     "memory in quarantine: no memory goal holds")
 def test_memory_flat_over_2000_refreshes(zenml_server, service_account,
                                          proxy, mount):
-    """Two rounds of 2,000 writes to refresh: exactly 2,000 mints each,
+    """Three rounds of 2,000 writes to refresh: exactly 2,000 mints each,
     and the daemon's memory does not grow with them.  A leak grows in
     every round; something that does not follow the refreshes grows in
     one step now and then (measured over 15 rounds: 0-20 KiB in 13, a step
-    of 108 and 124 KiB in two; its source is not found), so one round may
-    take such a step and the other must be flat."""
+    of 108 and 124 KiB in two; once, under the load of the other suite,
+    120 KiB in two rounds in a row; its source is not found), so a round
+    may take such a step, and one at least must be flat."""
     m = mount(service_account.key, url=proxy.url)
     pid = m.proc.pid
 
@@ -499,7 +500,7 @@ def test_memory_flat_over_2000_refreshes(zenml_server, service_account,
         if anon(pid) <= before:
             break
     grew = []
-    for _ in range(2):
+    for _ in range(3):
         a0, r0 = anon(pid), vmrss(pid)
         st0 = int(m.status()["refreshes"])
         proxy.reset_counts()
@@ -509,7 +510,7 @@ def test_memory_flat_over_2000_refreshes(zenml_server, service_account,
         grew.append((anon(pid) - a0, vmrss(pid) - r0))
     kib = [(a // KIB, r // KIB) for a, r in grew]
     assert min(a for a, _ in grew) <= 64 * KIB, \
-        "anon grew in both rounds (KiB anon, VmRSS): %s" % kib
+        "anon grew in every round (KiB anon, VmRSS): %s" % kib
     assert max(a for a, _ in grew) <= 256 * KIB, kib
     assert min(r for _, r in grew) <= 128 * KIB, kib
     assert max(r for _, r in grew) <= 512 * KIB, kib

@@ -140,6 +140,29 @@ int main(void)
 	}
 	CHECK(itab_count() == base);
 
+	/* a big listing forgotten but for a few: the tables shrink, the
+	 * few are still found both ways, and the release frees them */
+	for (int i = 0; i < 20000; i++) {
+		snprintf(path, sizeof(path), "/service-accounts/sa-%d", i);
+		CHECK(itab_lookup(path, &a) == 0);
+	}
+	for (int i = 0; i < 20000; i++) {
+		if (i % 1000 == 7)
+			continue;
+		snprintf(path, sizeof(path), "/service-accounts/sa-%d", i);
+		itab_forget(itab_ino_of(path), 1);
+	}
+	CHECK(itab_count() == base + 20);
+	for (int i = 7; i < 20000; i += 1000) {
+		char back[64];
+
+		snprintf(path, sizeof(path), "/service-accounts/sa-%d", i);
+		a = itab_ino_of(path);
+		CHECK(a != 0);
+		CHECK(itab_path(a, back, sizeof(back)) == 0);
+		CHECK(!strcmp(back, path));
+	}
+
 	itab_release();
 	secret_unref(t1);
 	secret_unref(t2);
