@@ -47,14 +47,6 @@ struct store {
 	void *gone_arg;
 };
 
-static long long now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec * 1000LL + ts.tv_nsec / 1000000;
-}
-
 static uint64_t hash_key(const char *s)
 {
 	uint64_t h = 1469598103934665603ULL;
@@ -364,7 +356,7 @@ int store_list(struct store *s, enum zkind k, const char *parent, bool opening,
 		pthread_mutex_unlock(&s->lock);
 		return -ENOMEM;
 	}
-	now = now_ms();
+	now = mono_ms();
 	if (fresh(s, e, now) && e->list) {
 		ret = 0;
 		goto take;
@@ -386,7 +378,7 @@ int store_list(struct store *s, enum zkind k, const char *parent, bool opening,
 		s->bytes -= entry_bytes(e);
 		zlist_unref(e->list);
 		e->list = l;
-		e->fetched = now_ms();
+		e->fetched = mono_ms();
 		e->walk_until = 0;
 		e->last_i = -1;
 		s->bytes += entry_bytes(e);
@@ -399,7 +391,7 @@ int store_list(struct store *s, enum zkind k, const char *parent, bool opening,
 take:
 	if (opening) {
 		/* A new walk over this listing. */
-		now = now_ms();
+		now = mono_ms();
 		e->walk_until = now + WALK_GAP_MS;
 		e->last_i = -1;
 	}
@@ -441,7 +433,7 @@ static int fetch_into(struct store *s, struct entry *o, enum zkind k,
 	s->bytes -= entry_bytes(o);
 	zrec_unref(o->rec);
 	o->rec = ret ? NULL : r;
-	o->fetched = ret ? 0 : now_ms();
+	o->fetched = ret ? 0 : mono_ms();
 	if (!ret)
 		o->stale_at = 0;
 	s->bytes += entry_bytes(o);
@@ -470,7 +462,7 @@ int store_find(struct store *s, enum zkind k, const char *parent,
 	if (k <= ZK_USER)
 		name = "";
 	pthread_mutex_lock(&s->lock);
-	now = now_ms();
+	now = mono_ms();
 	make_key(key, sizeof(key), k, parent, NULL);
 	le_list = k > ZK_USER ? find(s, key) : NULL;
 	make_key(key, sizeof(key), k, parent, name);
@@ -576,9 +568,9 @@ static void set_object(struct store *s, enum zkind k, const char *parent,
 	s->bytes -= entry_bytes(e);
 	zrec_unref(e->rec);
 	e->rec = zrec_ref(rec);
-	e->fetched = rec ? now_ms() : 0;
+	e->fetched = rec ? mono_ms() : 0;
 	if (stale)
-		e->stale_at = now_ms();
+		e->stale_at = mono_ms();
 	s->bytes += entry_bytes(e);
 }
 
@@ -631,7 +623,7 @@ static void gone_swept(const struct entry *e, struct gone *g)
 
 size_t store_sweep(struct store *s)
 {
-	long long now = now_ms();
+	long long now = mono_ms();
 	struct gone g = { 0 };
 	size_t freed = 0;
 
@@ -668,7 +660,7 @@ size_t store_sweep(struct store *s)
 
 long long store_next_expiry(struct store *s)
 {
-	long long next = 0, now = now_ms(), t;
+	long long next = 0, now = mono_ms(), t;
 
 	pthread_mutex_lock(&s->lock);
 	for (size_t i = 0; i < s->cap; i++)

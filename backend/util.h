@@ -140,6 +140,9 @@ int url_check(const char *url, const char **why);
  */
 int max_lifetime_of(const char *msg, unsigned long *out);
 
+/* Now on CLOCK_MONOTONIC, in milliseconds. */
+long long mono_ms(void);
+
 /* Copy src into dst (size dstsz >= 1), truncating; always terminated. */
 size_t strlcpy_z(char *dst, const char *src, size_t dstsz);
 

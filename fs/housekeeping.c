@@ -9,6 +9,7 @@
 #include <time.h>
 
 #include "backend/log.h"
+#include "backend/util.h"
 #include "backend/store.h"
 #include "fs/inode.h"
 #include "fs/newkeys.h"
@@ -32,14 +33,6 @@ static bool started;
 static sem_t sem; /* posted from signal handlers too */
 static volatile sig_atomic_t hup_pending, stopping;
 static size_t inodes_high; /* the most inodes seen since the last trim */
-
-static long long mono_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec * 1000LL + ts.tv_nsec / 1000000;
-}
 
 /* A new key value's page may be in the kernel: drop it. */
 static void key_gone(const char *path, void *arg)

@@ -27,14 +27,6 @@ static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static struct new_key keys[NEW_KEYS_MAX];
 static int n;
 
-static long long now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec * 1000LL + ts.tv_nsec / 1000000;
-}
-
 /* Caller holds lock. */
 static void drop(int i)
 {
@@ -70,7 +62,7 @@ void newkey_put(const char *account, const char *key, const char *key_id,
 	strlcpy_z(keys[n].key, key, sizeof(keys[n].key));
 	strlcpy_z(keys[n].id, key_id, sizeof(keys[n].id));
 	keys[n].value = secret_ref(value);
-	keys[n].at = now_ms();
+	keys[n].at = mono_ms();
 	n++;
 	pthread_mutex_unlock(&lock);
 }
@@ -85,7 +77,7 @@ static struct new_key *find(const char *account, const char *key,
 		if (strcmp(k->account, account) || strcmp(k->key, key))
 			continue;
 		/* readable for the whole window, not a moment more */
-		if (now_ms() - k->at > window * 1000LL ||
+		if (mono_ms() - k->at > window * 1000LL ||
 		    strcasecmp(k->id, key_id))
 			return NULL;
 		return k;
@@ -124,7 +116,7 @@ long long newkey_expire(unsigned window,
 			void (*gone)(const char *path, void *arg), void *arg)
 {
 	char path[2 * TREE_PARAM_MAX + 40];
-	long long now = now_ms(), next = 0;
+	long long now = mono_ms(), next = 0;
 
 	pthread_mutex_lock(&lock);
 	for (int i = 0; i < n; i++) {

@@ -21,6 +21,7 @@
 #include "backend/log.h"
 #include "backend/secret.h"
 #include "backend/token.h"
+#include "backend/util.h"
 #include "fs/channel.h"
 #include "fs/inode.h"
 #include "fs/notify.h"
@@ -113,18 +114,15 @@ static int stat_content(struct fs *fs, const struct match *m, uint64_t ino,
  * is fresh (at most meta_ttl), never longer, so a change made elsewhere
  * still shows within meta_ttl.  When the daemon learns sooner that the
  * object is gone (a new listing lacks it, a 404), it drops the kernel's
- * entry itself (fs/main.c: on_gone).  Only objects listed at the top
+ * entry itself (ops_object_gone).  Only objects listed at the top
  * (accounts, devices) are cached: a key's entry is not.
  */
 static double fresh_timeout(const struct match *m, long long until)
 {
-	struct timespec ts;
-	long long now;
+	long long now = mono_ms();
 
 	if (m->nparams != 1 || !until)
 		return 0;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	now = ts.tv_sec * 1000LL + ts.tv_nsec / 1000000;
 	return until > now ? (double)(until - now) / 1000.0 : 0;
 }
 
@@ -586,10 +584,14 @@ static void readdir_common(fuse_req_t req, fuse_ino_t ino, size_t size,
 			snprintf(child, sizeof(child), "%s/%s",
 				 strcmp(d->path, "/") ? d->path : "", name);
 			/* "." and ".." never carry a lookup */
-			if (plus && !entry_for(fs, child, &e))
+			if (plus && !entry_for(fs, child, &e)) {
 				looked_up = true;
-			else
+			} else {
+				/* gone since opendir: the name alone */
+				memset(&e, 0, sizeof(e));
+				e.attr.st_mode = is_dir ? S_IFDIR : S_IFREG;
 				e.attr.st_ino = itab_dirent_ino(child);
+			}
 		}
 		if (plus)
 			n = fuse_add_direntry_plus(req, buf + used, size - used,
