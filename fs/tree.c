@@ -322,28 +322,24 @@ void tree_object_files(const struct match *m,
 	for (size_t i = 0; i < NNODES; i++) {
 		const struct node *nd = &nodes[i];
 		const char *leaf = nd->pattern + plen + 1;
-		const struct zfield *f;
-		size_t nf;
+		const struct zfield *f = NULL;
+		size_t nf = 1;
 
 		if (nd->type != REG ||
 		    strncmp(nd->pattern, m->node->pattern, plen) ||
 		    nd->pattern[plen] != '/' || strchr(leaf, '/'))
 			continue;
-		if (strcmp(leaf, "@")) {
+		/* an '@' row stands for every attribute file of its kind */
+		if (!strcmp(leaf, "@"))
+			f = zkind_fields(nd->kind, &nf);
+		for (size_t j = 0; j < nf; j++) {
+			if (f && !(f[j].flags & ZF_FILE))
+				continue;
 			snprintf(path, sizeof(path), "%.*s%s/%s",
 				 (int)(plen - 1), nd->pattern, m->params[0],
-				 leaf);
+				 f ? f[j].name : leaf);
 			fn(path, arg);
-			continue;
 		}
-		f = zkind_fields(nd->kind, &nf);
-		for (size_t j = 0; j < nf; j++)
-			if (f[j].flags & ZF_FILE) {
-				snprintf(path, sizeof(path), "%.*s%s/%s",
-					 (int)(plen - 1), nd->pattern,
-					 m->params[0], f[j].name);
-				fn(path, arg);
-			}
 	}
 }
 
