@@ -711,6 +711,34 @@ int api_get(struct zen *z, enum zkind k, const char *parent,
 	return one(z, k, &(struct zen_req){ "GET", path }, out, NULL, e);
 }
 
+int api_get_child(struct zen *z, enum zkind k, const char *parent,
+		  const char *name_or_id, struct zrec **out,
+		  struct zrec **owner, struct zen_err *e)
+{
+	json_t *reply = NULL, *sa;
+	char path[1024];
+	int ret;
+
+	*owner = NULL;
+	if (k != ZK_KEY || !name_ok(name_or_id)) {
+		zen_err_set(e, "no %s '%s'", kinds[k].what, name_or_id);
+		return -ENOENT;
+	}
+	if (route(k, parent, name_or_id, NULL, path, sizeof(path))) {
+		zen_err_set(e, "get %s '%s': name too long", kinds[k].what,
+			    name_or_id);
+		return -ENAMETOOLONG;
+	}
+	ret = one(z, k, &(struct zen_req){ "GET", path }, out, &reply, e);
+	if (ret)
+		return ret;
+	sa = value_at(reply, "body.service_account");
+	if (json_is_object(sa))
+		*owner = zrec_parse(ZK_ACCOUNT, sa, zen_url(z));
+	json_decref(reply);
+	return 0;
+}
+
 /* The new key value in a create or rotate reply, into guarded memory. */
 static int new_key_value(json_t *reply, struct secret **out)
 {

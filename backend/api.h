@@ -107,6 +107,12 @@ int api_list(struct zen *z, enum zkind k, const char *parent,
 /* One object by its name or UUID (keys: of the account with UUID parent). */
 int api_get(struct zen *z, enum zkind k, const char *parent,
 	    const char *name_or_id, struct zrec **out, struct zen_err *e);
+/* api_get() of a key, and the account the reply names (body.service_account,
+ * partial: without its metadata) in *owner; *owner NULL when there is
+ * none. */
+int api_get_child(struct zen *z, enum zkind k, const char *parent,
+		  const char *name_or_id, struct zrec **out,
+		  struct zrec **owner, struct zen_err *e);
 /*
  * Create an account (parent NULL) or an API key of the account with UUID
  * parent.  For a key, *value gets the new ZENKEY_ value (guarded memory).

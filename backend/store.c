@@ -9,7 +9,28 @@
 #include <string.h>
 #include <time.h>
 
+#include "backend/log.h"
 #include "backend/util.h"
+
+/*
+ * A child looked up under an object (a key of an account): when the
+ * object's record has expired and it is asked for again, the child is
+ * fetched instead, under the UUID the object had; the server's reply names
+ * the object the child belongs to, name and UUID, which is all a lookup
+ * of the object needs (a partial record: its files fetch it whole).  So
+ * an expired "account/keys/k/active" is one GET before its PUT, not two.
+ */
+#define NHINTS 8
+#define HINT_MS (10 * 60 * 1000LL)
+#define HINT_NAME 128
+
+struct hint {
+	long long at; /* CLOCK_MONOTONIC ms; 0: unused */
+	unsigned char k, ck;
+	char name[HINT_NAME]; /* the object's */
+	char id[64]; /* its UUID then */
+	char cname[HINT_NAME]; /* the child's */
+};
 
 /* One list, or one object, of the server. */
 struct entry {
@@ -45,6 +66,8 @@ struct store {
 	size_t bytes;
 	store_gone_fn *gone_fn;
 	void *gone_arg;
+	/* children looked up lately (see store_hint) */
+	struct hint hints[NHINTS];
 };
 
 static uint64_t hash_key(const char *s)
@@ -443,15 +466,128 @@ static int fetch_into(struct store *s, struct entry *o, enum zkind k,
 	return ret;
 }
 
+/* ---- an object learned from its child ------------------------------- */
+
+void store_hint(struct store *s, enum zkind k, const char *name,
+		const char *id, enum zkind ck, const char *cname)
+{
+	long long now = mono_ms();
+	struct hint *h, *slot = NULL;
+
+	if (!id || strlen(name) >= HINT_NAME || strlen(cname) >= HINT_NAME ||
+	    strlen(id) >= sizeof(h->id))
+		return;
+	pthread_mutex_lock(&s->lock);
+	for (int i = 0; i < NHINTS; i++) {
+		h = &s->hints[i];
+		if (h->at && h->k == k && h->ck == ck &&
+		    !strcmp(h->name, name) && !strcmp(h->cname, cname)) {
+			slot = h;
+			break;
+		}
+		if (!slot || h->at < slot->at)
+			slot = h; /* the oldest, or an unused one */
+	}
+	slot->at = now;
+	slot->k = (unsigned char)k;
+	slot->ck = (unsigned char)ck;
+	strcpy(slot->name, name);
+	strcpy(slot->id, id);
+	strcpy(slot->cname, cname);
+	pthread_mutex_unlock(&s->lock);
+}
+
+/* The latest hint for (k, name) still worth a try.  Caller holds lock. */
+static const struct hint *hint_for(const struct store *s, enum zkind k,
+				   const char *name, long long now)
+{
+	const struct hint *best = NULL;
+
+	for (int i = 0; i < NHINTS; i++) {
+		const struct hint *h = &s->hints[i];
+
+		if (h->at && now - h->at <= HINT_MS && h->k == k &&
+		    !strcmp(h->name, name) && (!best || h->at > best->at))
+			best = h;
+	}
+	return best;
+}
+
+/*
+ * Fetch the object of o (o->fetching set by the caller) through the child
+ * h names: true when the child's reply names the object as h says (then
+ * both are in, the object partial); false when the caller must fetch the
+ * object alone (nothing kept).  Called with lock held; returns with it
+ * held (not across the fetch).
+ */
+static bool fetch_via_child(struct store *s, struct entry *o, enum zkind k,
+			    const char *name, const struct hint *h)
+{
+	struct zrec *cr = NULL, *pr = NULL;
+	struct zen_err le = { 0 };
+	char id[sizeof(h->id)], cname[HINT_NAME], ckey[640];
+	enum zkind ck = (enum zkind)h->ck;
+	struct entry *c;
+	bool ok;
+	int ret;
+
+	strcpy(id, h->id);
+	strcpy(cname, h->cname);
+	make_key(ckey, sizeof(ckey), ck, id, cname);
+	c = get(s, ckey, false);
+	if (!c || c->fetching)
+		return false;
+	c->fetching = true;
+	pthread_mutex_unlock(&s->lock);
+	ret = api_get_child(s->zen, ck, id, cname, &cr, &pr, &le);
+	pthread_mutex_lock(&s->lock);
+	ok = !ret && pr && zrec_id(pr) && !strcmp(zrec_id(pr), id) &&
+	     zrec_name(pr) && !strcmp(zrec_name(pr), name);
+	if (ok) {
+		long long now = mono_ms();
+
+		s->bytes -= entry_bytes(c) + entry_bytes(o);
+		zrec_unref(c->rec);
+		c->rec = cr;
+		c->fetched = now;
+		c->stale_at = 0;
+		zrec_unref(o->rec);
+		o->rec = pr;
+		o->fetched = now;
+		o->stale_at = 0;
+		s->bytes += entry_bytes(c) + entry_bytes(o);
+		fetched(s, c, 0, NULL);
+		fetched(s, o, 0, NULL);
+		return true;
+	}
+	/* Gone, renamed, made again: nothing learned, and the hint is no
+	 * use any more; whoever waits on the child asks again. */
+	for (int i = 0; i < NHINTS; i++) {
+		struct hint *x = &s->hints[i];
+
+		if (x->k == k && x->ck == ck && !strcmp(x->name, name) &&
+		    !strcmp(x->cname, cname))
+			x->at = 0;
+	}
+	log_debug("%s '%s' by its %s '%s': %s; asking for it alone",
+		  zkind_name(k), name, zkind_name(ck), cname,
+		  ret ? le.msg : "it belongs to another now");
+	zrec_unref(cr);
+	zrec_unref(pr);
+	fetched(s, c, -EAGAIN, NULL);
+	return false;
+}
+
 int store_find(struct store *s, enum zkind k, const char *parent,
-	       const char *name, struct zrec **out, long long *fresh_until,
-	       struct zen_err *err)
+	       const char *name, bool whole, struct zrec **out,
+	       long long *fresh_until, struct zen_err *err)
 {
 	long long until = 0;
 	struct gone g = { 0 };
 	struct zen_err le = { 0 };
 	struct zrec *r = NULL;
 	struct entry *le_list, *o;
+	const struct hint *h;
 	char key[640];
 	long long now;
 	long i;
@@ -462,13 +598,18 @@ int store_find(struct store *s, enum zkind k, const char *parent,
 	if (k <= ZK_USER)
 		name = "";
 	pthread_mutex_lock(&s->lock);
+again:
 	now = mono_ms();
 	make_key(key, sizeof(key), k, parent, NULL);
 	le_list = k > ZK_USER ? find(s, key) : NULL;
 	make_key(key, sizeof(key), k, parent, name);
 	o = find(s, key);
+	/* A partial record (learned from a child) is newer than the
+	 * listing, but not enough for whole. */
 	if (le_list && usable(s, le_list, now) &&
-	    !(o && o->stale_at >= le_list->fetched)) {
+	    !(o && o->stale_at >= le_list->fetched) &&
+	    !(whole && o && o->rec && zrec_partial(o->rec) &&
+	      o->fetched > le_list->fetched)) {
 		i = zlist_find(le_list->list, name);
 		if (i >= 0) {
 			progress(s, le_list, i, now);
@@ -492,7 +633,7 @@ int store_find(struct store *s, enum zkind k, const char *parent,
 		ret = -ENOMEM;
 		goto out;
 	}
-	if (o->rec && fresh(s, o, now)) {
+	if (o->rec && fresh(s, o, now) && !(whole && zrec_partial(o->rec))) {
 		r = o->rec;
 		until = o->fetched + s->ttl_ms;
 		ret = 0;
@@ -500,6 +641,10 @@ int store_find(struct store *s, enum zkind k, const char *parent,
 	}
 	if (join(s, o, &ret, err)) {
 		r = o->rec;
+		/* a fetch through a child that did not count, or a partial
+		 * record where the whole one is wanted */
+		if (ret == -EAGAIN || (!ret && r && whole && zrec_partial(r)))
+			goto again;
 		if (!ret && !r)
 			ret = -ENOENT;
 		if (r)
@@ -507,12 +652,17 @@ int store_find(struct store *s, enum zkind k, const char *parent,
 		goto take;
 	}
 	o->fetching = true;
-	ret = fetch_into(s, o, k, parent, name, &le, &g);
+	h = whole ? NULL : hint_for(s, k, name, now);
+	if (h && fetch_via_child(s, o, k, name, h)) {
+		ret = 0;
+	} else {
+		ret = fetch_into(s, o, k, parent, name, &le, &g);
+		if (ret && err)
+			*err = le;
+	}
 	r = o->rec;
 	if (!ret)
 		until = o->fetched + s->ttl_ms;
-	if (ret && err)
-		*err = le;
 take:
 	if (!ret)
 		*out = zrec_ref(r);

@@ -46,14 +46,16 @@ int store_list(struct store *s, enum zkind k, const char *parent, bool opening,
 /*
  * The object of kind k listed as name (server and current user: name
  * ignored): from a usable listing (O(1)), a fresh object, or one GET of
- * that object alone, never a whole list.  -ENOENT when there is none.
+ * that object alone, never a whole list (or of a child it has, see
+ * store_hint).  -ENOENT when there is none.  whole: every field is wanted
+ * (a record learned from a child lacks the metadata: zrec_partial).
  * *fresh_until (may be NULL): until when (CLOCK_MONOTONIC ms) the answer
  * is fresh, that is, younger than meta_ttl; 0 when it is only usable (a
  * walk's listing).  Nothing cached from it may be trusted longer.
  */
 int store_find(struct store *s, enum zkind k, const char *parent,
-	       const char *name, struct zrec **out, long long *fresh_until,
-	       struct zen_err *e);
+	       const char *name, bool whole, struct zrec **out,
+	       long long *fresh_until, struct zen_err *e);
 
 /*
  * The object listed as name is gone, or no longer cached: a new listing
@@ -66,6 +68,18 @@ int store_find(struct store *s, enum zkind k, const char *parent,
 typedef void store_gone_fn(void *arg, enum zkind k, const char *parent,
 			   const char *name);
 void store_on_gone(struct store *s, store_gone_fn *fn, void *arg);
+
+/*
+ * A lookup went from the object (k, name), whose UUID is id, to its child
+ * (ck, cname) (an account's key).  The next time the object's record has
+ * expired and the object is wanted but not whole, the child is fetched
+ * instead: its reply names the object it belongs to (an API key's names
+ * its account), and when that is still name with UUID id, it stands for
+ * the object's own GET.  Else the object is fetched alone after it.  The
+ * last few hints are kept, for minutes.
+ */
+void store_hint(struct store *s, enum zkind k, const char *name,
+		const char *id, enum zkind ck, const char *cname);
 
 /* rec is what the server now says (a create or update reply). */
 void store_update(struct store *s, enum zkind k, const char *parent,

@@ -57,8 +57,11 @@ struct token_engine {
 	long long lifetime; /* of the current token (0: no exp) */
 	unsigned server_max; /* the most the server allows (0: not said) */
 	bool warned_lifetime;
-	/* one mint at a time; the others wait for its result */
-	bool minting;
+	/* one mint at a time; the others wait for its result.  Once the
+	 * thread runs, every mint is made on it (mint_wanted asks it): the
+	 * secrets a mint leaves on a stack, and the stack it wipes, are
+	 * that thread's alone, not one more of every FUSE worker's. */
+	bool minting, mint_wanted;
 	unsigned long mint_gen;
 	int mint_ret;
 	struct zen_err mint_err;
@@ -211,7 +214,7 @@ static void mint_failed(struct token_engine *te, int ret,
 	}
 	if (te->state == TS_EXPIRED && !te->next_probe)
 		te->next_probe = now + PROBE_INTERVAL;
-	pthread_cond_signal(&te->cond);
+	pthread_cond_broadcast(&te->cond);
 	pthread_mutex_unlock(&te->lock);
 	/* Before the thread runs, the caller reports the failure itself
 	 * (on the terminal, once). */
@@ -298,7 +301,7 @@ static int do_mint(struct token_engine *te, struct zen_err *e)
 	te->next_probe = 0;
 	te->announced_expiry = false;
 	note_lifetime(te, exp, now);
-	pthread_cond_signal(&te->cond);
+	pthread_cond_broadcast(&te->cond);
 	pthread_mutex_unlock(&te->lock);
 	secret_unref(old);
 	if (failures)
@@ -317,14 +320,25 @@ int token_engine_mint(struct token_engine *te, struct zen_err *e)
 	int ret;
 
 	pthread_mutex_lock(&te->lock);
-	if (te->minting) {
-		/* Share the mint in flight: it started after we were asked. */
+	if (te->minting ||
+	    (te->started && !pthread_equal(pthread_self(), te->thread))) {
+		/* Share the mint in flight, or have the thread make one;
+		 * either started after we were asked. */
+		if (!te->minting) {
+			te->mint_wanted = true;
+			pthread_cond_broadcast(&te->cond);
+		}
 		gen = te->mint_gen;
-		while (te->minting && te->mint_gen == gen)
+		while (te->mint_gen == gen && !te->stop)
 			pthread_cond_wait(&te->cond, &te->lock);
-		ret = te->mint_ret;
-		if (ret && e)
-			*e = te->mint_err;
+		if (te->mint_gen == gen) {
+			ret = -ECANCELED;
+			zen_err_set(e, "the daemon is stopping");
+		} else {
+			ret = te->mint_ret;
+			if (ret && e)
+				*e = te->mint_err;
+		}
 		pthread_mutex_unlock(&te->lock);
 		return ret;
 	}
@@ -426,7 +440,7 @@ void token_engine_touch(struct token_engine *te)
 		/* nodes that start reading together do not check together */
 		te->next_check = at + randombytes_uniform(
 					      te->opts.check_interval / 5 + 1);
-		pthread_cond_signal(&te->cond);
+		pthread_cond_broadcast(&te->cond);
 	}
 	pthread_mutex_unlock(&te->lock);
 }
@@ -435,7 +449,7 @@ void token_engine_kick(struct token_engine *te)
 {
 	pthread_mutex_lock(&te->lock);
 	te->kick = true;
-	pthread_cond_signal(&te->cond);
+	pthread_cond_broadcast(&te->cond);
 	pthread_mutex_unlock(&te->lock);
 }
 
@@ -453,7 +467,7 @@ void token_engine_revoke(struct token_engine *te, int err, const char *why)
 		te->state = te->tok ? TS_DEGRADED : TS_NONE;
 	}
 	te->next_refresh = now;
-	pthread_cond_signal(&te->cond);
+	pthread_cond_broadcast(&te->cond);
 	pthread_mutex_unlock(&te->lock);
 	if (err)
 		log_err("%s", why);
@@ -515,12 +529,14 @@ static void *engine_main(void *arg)
 		if (te->tok && te->exp != TOKEN_NO_EXPIRY &&
 		    !te->announced_expiry && te->exp - TOKEN_MARGIN < wake)
 			wake = te->exp - TOKEN_MARGIN;
-		if (wake > now && !te->kick) {
+		if (wake > now && !te->kick && !te->mint_wanted) {
 			ts.tv_sec = wake;
 			pthread_cond_timedwait(&te->cond, &te->lock, &ts);
 			continue;
 		}
-		do_refresh = te->next_refresh && te->next_refresh <= now;
+		do_refresh = (te->next_refresh && te->next_refresh <= now) ||
+			     te->mint_wanted;
+		te->mint_wanted = false;
 		do_check = te->kick ||
 			   (te->next_check && te->next_check <= now);
 		do_probe = te->next_probe && te->next_probe <= now;
@@ -570,12 +586,15 @@ static void *engine_main(void *arg)
 
 int token_engine_start(struct token_engine *te)
 {
-	int ret = pthread_create(&te->thread, NULL, engine_main, te);
+	int ret;
 
-	if (ret)
-		return -ret;
-	te->started = true;
-	return 0;
+	/* The thread starts by taking the lock: it sees thread and started
+	 * set (token_engine_mint compares them). */
+	pthread_mutex_lock(&te->lock);
+	ret = pthread_create(&te->thread, NULL, engine_main, te);
+	te->started = !ret;
+	pthread_mutex_unlock(&te->lock);
+	return -ret;
 }
 
 void token_engine_stop(struct token_engine *te)

@@ -60,7 +60,9 @@ void token_engine_free(struct token_engine *te);
 /*
  * Mint a new token now, synchronously (first token, "echo 1 > refresh",
  * SIGHUP).  A call that finds a mint in flight waits for it and returns
- * its result.  e (may be NULL) says why it failed.
+ * its result.  Once the thread runs, the mint is made on it, the caller
+ * waiting (-ECANCELED when it stops first).  e (may be NULL) says why it
+ * failed.
  */
 int token_engine_mint(struct token_engine *te, struct zen_err *e);
 

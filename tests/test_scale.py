@@ -347,6 +347,93 @@ def test_admin_writes_are_one_request_each(scale_server, accounts, sproxy,
         srv.api("PUT", SAS + "/" + tid, json={"active": True})
 
 
+def _account_with_key(srv, prefix, description=None):
+    name = "%s-%s" % (prefix, secrets.token_hex(4))
+    sa = srv.create_service_account(name, description=description)
+    k = srv.create_api_key(sa["id"], "k")
+    return name, sa["id"], k["id"]
+
+
+def _delete_account(srv, sid):
+    for k in srv.api("GET", "%s/%s/api_keys" % (SAS, sid)).json().get(
+            "items", []):
+        srv.api("DELETE", "%s/%s/api_keys/%s" % (SAS, sid, k["id"]))
+    srv.api("DELETE", "%s/%s" % (SAS, sid))
+
+
+def test_expired_key_write_is_one_get_then_the_put(zenml_server, proxy2,
+                                                   admin):
+    """A key used before, its account's record expired since: the key's
+    GET (whose reply names its account, name and UUID) stands for the
+    account's, so echo 0 > keys/k/active is one GET and the PUT; a file
+    of the account that shows its metadata still reads it whole."""
+    srv = zenml_server
+    name, sid, kid = _account_with_key(srv, "viakey", description="d-42")
+    m = admin(proxy2.url, "meta_ttl=1")
+    acct = "%s/%s" % (SAS, name)
+    key = "%s/%s/api_keys/k" % (SAS, sid)
+    try:
+        assert m.text("service-accounts/%s/keys/k/active" % name) == "1\n"
+        expire(1)
+        proxy2.reset_counts()
+        m.write("service-accounts/%s/keys/k/active" % name, "0\n")
+        assert proxy2.method_counts == {
+            ("GET", key): 1,
+            ("PUT", "%s/%s/api_keys/%s" % (SAS, sid, kid)): 1}
+        assert srv.api("GET", key).json()["body"]["active"] is False
+
+        expire(1)
+        proxy2.reset_counts()
+        assert m.text("service-accounts/%s/active" % name) == "1\n"
+        assert m.text("service-accounts/%s/id" % name) == sid + "\n"
+        assert proxy2.method_counts == {("GET", key): 1}
+        assert m.text("service-accounts/%s/description" % name) == \
+            "d-42\n"
+        assert proxy2.method_counts == {("GET", key): 1, ("GET", acct): 1}
+    finally:
+        _delete_account(srv, sid)
+
+
+def test_account_learned_from_its_key_must_still_be_the_same(
+        zenml_server, proxy2, admin):
+    """The key's reply stands for its account only while the account has
+    the name and UUID it had: an account renamed, or deleted and made
+    again under the same name, while its record was expired, is asked
+    for by name, and what is read is the server's present state."""
+    srv = zenml_server
+    name, sid, _ = _account_with_key(srv, "again")
+    m = admin(proxy2.url, "meta_ttl=1")
+    made = [sid]
+    try:
+        # made again: the key under the old UUID is 404
+        assert m.text("service-accounts/%s/keys/k/id" % name).strip()
+        _delete_account(srv, sid)
+        new_sid = srv.create_service_account(name)["id"]
+        made.append(new_sid)
+        new_kid = srv.create_api_key(new_sid, "k")["id"]
+        expire(1)
+        proxy2.reset_counts()
+        assert m.text("service-accounts/%s/keys/k/id" % name) == \
+            new_kid + "\n"
+        assert proxy2.method_counts == {
+            ("GET", "%s/%s/api_keys/k" % (SAS, sid)): 1,
+            ("GET", "%s/%s" % (SAS, name)): 1,
+            ("GET", "%s/%s/api_keys/k" % (SAS, new_sid)): 1}
+
+        # renamed: the key's reply names the account otherwise
+        other = name + "-moved"
+        srv.api("PUT", "%s/%s" % (SAS, new_sid),
+                json={"name": other}).raise_for_status()
+        expire(1)
+        assert os_error(lambda: m.text(
+            "service-accounts/%s/keys/k/id" % name)) == errno.ENOENT
+        assert m.text("service-accounts/%s/keys/k/id" % other) == \
+            new_kid + "\n"
+    finally:
+        for i in made:
+            _delete_account(srv, i)
+
+
 def test_changes_elsewhere_show_within_meta_ttl(scale_server, accounts,
                                                 sproxy, admin):
     """With 2,000 accounts listed, changes made over REST (deactivate,
