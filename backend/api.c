@@ -692,8 +692,10 @@ out:
 	return ret;
 }
 
-int api_get(struct zen *z, enum zkind k, const char *parent,
-	    const char *name_or_id, struct zrec **out, struct zen_err *e)
+/* One object by its name or UUID; *reply (may be NULL) gets the JSON. */
+static int get_one(struct zen *z, enum zkind k, const char *parent,
+		   const char *name_or_id, struct zrec **out, json_t **reply,
+		   struct zen_err *e)
 {
 	char path[1024];
 
@@ -708,7 +710,13 @@ int api_get(struct zen *z, enum zkind k, const char *parent,
 			    name_or_id);
 		return -ENAMETOOLONG;
 	}
-	return one(z, k, &(struct zen_req){ "GET", path }, out, NULL, e);
+	return one(z, k, &(struct zen_req){ "GET", path }, out, reply, e);
+}
+
+int api_get(struct zen *z, enum zkind k, const char *parent,
+	    const char *name_or_id, struct zrec **out, struct zen_err *e)
+{
+	return get_one(z, k, parent, name_or_id, out, NULL, e);
 }
 
 int api_get_child(struct zen *z, enum zkind k, const char *parent,
@@ -716,23 +724,13 @@ int api_get_child(struct zen *z, enum zkind k, const char *parent,
 		  struct zrec **owner, struct zen_err *e)
 {
 	json_t *reply = NULL, *sa;
-	char path[1024];
 	int ret;
 
 	*owner = NULL;
-	if (k != ZK_KEY || !name_ok(name_or_id)) {
-		zen_err_set(e, "no %s '%s'", kinds[k].what, name_or_id);
-		return -ENOENT;
-	}
-	if (route(k, parent, name_or_id, NULL, path, sizeof(path))) {
-		zen_err_set(e, "get %s '%s': name too long", kinds[k].what,
-			    name_or_id);
-		return -ENAMETOOLONG;
-	}
-	ret = one(z, k, &(struct zen_req){ "GET", path }, out, &reply, e);
+	ret = get_one(z, k, parent, name_or_id, out, &reply, e);
 	if (ret)
 		return ret;
-	sa = value_at(reply, "body.service_account");
+	sa = k == ZK_KEY ? value_at(reply, "body.service_account") : NULL;
 	if (json_is_object(sa))
 		*owner = zrec_parse(ZK_ACCOUNT, sa, zen_url(z));
 	json_decref(reply);

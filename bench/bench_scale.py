@@ -25,7 +25,11 @@ daemon's memory after it (Anonymous and Private_* of
 reading one send (measured over --idle seconds, per hour).
 
 Every timed step is a process, on both sides (`sh -c`, `ls`, `mkdir`,
-`curl`); the baselines go through the same proxy as zenmlfs.
+`curl`); the baselines go through the same proxy as zenmlfs.  A step with
+an expired cache waits for the expiry before each pair, which then runs
+in alternated order: both sides take their turn at being the first
+request after the pause (the server and the proxy have let their kept
+connections go, and an idle machine wakes up slower).
 
 Run (after scripts/test or scripts/up built everything):
     .venv/bin/python bench/bench_scale.py [--sizes 100,1000,10000]
@@ -312,8 +316,6 @@ class Bench:
         zt, bt, reqs, mems = [], [], [], []
         for i in range(self.args.repeats):
             def z():
-                if cold:
-                    self.wait_expired()
                 if prep:
                     prep()
                 dt, c = self.zen(zfn)
@@ -325,6 +327,8 @@ class Bench:
             def b():
                 bt.append(bfn())
 
+            if cold:
+                self.wait_expired()
             if i % 2:
                 b(), z()
             else:
