@@ -468,8 +468,8 @@ static int fetch_into(struct store *s, struct entry *o, enum zkind k,
 
 /* ---- an object learned from its child ------------------------------- */
 
-void store_hint(struct store *s, enum zkind k, const char *name,
-		const char *id, enum zkind ck, const char *cname)
+void store_hint(struct store *s, enum zkind k, const char *name, const char *id,
+		enum zkind ck, const char *cname)
 {
 	long long now = mono_ms();
 	struct hint *h, *slot = NULL;

@@ -78,8 +78,8 @@ void store_on_gone(struct store *s, store_gone_fn *fn, void *arg);
  * the object's own GET.  Else the object is fetched alone after it.  The
  * last few hints are kept, for minutes.
  */
-void store_hint(struct store *s, enum zkind k, const char *name,
-		const char *id, enum zkind ck, const char *cname);
+void store_hint(struct store *s, enum zkind k, const char *name, const char *id,
+		enum zkind ck, const char *cname);
 
 /* rec is what the server now says (a create or update reply). */
 void store_update(struct store *s, enum zkind k, const char *parent,

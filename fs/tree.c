@@ -437,8 +437,7 @@ static int resolve(struct fs *fs, const struct match *m, bool whole,
 	if (!ret && !m->nparams && m->node->kind < ZK_DEVICE &&
 	    m->node->type == REG) {
 		ret = store_find(fs->store, m->node->kind, NULL, "", true,
-				 &o->rec[0],
-				 &o->fresh_until, &e);
+				 &o->rec[0], &o->fresh_until, &e);
 		if (!ret)
 			o->n = 1;
 	}
