@@ -105,6 +105,47 @@ static void records(void)
 	CHECK(parse(ZK_ACCOUNT, "\"x\"") == NULL);
 }
 
+/* The account a key's reply names (body.service_account): body, no
+ * metadata.  Enough for its directory, id and active; partial, so a file
+ * that shows metadata fetches the account whole. */
+static void owner_in_key_reply(void)
+{
+	static const char *reply =
+		"{\"body\": {\"created\": \"2026-11-23T14:38:50.144965\", "
+		"\"key\": null, \"active\": false, \"service_account\": "
+		"{\"body\": {\"created\": \"2026-11-23T14:38:49.907837\", "
+		"\"updated\": \"2026-11-23T15:30:13.748252\", "
+		"\"full_name\": \"\", \"active\": true, "
+		"\"avatar_url\": null}, \"metadata\": null, "
+		"\"resources\": null, "
+		"\"id\": \"00f061ac-8845-4370-b817-63d7f4800602\", "
+		"\"permission_denied\": false, \"name\": \"target-z\"}}, "
+		"\"metadata\": {\"description\": \"\"}, "
+		"\"id\": \"96052b39-a571-41ba-a570-4ee7125464a8\", "
+		"\"name\": \"k\"}";
+	json_t *j = json_loads(reply, 0, NULL);
+	json_t *sa =
+		json_object_get(json_object_get(j, "body"), "service_account");
+	struct zrec *k = zrec_parse(ZK_KEY, j, "http://zen.example");
+	struct zrec *a = zrec_parse(ZK_ACCOUNT, sa, "http://zen.example");
+
+	CHECK(k && !zrec_partial(k));
+	CHECK(a != NULL);
+	CHECK(a && zrec_partial(a));
+	CHECK(a && is(zrec_name(a), "target-z"));
+	CHECK(a && is(zrec_id(a), "00f061ac-8845-4370-b817-63d7f4800602"));
+	CHECK(a && is(zrec_field(a, "active"), "1"));
+	CHECK(a && is(zrec_field(a, "updated"), "2026-11-23T15:30:13Z"));
+	CHECK(a && zrec_field(a, "description") == NULL);
+	zrec_unref(k);
+	zrec_unref(a);
+	json_decref(j);
+	/* an account read whole is not partial */
+	a = parse(ZK_ACCOUNT, ACCOUNT);
+	CHECK(a && !zrec_partial(a));
+	zrec_unref(a);
+}
+
 static void lists(void)
 {
 	json_t *items = json_array();
@@ -182,6 +223,7 @@ int main(void)
 	if (sodium_init() < 0)
 		return 1;
 	records();
+	owner_in_key_reply();
 	lists();
 	kinds();
 	return CHECK_DONE();
