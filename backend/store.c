@@ -468,6 +468,13 @@ static int fetch_into(struct store *s, struct entry *o, enum zkind k,
 
 /* ---- an object learned from its child ------------------------------- */
 
+static bool hint_is(const struct hint *h, enum zkind k, const char *name,
+		    enum zkind ck, const char *cname)
+{
+	return h->k == k && h->ck == ck && !strcmp(h->name, name) &&
+	       !strcmp(h->cname, cname);
+}
+
 void store_hint(struct store *s, enum zkind k, const char *name, const char *id,
 		enum zkind ck, const char *cname)
 {
@@ -480,8 +487,7 @@ void store_hint(struct store *s, enum zkind k, const char *name, const char *id,
 	pthread_mutex_lock(&s->lock);
 	for (int i = 0; i < NHINTS; i++) {
 		h = &s->hints[i];
-		if (h->at && h->k == k && h->ck == ck &&
-		    !strcmp(h->name, name) && !strcmp(h->cname, cname)) {
+		if (h->at && hint_is(h, k, name, ck, cname)) {
 			slot = h;
 			break;
 		}
@@ -515,20 +521,23 @@ static const struct hint *hint_for(const struct store *s, enum zkind k,
 
 /*
  * Fetch the object of o (o->fetching set by the caller) through the child
- * h names: true when the child's reply names the object as h says (then
- * both are in, the object partial); false when the caller must fetch the
- * object alone (nothing kept).  Called with lock held; returns with it
- * held (not across the fetch).
+ * h names.  0: the child's reply names the object as h says (both are in,
+ * the object partial).  -EAGAIN: the server answered otherwise (a 404,
+ * another owner, an error status): nothing kept, the caller fetches the
+ * object alone.  Another error: no answer (down, timed out, cut off): the
+ * object's fetch fails with it, as fetch_into would have it, with no
+ * second request to wait out.
+ * Called with lock held; returns with it held (not across the fetch).
  */
-static bool fetch_via_child(struct store *s, struct entry *o, enum zkind k,
-			    const char *name, const struct hint *h)
+static int fetch_via_child(struct store *s, struct entry *o, enum zkind k,
+			   const char *name, const struct hint *h,
+			   struct zen_err *le)
 {
 	struct zrec *cr = NULL, *pr = NULL;
-	struct zen_err le = { 0 };
 	char id[sizeof(h->id)], cname[HINT_NAME], ckey[640];
 	enum zkind ck = (enum zkind)h->ck;
+	long long now;
 	struct entry *c;
-	bool ok;
 	int ret;
 
 	strcpy(id, h->id);
@@ -536,46 +545,45 @@ static bool fetch_via_child(struct store *s, struct entry *o, enum zkind k,
 	make_key(ckey, sizeof(ckey), ck, id, cname);
 	c = get(s, ckey, false);
 	if (!c || c->fetching)
-		return false;
+		return -EAGAIN;
 	c->fetching = true;
 	pthread_mutex_unlock(&s->lock);
-	ret = api_get_child(s->zen, ck, id, cname, &cr, &pr, &le);
+	ret = api_get_child(s->zen, ck, id, cname, &cr, &pr, le);
 	pthread_mutex_lock(&s->lock);
-	ok = !ret && pr && zrec_id(pr) && !strcmp(zrec_id(pr), id) &&
-	     zrec_name(pr) && !strcmp(zrec_name(pr), name);
-	if (ok) {
-		long long now = mono_ms();
-
-		s->bytes -= entry_bytes(c) + entry_bytes(o);
-		zrec_unref(c->rec);
-		c->rec = cr;
-		c->fetched = now;
-		c->stale_at = 0;
-		zrec_unref(o->rec);
-		o->rec = pr;
-		o->fetched = now;
-		o->stale_at = 0;
-		s->bytes += entry_bytes(c) + entry_bytes(o);
-		fetched(s, c, 0, NULL);
-		fetched(s, o, 0, NULL);
-		return true;
+	if (!ret && !(pr && zrec_id(pr) && !strcmp(zrec_id(pr), id) &&
+		      zrec_name(pr) && !strcmp(zrec_name(pr), name)))
+		ret = -EAGAIN; /* it belongs to another now */
+	else if (ret == -ENOENT || (ret && le->status))
+		ret = -EAGAIN;
+	if (ret == -EAGAIN) {
+		/* Gone, renamed, made again: the hint is no use any more;
+		 * whoever waits on the child asks again. */
+		for (int i = 0; i < NHINTS; i++)
+			if (hint_is(&s->hints[i], k, name, ck, cname))
+				s->hints[i].at = 0;
+		log_debug("%s '%s' by its %s '%s': %s; asking for it alone",
+			  zkind_name(k), name, zkind_name(ck), cname,
+			  le->status ? le->msg : "it belongs to another now");
+		memset(le, 0, sizeof(*le));
+		zrec_unref(cr);
+		zrec_unref(pr);
+		fetched(s, c, -EAGAIN, NULL);
+		return -EAGAIN;
 	}
-	/* Gone, renamed, made again: nothing learned, and the hint is no
-	 * use any more; whoever waits on the child asks again. */
-	for (int i = 0; i < NHINTS; i++) {
-		struct hint *x = &s->hints[i];
-
-		if (x->k == k && x->ck == ck && !strcmp(x->name, name) &&
-		    !strcmp(x->cname, cname))
-			x->at = 0;
-	}
-	log_debug("%s '%s' by its %s '%s': %s; asking for it alone",
-		  zkind_name(k), name, zkind_name(ck), cname,
-		  ret ? le.msg : "it belongs to another now");
-	zrec_unref(cr);
-	zrec_unref(pr);
-	fetched(s, c, -EAGAIN, NULL);
-	return false;
+	now = mono_ms();
+	s->bytes -= entry_bytes(c) + entry_bytes(o);
+	zrec_unref(c->rec);
+	c->rec = ret ? NULL : cr;
+	c->fetched = ret ? 0 : now;
+	zrec_unref(o->rec);
+	o->rec = ret ? NULL : pr;
+	o->fetched = ret ? 0 : now;
+	if (!ret)
+		c->stale_at = o->stale_at = 0;
+	s->bytes += entry_bytes(c) + entry_bytes(o);
+	fetched(s, c, ret, le);
+	fetched(s, o, ret, le);
+	return ret;
 }
 
 int store_find(struct store *s, enum zkind k, const char *parent,
@@ -653,13 +661,11 @@ again:
 	}
 	o->fetching = true;
 	h = whole ? NULL : hint_for(s, k, name, now);
-	if (h && fetch_via_child(s, o, k, name, h)) {
-		ret = 0;
-	} else {
+	ret = h ? fetch_via_child(s, o, k, name, h, &le) : -EAGAIN;
+	if (ret == -EAGAIN)
 		ret = fetch_into(s, o, k, parent, name, &le, &g);
-		if (ret && err)
-			*err = le;
-	}
+	if (ret && err)
+		*err = le;
 	r = o->rec;
 	if (!ret)
 		until = o->fetched + s->ttl_ms;

@@ -75,7 +75,10 @@ void store_on_gone(struct store *s, store_gone_fn *fn, void *arg);
  * expired and the object is wanted but not whole, the child is fetched
  * instead: its reply names the object it belongs to (an API key's names
  * its account), and when that is still name with UUID id, it stands for
- * the object's own GET.  Else the object is fetched alone after it.  The
+ * the object's own GET.  Else (a 404, another owner, any error the
+ * server answers) the object is fetched alone after it; a server that does
+ * not answer fails the object's lookup with it, with no second request to
+ * wait out.  The
  * last few hints are kept, for minutes.
  */
 void store_hint(struct store *s, enum zkind k, const char *name, const char *id,

@@ -394,6 +394,42 @@ def test_expired_key_write_is_one_get_then_the_put(zenml_server, proxy2,
         _delete_account(srv, sid)
 
 
+def test_account_learned_from_its_key_when_the_server_fails(
+        zenml_server, proxy2, admin):
+    """The key's GET, asked for in place of its expired account's: a server
+    that answers an error status is asked for the account by name (the
+    read works); one that does not answer fails the lookup at once (not
+    ENOENT, and no second request to wait out); once it is back, all
+    reads work."""
+    srv = zenml_server
+    name, sid, _ = _account_with_key(srv, "fails")
+    m = admin(proxy2.url, "meta_ttl=1")
+    acct = "%s/%s" % (SAS, name)
+    key = "%s/%s/api_keys/k" % (SAS, sid)
+    try:
+        assert m.text("service-accounts/%s/keys/k/id" % name).strip()
+        expire(1)
+        proxy2.reset_counts()
+        proxy2.add_fault(key, "status", status=500, count=1)
+        assert m.text("service-accounts/%s/id" % name) == sid + "\n"
+        assert proxy2.method_counts == {("GET", key): 1, ("GET", acct): 1}
+
+        assert m.text("service-accounts/%s/keys/k/id" % name).strip()
+        expire(1)
+        proxy2.reset_counts()
+        proxy2.add_fault(key, "refuse")
+        err = os_error(lambda: m.text("service-accounts/%s/id" % name))
+        assert err is not None and err != errno.ENOENT
+        assert proxy2.count(acct) == 0
+        assert proxy2.count(key) >= 1
+        proxy2.clear_faults()
+        assert m.text("service-accounts/%s/id" % name) == sid + "\n"
+        assert m.text("service-accounts/%s/keys/k/active" % name) == "1\n"
+    finally:
+        proxy2.clear_faults()
+        _delete_account(srv, sid)
+
+
 def test_account_learned_from_its_key_must_still_be_the_same(
         zenml_server, proxy2, admin):
     """The key's reply stands for its account only while the account has
