@@ -405,7 +405,6 @@ static int resolve(struct fs *fs, const struct match *m, bool whole,
 {
 	const char *pat = m->node->pattern, *star = pat;
 	struct zen_err e = { 0 };
-	enum zkind kind0 = 0;
 	int ret = 0;
 
 	o->n = 0;
@@ -429,9 +428,9 @@ static int resolve(struct fs *fs, const struct match *m, bool whole,
 		/* the first object is found by name alone: a child's
 		 * lookup is a hint for when it is fetched again */
 		if (i == 1)
-			store_hint(fs->store, kind0, m->params[0],
-				   zrec_id(o->rec[0]), r->kind, m->params[1]);
-		kind0 = r->kind;
+			store_hint(fs->store, zrec_kind(o->rec[0]),
+				   m->params[0], zrec_id(o->rec[0]), r->kind,
+				   m->params[1]);
 	}
 	/* A file of a singleton (server, whoami) reads its record. */
 	if (!ret && !m->nparams && m->node->kind < ZK_DEVICE &&
