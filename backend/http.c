@@ -9,12 +9,17 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "backend/log.h"
 #include "backend/secret.h"
 
 #define SECRET_REPLY_MAX (64 * 1024)
 #define POOL_MAX 8
+/* more sockets than libcurl keeps for POOL_MAX handles and a few more in
+ * flight; one past it is still used, but not cut at a stop */
+#define SOCKS_MAX 64
 #define STACK_WIPE (64 * 1024) /* what a transfer may leave on the stack */
 
 struct http_client {
@@ -28,6 +33,10 @@ struct http_client {
 	pthread_mutex_t pool_lock;
 	CURL *pool[POOL_MAX];
 	int npool;
+	/* sock_lock protects socks[]: every socket libcurl holds open (in a
+	 * transfer or kept alive), so a stop can cut them at once. */
+	pthread_mutex_t sock_lock;
+	int socks[SOCKS_MAX];
 	bool stopping; /* atomic */
 };
 
@@ -142,6 +151,9 @@ struct http_client *http_client_new(const struct http_opts *o)
 	for (int i = 0; i < CURL_LOCK_DATA_LAST; i++)
 		pthread_mutex_init(&c->share_locks[i], NULL);
 	pthread_mutex_init(&c->pool_lock, NULL);
+	pthread_mutex_init(&c->sock_lock, NULL);
+	for (int i = 0; i < SOCKS_MAX; i++)
+		c->socks[i] = -1;
 	c->share = curl_share_init();
 	if (!c->share)
 		goto fail;
@@ -174,6 +186,52 @@ void http_client_free(struct http_client *c)
 void http_client_stop(struct http_client *c)
 {
 	__atomic_store_n(&c->stopping, true, __ATOMIC_RELEASE);
+	/* A transfer waiting on the server sees its socket shut and fails
+	 * now, not at its next progress call or its timeout. */
+	pthread_mutex_lock(&c->sock_lock);
+	for (int i = 0; i < SOCKS_MAX; i++)
+		if (c->socks[i] >= 0)
+			shutdown(c->socks[i], SHUT_RDWR);
+	pthread_mutex_unlock(&c->sock_lock);
+}
+
+static curl_socket_t sock_open(void *arg, curlsocktype purpose,
+			       struct curl_sockaddr *a)
+{
+	struct http_client *c = arg;
+	int fd = socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
+
+	if (fd < 0)
+		return CURL_SOCKET_BAD;
+	pthread_mutex_lock(&c->sock_lock);
+	if (__atomic_load_n(&c->stopping, __ATOMIC_ACQUIRE)) {
+		pthread_mutex_unlock(&c->sock_lock);
+		close(fd);
+		return CURL_SOCKET_BAD;
+	}
+	for (int i = 0; i < SOCKS_MAX; i++) {
+		if (c->socks[i] < 0) {
+			c->socks[i] = fd;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&c->sock_lock);
+	return fd;
+}
+
+static int sock_close(void *arg, curl_socket_t fd)
+{
+	struct http_client *c = arg;
+
+	pthread_mutex_lock(&c->sock_lock);
+	for (int i = 0; i < SOCKS_MAX; i++) {
+		if (c->socks[i] == fd) {
+			c->socks[i] = -1;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&c->sock_lock);
+	return close(fd);
 }
 
 /* libcurl calls this while a transfer runs: non-zero aborts it. */
@@ -400,6 +458,10 @@ int http_do(struct http_client *c, const struct http_req *rq,
 	curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
 	curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, progress);
 	curl_easy_setopt(h, CURLOPT_XFERINFODATA, c);
+	curl_easy_setopt(h, CURLOPT_OPENSOCKETFUNCTION, sock_open);
+	curl_easy_setopt(h, CURLOPT_OPENSOCKETDATA, c);
+	curl_easy_setopt(h, CURLOPT_CLOSESOCKETFUNCTION, sock_close);
+	curl_easy_setopt(h, CURLOPT_CLOSESOCKETDATA, c);
 	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, sink_write);
 	curl_easy_setopt(h, CURLOPT_WRITEDATA, &sink);
 	curl_easy_setopt(h, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)sink.max);

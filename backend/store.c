@@ -11,6 +11,7 @@
 
 #include "backend/log.h"
 #include "backend/util.h"
+#include "backend/zenml.h"
 
 /*
  * A child looked up under an object (a key of an account): when the
@@ -306,6 +307,10 @@ static bool join(struct store *s, struct entry *e, int *ret,
 
 	if (!e->fetching)
 		return false;
+	if (!zen_may_wait()) {
+		*ret = -ZEN_WOULD_WAIT;
+		return true;
+	}
 	gen = e->gen;
 	e->waiters++;
 	while (e->fetching && e->gen == gen)
@@ -388,6 +393,10 @@ int store_list(struct store *s, enum zkind k, const char *parent, bool opening,
 		if (ret || !e->list)
 			goto out;
 		goto take;
+	}
+	if (!zen_may_wait()) {
+		ret = -ZEN_WOULD_WAIT;
+		goto out;
 	}
 	e->fetching = true;
 	pthread_mutex_unlock(&s->lock);
@@ -648,6 +657,8 @@ again:
 		goto take;
 	}
 	if (join(s, o, &ret, err)) {
+		if (ret == -ZEN_WOULD_WAIT)
+			goto out;
 		r = o->rec;
 		/* a fetch through a child that did not count, or a partial
 		 * record where the whole one is wanted */
@@ -658,6 +669,10 @@ again:
 		if (r)
 			until = o->fetched + s->ttl_ms;
 		goto take;
+	}
+	if (!zen_may_wait()) {
+		ret = -ZEN_WOULD_WAIT;
+		goto out;
 	}
 	o->fetching = true;
 	h = whole ? NULL : hint_for(s, k, name, now);

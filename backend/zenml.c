@@ -349,6 +349,18 @@ static struct secret *session_get(struct zen *z, unsigned long *gen)
 	return s;
 }
 
+static __thread bool never_wait;
+
+void zen_never_wait(bool on)
+{
+	never_wait = on;
+}
+
+bool zen_may_wait(void)
+{
+	return !never_wait;
+}
+
 void zen_shutdown(struct zen *z)
 {
 	http_client_stop(z->http);
@@ -415,6 +427,8 @@ int zen_request(struct zen *z, const struct zen_req *rq, json_t **out,
 	char *payload = NULL, what[300];
 	int ret, tries = 0;
 
+	if (never_wait)
+		return -ZEN_WOULD_WAIT;
 	/* The route, without its query, names the call in messages. */
 	snprintf(what, sizeof(what), "%s %.*s", rq->method,
 		 (int)strcspn(rq->path, "?"), rq->path);

@@ -12,6 +12,7 @@
 #ifndef ZENMLFS_ZENML_H
 #define ZENMLFS_ZENML_H
 
+#include <errno.h>
 #include <jansson.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -90,7 +91,18 @@ struct zen_req {
 int zen_request(struct zen *z, const struct zen_req *rq, json_t **out,
 		struct zen_err *e);
 
-/* Shutting down: requests in flight are aborted, new ones fail. */
+/*
+ * A thread that must never wait on the server (a FUSE worker: fs/defer.h)
+ * says so once: from then on zen_request(), and the store's joins of a
+ * fetch in flight, fail at once with ZEN_WOULD_WAIT instead, and the
+ * caller hands the work to a thread that may wait.
+ */
+#define ZEN_WOULD_WAIT EINPROGRESS
+void zen_never_wait(bool on);
+bool zen_may_wait(void);
+
+/* Shutting down: requests in flight are aborted at once (their sockets
+ * are shut), new ones fail. */
 void zen_shutdown(struct zen *z);
 
 /* GET /health, no auth, short timeout: does the server answer at all? */

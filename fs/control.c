@@ -66,7 +66,11 @@ int ctl_refresh(struct fs *fs, const struct match *m, const struct objs *o,
 	ret = token_engine_refresh(fs->te, &e);
 	if (ret)
 		return failed(ret, "refresh", "token", &e);
-	publish_sync(); /* the writer's next read sees it */
+	/* the writer's next read sees it */
+	if (!publish_sync()) {
+		log_err("refresh: the new token is not in place after 5 s");
+		return -ETIMEDOUT;
+	}
 	return 0;
 }
 

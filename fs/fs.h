@@ -16,12 +16,18 @@
 
 struct token_engine;
 struct store;
+struct notifier;
+struct defer;
 
 /* The mount.  One instance, owned by main. */
 struct fs {
 	struct zen *zen;
 	struct token_engine *te;
 	struct store *store;
+	/* metadata notifications (fs/notify.h); the token has its own */
+	struct notifier *meta;
+	/* requests that wait on the server (fs/defer.h) */
+	struct defer *pool;
 	uid_t uid, owner; /* files' owner (-o uid); the user who mounted */
 	gid_t gid;
 	mode_t token_mode; /* token, token.json */

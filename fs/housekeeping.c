@@ -14,7 +14,6 @@
 #include "fs/inode.h"
 #include "fs/newkeys.h"
 #include "fs/notify.h"
-#include "fs/publish.h"
 
 /* Freed cache memory worth handing back to the system at once. */
 #define TRIM_MIN (64 * 1024)
@@ -41,7 +40,7 @@ static void key_gone(const char *path, void *arg)
 
 	if (ino) {
 		itab_snap_stale(ino);
-		notify_inval(ino);
+		notify_inval(hk_fs->meta, ino);
 	}
 }
 
@@ -49,7 +48,6 @@ static void key_gone(const char *path, void *arg)
 static long long tick(void)
 {
 	long long now = mono_ms(), sleep_ms, due;
-	time_t next_tok, wall = time(NULL);
 	size_t freed, inodes;
 	uint64_t seq;
 
@@ -59,10 +57,7 @@ static long long tick(void)
 	due = newkey_expire(hk_fs->key_window, key_gone, NULL);
 	if (due && due - now < sleep_ms)
 		sleep_ms = due - now;
-	next_tok = publish_expire();
-	if (next_tok && (next_tok - wall) * 1000LL < sleep_ms)
-		sleep_ms = (next_tok - wall) * 1000LL;
-	seq = notify_last_queued();
+	seq = notify_last(hk_fs->meta);
 	freed = store_sweep(hk_fs->store);
 	/* Wake when the next thing cached expires: a big listing goes,
 	 * and its memory with it, within moments of its meta_ttl. */
@@ -72,7 +67,7 @@ static long long tick(void)
 	/* A swept listing dropped the kernel's entries of its names
 	 * (ops_object_gone): the kernel forgets their inodes, and the
 	 * table frees them, just after. */
-	if (notify_last_queued() != seq && sleep_ms > FORGET_WAIT_MS)
+	if (notify_last(hk_fs->meta) != seq && sleep_ms > FORGET_WAIT_MS)
 		sleep_ms = FORGET_WAIT_MS;
 	inodes = itab_count();
 	if (inodes > inodes_high)

@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/eventfd.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -36,6 +37,7 @@
 #include "backend/util.h"
 #include "backend/zenml.h"
 #include "fs/channel.h"
+#include "fs/defer.h"
 #include "fs/housekeeping.h"
 #include "fs/inode.h"
 #include "fs/newkeys.h"
@@ -49,6 +51,8 @@
 
 #define FUSE_THREADS_MAX 16
 #define MALLOC_ARENAS 2
+/* what main writes to the stop eventfd to end the stopper thread */
+#define STOPPER_QUIT (1ULL << 62)
 
 /* Everything the daemon is made of; main owns it. */
 struct daemon {
@@ -58,7 +62,15 @@ struct daemon {
 	char mountpoint[PATH_MAX];
 	int mount_id; /* ours, in /proc/self/mountinfo */
 	bool log_lost; /* in the background, with nowhere to log to */
+	pthread_t main_thread; /* runs the FUSE loop */
+	pthread_t ready, stopper;
+	bool ready_started, stopper_started; /* atomic access */
+	bool stopped; /* stop_serving() ran (main, or the stopper) */
+	pthread_mutex_t stop_lock; /* orders stop_serving() */
 };
+
+/* Posted by SIGINT, SIGTERM, SIGQUIT: the stopper thread ends the mount. */
+static int stop_fd = -1;
 
 static void harden(void)
 {
@@ -146,6 +158,21 @@ static int our_mount_id(const char *path)
 	return service_mount_at(path, &mi) ? -1 : mi.id;
 }
 
+/* Block the signals that stop the daemon in the threads we start, so they
+ * reach main (or a FUSE worker), whose waits they interrupt. */
+static void block_signals(bool block, sigset_t *old)
+{
+	sigset_t set;
+
+	sigemptyset(&set);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGQUIT);
+	sigaddset(&set, SIGHUP);
+	pthread_sigmask(block ? SIG_BLOCK : SIG_SETMASK, block ? &set : old,
+			block ? old : NULL);
+}
+
 /* Once the kernel's INIT is answered, read the token back through the
  * mount: only then is the mount ready (terminal, systemd). */
 static void *ready_main(void *arg)
@@ -181,12 +208,19 @@ static void *ready_main(void *arg)
 	return NULL;
 }
 
+/* The INIT reply is out: the readiness check runs on its own thread
+ * (it waits on the helper), joined at the stop. */
 static void on_init(void *arg)
 {
-	pthread_t t;
+	struct daemon *d = arg;
+	sigset_t old;
 
-	if (!pthread_create(&t, NULL, ready_main, arg))
-		pthread_detach(t);
+	pthread_mutex_lock(&d->stop_lock);
+	block_signals(true, &old);
+	if (!d->stopped && !pthread_create(&d->ready, NULL, ready_main, d))
+		__atomic_store_n(&d->ready_started, true, __ATOMIC_RELEASE);
+	block_signals(false, &old);
+	pthread_mutex_unlock(&d->stop_lock);
 }
 
 static void on_hup_signal(int sig)
@@ -194,19 +228,33 @@ static void on_hup_signal(int sig)
 	hk_hup();
 }
 
-/* Signals: INT, TERM and QUIT unmount cleanly (libfuse's handler), HUP
+static void on_stop_signal(int sig)
+{
+	int e = errno;
+
+	if (stop_fd >= 0)
+		eventfd_write(stop_fd, 1);
+	errno = e;
+}
+
+/* Signals: INT, TERM and QUIT stop the mount (the stopper thread), HUP
  * re-reads the key, the rest that would kill the daemon are ignored. */
-static int setup_signals(struct fuse_session *se)
+static int setup_signals(void)
 {
 	static const int ignored[] = { SIGUSR1, SIGUSR2, SIGALRM, SIGVTALRM,
 				       SIGPROF, SIGIO,	 SIGPWR,  SIGTTIN,
-				       SIGTTOU, SIGXFSZ, SIGTSTP };
+				       SIGTTOU, SIGXFSZ, SIGTSTP, SIGPIPE };
+	static const int stops[] = { SIGINT, SIGTERM, SIGQUIT };
 	struct sigaction sa = { 0 };
 
-	if (fuse_set_signal_handlers(se))
+	stop_fd = eventfd(0, EFD_CLOEXEC);
+	if (stop_fd < 0)
 		return -1;
-	sigaction(SIGTERM, NULL, &sa);
-	sigaction(SIGQUIT, &sa, NULL);
+	/* no SA_RESTART: the FUSE loop's wait must see EINTR */
+	sa.sa_handler = on_stop_signal;
+	sigemptyset(&sa.sa_mask);
+	for (size_t i = 0; i < sizeof(stops) / sizeof(stops[0]); i++)
+		sigaction(stops[i], &sa, NULL);
 	memset(&sa, 0, sizeof(sa));
 	sa.sa_handler = on_hup_signal;
 	sa.sa_flags = SA_RESTART;
@@ -217,21 +265,6 @@ static int setup_signals(struct fuse_session *se)
 	for (int s = SIGRTMIN; s <= SIGRTMAX; s++)
 		sigaction(s, &sa, NULL);
 	return 0;
-}
-
-/* Block the signals that stop the daemon in the threads we start, so they
- * reach a FUSE thread or main, whose wait they interrupt. */
-static void block_signals(bool block, sigset_t *old)
-{
-	sigset_t set;
-
-	sigemptyset(&set);
-	sigaddset(&set, SIGINT);
-	sigaddset(&set, SIGTERM);
-	sigaddset(&set, SIGQUIT);
-	sigaddset(&set, SIGHUP);
-	pthread_sigmask(block ? SIG_BLOCK : SIG_SETMASK, block ? &set : old,
-			block ? old : NULL);
 }
 
 /* The mount options for libfuse. */
@@ -309,6 +342,59 @@ static int first_token(struct daemon *d)
 		return exit_for(ret);
 	}
 	return EXIT_OK;
+}
+
+/*
+ * End the mount's service, in an order in which nothing waits on a
+ * request the daemon will not answer: cut the requests to the server (the
+ * pool's jobs then reply at once) and stop the pool; withdraw the token
+ * and stop both notifiers while the FUSE loop still answers (a page drop
+ * waits for a READ of that page, an entry drop for a LOOKUP in that
+ * directory); wake whatever waits on the helper; only then end the loop.
+ * Each step is bounded, so a stop ends within seconds whatever is in
+ * flight.  Runs once, from the stopper thread (a signal) or from main
+ * (the loop ended by itself: unmounted from outside).
+ */
+static void stop_serving(struct daemon *d)
+{
+	pthread_mutex_lock(&d->stop_lock);
+	if (d->stopped) {
+		pthread_mutex_unlock(&d->stop_lock);
+		return;
+	}
+	d->stopped = true;
+	zen_shutdown(d->fs.zen);
+	defer_stop(d->fs.pool);
+	if (!publish_withdraw())
+		log_warn("stopping: the kernel did not drop the token's pages "
+			 "in time");
+	publish_stop();
+	notifier_stop(d->fs.meta);
+	self_cancel();
+	if (__atomic_load_n(&d->ready_started, __ATOMIC_ACQUIRE)) {
+		pthread_join(d->ready, NULL);
+		__atomic_store_n(&d->ready_started, false, __ATOMIC_RELEASE);
+	}
+	fuse_session_exit(d->se);
+	pthread_mutex_unlock(&d->stop_lock);
+}
+
+/* Waits for a stop signal; main wakes it with ~0 to end it. */
+static void *stopper_main(void *arg)
+{
+	struct daemon *d = arg;
+	eventfd_t v = 0;
+
+	while (eventfd_read(stop_fd, &v) && errno == EINTR)
+		;
+	if (v >= STOPPER_QUIT)
+		return NULL;
+	log_info("stopping on a signal");
+	stop_serving(d);
+	/* The loop's wait ends on a signal (EINTR): main's, blocked in
+	 * every thread of ours. */
+	pthread_kill(d->main_thread, SIGTERM);
+	return NULL;
 }
 
 static int serve(struct daemon *d)
@@ -449,7 +535,11 @@ static int mount_main(int argc, char **argv)
 	d.fs.mount_time = time(NULL);
 	d.fs.pid = getpid();
 	d.fs.mountpoint = d.mountpoint;
-	if (!d.fs.store || itab_init() || publish_first(&d.fs))
+	d.fs.meta = notifier_new("zenmlfs-meta", true);
+	d.fs.pool = ops_pool_new();
+	pthread_mutex_init(&d.stop_lock, NULL);
+	if (!d.fs.store || !d.fs.meta || !d.fs.pool || itab_init() ||
+	    publish_first(&d.fs))
 		goto out_tree;
 	store_on_gone(d.fs.store, ops_object_gone, &d.fs);
 
@@ -462,7 +552,7 @@ static int mount_main(int argc, char **argv)
 		code = EXIT_USAGE;
 		goto out_tree;
 	}
-	if (setup_signals(d.se))
+	if (setup_signals())
 		goto out_session;
 	channel_fds_snapshot(&fds);
 	if (fuse_session_mount(d.se, d.mountpoint)) {
@@ -487,39 +577,53 @@ static int mount_main(int argc, char **argv)
 	/* 8. Threads (after the fork), then serve. */
 	block_signals(true, &old);
 	ops_on_init(on_init, &d);
-	ret = notify_start(d.se);
+	d.main_thread = pthread_self();
+	ret = notifier_start(d.fs.meta, d.se);
+	if (!ret)
+		ret = publish_start(d.se);
+	if (!ret)
+		ret = defer_start(d.fs.pool);
 	if (!ret)
 		ret = token_engine_start(d.fs.te);
 	if (!ret)
 		ret = hk_start(&d.fs, reload, &d);
+	if (!ret) {
+		ret = -pthread_create(&d.stopper, NULL, stopper_main, &d);
+		d.stopper_started = !ret;
+	}
 	block_signals(false, &old);
-	if (ret)
-		goto out_threads;
-	code = serve(&d);
+	if (!ret)
+		code = serve(&d);
 	service_notify("STOPPING=1");
 
-out_threads:
-	/* The mount goes first: the helper waiting on it (a rename through
-	 * it, the readiness read) then gets an error instead of a reply
-	 * nobody will send; requests to the server are cut short.  Before
-	 * it, the token leaves the page cache (a single-file bind outlives
-	 * the mount). */
-	zen_shutdown(d.fs.zen);
-	publish_withdraw();
+	/* After a signal the stopper did this already; after an unmount
+	 * from outside, main does (the connection is gone: nothing waits). */
+	stop_serving(&d);
+	if (d.stopper_started) {
+		eventfd_write(stop_fd, STOPPER_QUIT);
+		pthread_join(d.stopper, NULL);
+	}
 	unmount_ours(&d);
 	self_stop();
 	hk_stop();
 	token_engine_stop(d.fs.te);
-	notify_stop();
 	goto out_signals;
 out_unmount:
 	unmount_ours(&d);
 out_signals:
-	fuse_remove_signal_handlers(d.se);
+	if (stop_fd >= 0) {
+		int fd = stop_fd;
+
+		stop_fd = -1; /* before the close: a late signal skips it */
+		close(fd);
+	}
 out_session:
 	fuse_session_destroy(d.se);
 out_tree:
 	fuse_opt_free_args(&args);
+	defer_free(d.fs.pool);
+	notifier_free(d.fs.meta);
+	publish_stop();
 	newkey_release();
 	publish_release();
 	itab_release();

@@ -22,7 +22,9 @@
 #include "backend/secret.h"
 #include "backend/token.h"
 #include "backend/util.h"
+#include "backend/zenml.h"
 #include "fs/channel.h"
+#include "fs/defer.h"
 #include "fs/inode.h"
 #include "fs/notify.h"
 #include "fs/publish.h"
@@ -41,6 +43,9 @@
 #define TOKEN_ATTR_TIMEOUT 10.0
 #define WRITE_MAX 4096 /* control values are a few bytes */
 #define UNREADABLE_SIZE 4096 /* a size that makes a read reach us */
+/* READDIRPLUS entries with a lookup in one reply, at most (a page of
+ * them is far fewer) */
+#define READDIR_TAKEN_MAX 256
 
 static void (*init_fn)(void *arg);
 static void *init_arg;
@@ -63,6 +68,140 @@ static void caller_of(fuse_req_t req, struct caller *who)
 	who->uid = ctx->uid;
 	who->gid = ctx->gid;
 	who->pid = ctx->pid;
+}
+
+/* ---- requests that wait on the server (fs/defer.h) ------------------ */
+
+enum jop {
+	J_LOOKUP,
+	J_GETATTR,
+	J_SETATTR,
+	J_READ,
+	J_WRITE,
+	J_OPENDIR,
+	J_READDIRPLUS,
+	J_MKDIR,
+	J_RMDIR,
+};
+
+/* A request moved to the pool: its arguments, copied (the kernel's
+ * buffer is the worker's). */
+struct job {
+	struct defer_job link;
+	enum jop op;
+	fuse_req_t req;
+	fuse_ino_t ino;
+	size_t size;
+	off_t off;
+	int to_set;
+	mode_t mode;
+	struct stat attr;
+	struct fuse_file_info fi;
+	size_t len;
+	char data[]; /* a name (with its NUL), or the bytes written */
+};
+
+/*
+ * Called first by every operation that may need the server: on a FUSE
+ * worker, nothing may wait on the server from here on (the request moves
+ * to the pool instead: defer()); on a pool thread, everything may.
+ */
+static bool on_worker(void)
+{
+	if (defer_on_pool())
+		return false;
+	zen_never_wait(true);
+	return true;
+}
+
+/* Hand the request to the pool; it replies.  The worker returns. */
+static void defer(fuse_req_t req, const struct job *tmpl, const void *data,
+		  size_t len, const struct fuse_file_info *fi)
+{
+	struct fs *fs = fuse_req_userdata(req);
+	struct job *j = malloc(sizeof(*j) + len);
+
+	if (!j) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	*j = *tmpl;
+	j->req = req;
+	j->len = len;
+	if (fi)
+		j->fi = *fi;
+	if (len)
+		memcpy(j->data, data, len);
+	if (!defer_push(fs->pool, &j->link)) {
+		free(j);
+		fuse_reply_err(req, ENOTCONN);
+	}
+}
+
+static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name);
+static void op_getattr(fuse_req_t req, fuse_ino_t ino,
+		       struct fuse_file_info *fi);
+static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
+		       int to_set, struct fuse_file_info *fi);
+static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		    struct fuse_file_info *fi);
+static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
+		     size_t size, off_t off, struct fuse_file_info *fi);
+static void op_opendir(fuse_req_t req, fuse_ino_t ino,
+		       struct fuse_file_info *fi);
+static void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size,
+			   off_t off, struct fuse_file_info *fi);
+static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name,
+		     mode_t mode);
+static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name);
+
+static void job_run(struct defer_job *dj)
+{
+	struct job *j = (struct job *)dj;
+
+	switch (j->op) {
+	case J_LOOKUP:
+		op_lookup(j->req, j->ino, j->data);
+		break;
+	case J_GETATTR:
+		op_getattr(j->req, j->ino, NULL);
+		break;
+	case J_SETATTR:
+		op_setattr(j->req, j->ino, &j->attr, j->to_set, NULL);
+		break;
+	case J_READ:
+		op_read(j->req, j->ino, j->size, j->off, &j->fi);
+		break;
+	case J_WRITE:
+		op_write(j->req, j->ino, j->data, j->len, j->off, &j->fi);
+		break;
+	case J_OPENDIR:
+		op_opendir(j->req, j->ino, &j->fi);
+		break;
+	case J_READDIRPLUS:
+		op_readdirplus(j->req, j->ino, j->size, j->off, &j->fi);
+		break;
+	case J_MKDIR:
+		op_mkdir(j->req, j->ino, j->data, j->mode);
+		break;
+	case J_RMDIR:
+		op_rmdir(j->req, j->ino, j->data);
+		break;
+	}
+	free(j);
+}
+
+static void job_cancel(struct defer_job *dj)
+{
+	struct job *j = (struct job *)dj;
+
+	fuse_reply_err(j->req, ENOTCONN);
+	free(j);
+}
+
+struct defer *ops_pool_new(void)
+{
+	return defer_new(job_run, job_cancel);
 }
 
 static void stat_base(struct fs *fs, const struct match *m, struct stat *st)
@@ -160,7 +299,7 @@ static int stat_ino(struct fs *fs, const char *path, uint64_t ino,
 		st->st_nlink = retired ? 0 : 1;
 		*entry_to = tree_flags(&m) & NF_HIDDEN ? 0 :
 							 TOKEN_ENTRY_TIMEOUT;
-		*attr_to = TIMEOUT_LONG;
+		*attr_to = TOKEN_ATTR_TIMEOUT;
 	} else {
 		ret = stat_content(fs, &m, ino, st, &until);
 		/* A file of an object: it exists, and its content stays,
@@ -240,15 +379,15 @@ void ops_object_gone(void *arg, enum zkind kind, const char *parent,
 	const char *dir = kind == ZK_ACCOUNT ? "/service-accounts" :
 			  kind == ZK_DEVICE  ? "/devices" :
 					       NULL;
+	struct fs *fs = arg;
 	uint64_t ino;
 
-	(void)arg;
 	/* fresh_timeout() caches only these */
 	if (!dir || parent)
 		return;
 	ino = itab_ino_of(dir);
 	if (ino)
-		notify_entry(ino, name);
+		notify_entry(fs->meta, ino, name);
 }
 
 static void op_init(void *data, struct fuse_conn_info *conn)
@@ -279,6 +418,7 @@ static void op_init(void *data, struct fuse_conn_info *conn)
 
 static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
+	bool worker = on_worker();
 	struct fs *fs = fs_of(req);
 	struct fuse_entry_param e;
 	char path[PATH_MAX];
@@ -288,6 +428,11 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	ret = child_path(parent, name, path, sizeof(path));
 	if (!ret)
 		ret = entry_for(fs, path, &e);
+	if (ret == -ZEN_WOULD_WAIT && worker) {
+		defer(req, &(struct job){ .op = J_LOOKUP, .ino = parent },
+		      name, strlen(name) + 1, NULL);
+		return;
+	}
 	/* Someone reads the token: the credential check may run. */
 	if (!ret && !tree_match(path, &m) &&
 	    (tree_flags(&m) & (NF_TOKEN | NF_TOKEN_JSON)) &&
@@ -327,6 +472,7 @@ static void op_forget_multi(fuse_req_t req, size_t count,
 static void op_getattr(fuse_req_t req, fuse_ino_t ino,
 		       struct fuse_file_info *fi)
 {
+	bool worker = on_worker();
 	double attr_to, entry_to;
 	char path[PATH_MAX];
 	struct stat st;
@@ -335,6 +481,11 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino,
 	ret = itab_path(ino, path, sizeof(path));
 	if (!ret)
 		ret = stat_ino(fs_of(req), path, ino, &st, &attr_to, &entry_to);
+	if (ret == -ZEN_WOULD_WAIT && worker) {
+		defer(req, &(struct job){ .op = J_GETATTR, .ino = ino }, NULL,
+		      0, NULL);
+		return;
+	}
 	if (ret)
 		fuse_reply_err(req, -ret);
 	else
@@ -344,6 +495,7 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino,
 static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
 		       int to_set, struct fuse_file_info *fi)
 {
+	bool worker = on_worker();
 	struct fs *fs = fs_of(req);
 	double attr_to, entry_to;
 	char path[PATH_MAX];
@@ -369,6 +521,15 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
 			goto out;
 	}
 	ret = stat_ino(fs, path, ino, &st, &attr_to, &entry_to);
+	if (ret == -ZEN_WOULD_WAIT && worker) {
+		defer(req,
+		      &(struct job){ .op = J_SETATTR,
+				     .ino = ino,
+				     .attr = *attr,
+				     .to_set = to_set },
+		      NULL, 0, NULL);
+		return;
+	}
 out:
 	if (ret)
 		fuse_reply_err(req, -ret);
@@ -396,6 +557,7 @@ static void reply_bytes(fuse_req_t req, const char *data, size_t len,
 static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		    struct fuse_file_info *fi)
 {
+	bool worker = on_worker();
 	struct fs *fs = fs_of(req);
 	struct content *c = NULL;
 	struct secret *tok;
@@ -428,6 +590,15 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 			ret = publish_render_json(fs, ino, &c);
 		else
 			ret = tree_render(fs, &m, &c, NULL);
+		if (ret == -ZEN_WOULD_WAIT && worker) {
+			defer(req,
+			      &(struct job){ .op = J_READ,
+					     .ino = ino,
+					     .size = size,
+					     .off = off },
+			      NULL, 0, fi);
+			return;
+		}
 		if (ret)
 			goto err;
 	}
@@ -439,6 +610,7 @@ err:
 }
 
 struct inval {
+	struct notifier *q;
 	uint64_t skip, seq;
 };
 
@@ -449,7 +621,7 @@ static void inval_file(const char *path, void *arg)
 
 	if (ino && ino != iv->skip) {
 		itab_snap_stale(ino);
-		iv->seq = notify_inval(ino);
+		iv->seq = notify_inval(iv->q, ino);
 	}
 }
 
@@ -460,18 +632,20 @@ static void inval_file(const char *path, void *arg)
  * the change.  Not the written file itself: the writer holds its pages
  * until we answer, and the kernel asks again after a write anyway.
  */
-static void invalidate_object(const struct match *m, uint64_t written)
+static void invalidate_object(struct fs *fs, const struct match *m,
+			      uint64_t written)
 {
-	struct inval iv = { written, 0 };
+	struct inval iv = { fs->meta, written, 0 };
 
 	tree_object_files(m, inval_file, &iv);
 	if (iv.seq)
-		notify_wait(iv.seq, 1000);
+		notify_wait(fs->meta, iv.seq, 1000);
 }
 
 static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
 		     size_t size, off_t off, struct fuse_file_info *fi)
 {
+	bool worker = on_worker();
 	char path[PATH_MAX];
 	struct caller who;
 	struct match m;
@@ -481,6 +655,13 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
 	ret = ino_match(ino, path, sizeof(path), &m);
 	if (ret)
 		goto out;
+	/* A write to a server object's control file always asks the
+	 * server; refresh runs here: it waits on the token engine only. */
+	if (worker && tree_names_object(&m) && size <= WRITE_MAX) {
+		defer(req, &(struct job){ .op = J_WRITE, .ino = ino, .off = off },
+		      buf, size, fi);
+		return;
+	}
 	if (size > WRITE_MAX) {
 		log_warn("uid %u pid %d wrote %zu bytes to '%s': control "
 			 "values are a few bytes",
@@ -494,7 +675,7 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
 	 * again after a write). */
 	itab_snap_stale(ino);
 	if (!ret)
-		invalidate_object(&m, ino);
+		invalidate_object(fs_of(req), &m, ino);
 out:
 	if (ret)
 		fuse_reply_err(req, -ret);
@@ -511,6 +692,8 @@ struct dirh {
 static void op_opendir(fuse_req_t req, fuse_ino_t ino,
 		       struct fuse_file_info *fi)
 {
+	bool worker = on_worker();
+	struct fs *fs = fs_of(req);
 	char path[PATH_MAX];
 	struct dirh *d = NULL;
 	struct match m;
@@ -526,13 +709,20 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino,
 		goto out;
 	}
 	memcpy(d->path, path, strlen(path) + 1);
-	seq = notify_last_queued();
-	ret = tree_opendir(fs_of(req), &m, &d->snap);
+	seq = notify_last(fs->meta);
+	ret = tree_opendir(fs, &m, &d->snap);
+	if (ret == -ZEN_WOULD_WAIT && worker) {
+		free(d);
+		defer(req, &(struct job){ .op = J_OPENDIR, .ino = ino }, NULL, 0,
+		      fi);
+		return;
+	}
 	/* A new listing may have dropped names the kernel still holds
 	 * (ops_object_gone): gone from stat too once ls no longer lists
-	 * them. */
-	if (notify_last_queued() != seq)
-		notify_wait(notify_last_queued(), 1000);
+	 * them.  Only a pool thread fetches a listing; a worker's came
+	 * from the cache. */
+	if (!worker && notify_last(fs->meta) != seq)
+		notify_wait(fs->meta, notify_last(fs->meta), 1000);
 out:
 	if (ret) {
 		free(d);
@@ -557,11 +747,14 @@ static void readdir_common(fuse_req_t req, fuse_ino_t ino, size_t size,
 			   off_t off, struct fuse_file_info *fi, bool plus)
 {
 	struct dirh *d = (struct dirh *)(uintptr_t)fi->fh;
-	size_t used = 0, n, total = tree_dir_len(&d->snap) + 2;
+	size_t used = 0, n, total = tree_dir_len(&d->snap) + 2, ntaken = 0;
+	bool worker = plus && on_worker();
+	uint64_t taken[READDIR_TAKEN_MAX];
 	struct fs *fs = fs_of(req);
 	struct fuse_entry_param e;
 	char child[PATH_MAX], *buf;
 	bool is_dir;
+	int ret;
 
 	buf = malloc(size);
 	if (!buf) {
@@ -584,8 +777,25 @@ static void readdir_common(fuse_req_t req, fuse_ino_t ino, size_t size,
 			snprintf(child, sizeof(child), "%s/%s",
 				 strcmp(d->path, "/") ? d->path : "", name);
 			/* "." and ".." never carry a lookup */
-			if (plus && !entry_for(fs, child, &e)) {
+			if (plus && ntaken == READDIR_TAKEN_MAX)
+				break;
+			ret = plus ? entry_for(fs, child, &e) : -ENOENT;
+			if (ret == -ZEN_WOULD_WAIT && worker) {
+				/* again on the pool, from the same offset */
+				for (size_t t = 0; t < ntaken; t++)
+					itab_forget(taken[t], 1);
+				free(buf);
+				defer(req,
+				      &(struct job){ .op = J_READDIRPLUS,
+						     .ino = ino,
+						     .size = size,
+						     .off = off },
+				      NULL, 0, fi);
+				return;
+			}
+			if (!ret) {
 				looked_up = true;
+				taken[ntaken++] = e.ino;
 			} else {
 				/* gone since opendir: the name alone */
 				memset(&e, 0, sizeof(e));
@@ -642,6 +852,12 @@ static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name,
 	struct match m;
 	int ret;
 
+	if (on_worker()) {
+		defer(req,
+		      &(struct job){ .op = J_MKDIR, .ino = parent, .mode = mode },
+		      name, strlen(name) + 1, NULL);
+		return;
+	}
 	caller_of(req, &who);
 	ret = child_path(parent, name, path, sizeof(path));
 	if (ret)
@@ -670,6 +886,11 @@ static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 	struct match m;
 	int ret;
 
+	if (on_worker()) {
+		defer(req, &(struct job){ .op = J_RMDIR, .ino = parent }, name,
+		      strlen(name) + 1, NULL);
+		return;
+	}
 	caller_of(req, &who);
 	ret = child_path(parent, name, path, sizeof(path));
 	if (!ret)

@@ -15,6 +15,8 @@
 
 extern const struct fuse_lowlevel_ops zen_ops;
 
+/* The pool that runs requests which wait on the server (fs/defer.h). */
+struct defer *ops_pool_new(void);
 /* Called once the kernel's INIT is answered (arg: ops_on_init's arg). */
 void ops_on_init(void (*fn)(void *arg), void *arg);
 

@@ -19,8 +19,15 @@
 #include "fs/notify.h"
 #include "fs/self.h"
 
-#define SYNC_WAIT_MS 2000
+/* A writer of refresh waits this long at most for the names to switch:
+ * more than the helper's rename timeout, after which the publisher
+ * switches them itself (fs/self.h). */
+#define SYNC_WAIT_MS 5000
 #define TOKEN_INOS_MAX 256
+
+/* The token's own notifier: publication and the drop of a token near
+ * expiry never queue behind metadata work (fs/notify.h). */
+static struct notifier *tq;
 
 /* lock protects current (the token the names point to) and last_seq, and
  * orders publications. */
@@ -74,11 +81,63 @@ static void rename_job(struct fuse_session *se, void *arg)
 			 "watchers of the folder get no event",
 			 mount_path, strerror(err));
 	}
+	if (err == ETIMEDOUT || err == EBUSY)
+		log_warn("the mount helper did not rename '%s' in time: the "
+			 "name is switched without an event for watchers",
+			 j->name);
 	snprintf(from, sizeof(from), "/%s", j->staged);
 	snprintf(to, sizeof(to), "/%s", j->name);
 	if (!itab_rename(from, to, &old) && old)
 		fuse_lowlevel_notify_delete(se, ITAB_ROOT, old, j->name,
 					    strlen(j->name));
+}
+
+static void expire_due(struct fuse_session *se, void *arg);
+
+/* Arm the timer for the next token inode to reach its margin. */
+static void arm_expiry(void)
+{
+	time_t next = itab_tokens_next(TOKEN_MARGIN), now = time(NULL);
+
+	if (tq)
+		notify_timer(tq, expire_due, NULL,
+			     next ? mono_ms() + (next > now ? next - now : 0) *
+							1000LL :
+				    0);
+}
+
+/* On the token's notifier: drop the pages of token inodes whose token is
+ * now within TOKEN_MARGIN of expiry, so no reader is served it from the
+ * page cache; reads then come to the daemon and fail with the reason. */
+static void expire_due(struct fuse_session *se, void *arg)
+{
+	uint64_t inos[TOKEN_INOS_MAX];
+	size_t n;
+
+	n = itab_tokens_expiring(time(NULL), TOKEN_MARGIN, inos,
+				 TOKEN_INOS_MAX);
+	for (size_t i = 0; i < n; i++)
+		fuse_lowlevel_notify_inval_inode(se, inos[i], 0, 0);
+	arm_expiry();
+}
+
+int publish_start(struct fuse_session *se)
+{
+	int ret;
+
+	tq = notifier_new("zenmlfs-token", false);
+	if (!tq)
+		return -ENOMEM;
+	ret = notifier_start(tq, se);
+	if (ret)
+		return ret;
+	arm_expiry();
+	return 0;
+}
+
+void publish_stop(void)
+{
+	notifier_stop(tq);
 }
 
 /* Bind the names to tok.  Caller holds lock. */
@@ -103,7 +162,8 @@ static int publish(struct secret *tok, int64_t exp, bool tell_kernel)
 	log_debug("token published: %zu bytes", tok->len);
 	for (size_t i = 0; tell_kernel && i < sizeof(jobs) / sizeof(jobs[0]);
 	     i++)
-		last_seq = notify_call(rename_job, (void *)&jobs[i]);
+		last_seq = notify_call(tq, rename_job, (void *)&jobs[i]);
+	arm_expiry();
 	return 0;
 }
 
@@ -176,20 +236,20 @@ void publish_changed(void *arg)
 		 * fail, none may find a token in the page cache. */
 		n = itab_tokens(inos, TOKEN_INOS_MAX);
 		for (size_t i = 0; i < n; i++)
-			last_seq = notify_inval(inos[i]);
+			last_seq = notify_inval(tq, inos[i]);
 	}
 	pthread_mutex_unlock(&lock);
 	secret_unref(tok);
 }
 
-void publish_sync(void)
+bool publish_sync(void)
 {
 	uint64_t seq;
 
 	pthread_mutex_lock(&lock);
 	seq = last_seq;
 	pthread_mutex_unlock(&lock);
-	notify_wait(seq, SYNC_WAIT_MS);
+	return !tq || notify_wait(tq, seq, SYNC_WAIT_MS);
 }
 
 int publish_read(struct fs *fs, uint64_t ino, struct secret **tok)
@@ -269,18 +329,20 @@ int publish_render_json(struct fs *fs, uint64_t ino, struct content **out)
 	return 0;
 }
 
-void publish_withdraw(void)
+bool publish_withdraw(void)
 {
 	uint64_t inos[TOKEN_INOS_MAX];
 	size_t n;
 
 	__atomic_store_n(&withdrawn, true, __ATOMIC_RELEASE);
+	if (!tq)
+		return true;
 	pthread_mutex_lock(&lock);
 	n = itab_tokens(inos, TOKEN_INOS_MAX);
 	for (size_t i = 0; i < n; i++)
-		last_seq = notify_inval(inos[i]);
+		last_seq = notify_inval(tq, inos[i]);
 	pthread_mutex_unlock(&lock);
-	publish_sync();
+	return publish_sync();
 }
 
 void publish_release(void)
@@ -288,6 +350,8 @@ void publish_release(void)
 	pthread_mutex_lock(&lock);
 	secret_unref(current);
 	current = NULL;
+	notifier_free(tq);
+	tq = NULL;
 	free(mount_path);
 	mount_path = NULL;
 	first_done = false;
@@ -295,14 +359,3 @@ void publish_release(void)
 	pthread_mutex_unlock(&lock);
 }
 
-time_t publish_expire(void)
-{
-	uint64_t inos[TOKEN_INOS_MAX];
-	size_t n;
-
-	n = itab_tokens_expiring(time(NULL), TOKEN_MARGIN, inos,
-				 TOKEN_INOS_MAX);
-	for (size_t i = 0; i < n; i++)
-		notify_inval(inos[i]);
-	return itab_tokens_next(TOKEN_MARGIN);
-}

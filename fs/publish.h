@@ -21,6 +21,7 @@
 
 #include "fs/fs.h"
 
+struct fuse_session;
 struct secret;
 
 /* The names a new token waits under before it is renamed over token and
@@ -28,13 +29,18 @@ struct secret;
 #define TOKEN_STAGED ".token-new"
 #define TOKEN_JSON_STAGED ".token.json-new"
 
+/* The token's own notifier thread (fs/notify.h), once the session is
+ * mounted; publish_stop() ends it (nothing more reaches the kernel). */
+int publish_start(struct fuse_session *se);
+void publish_stop(void);
 /* Publish the engine's first token (before the kernel can ask). */
 int publish_first(struct fs *fs);
 /* The token engine's on_change (arg: the struct fs). */
 void publish_changed(void *arg);
 /* Wait until the kernel was told about everything published so far (a
- * writer of "refresh" then reads the new token at once). */
-void publish_sync(void);
+ * writer of "refresh" then reads the new token at once): true, or false
+ * after SYNC_WAIT_MS. */
+bool publish_sync(void);
 /* The mount is up at path, on device dev (which tells it is still ours):
  * new tokens are published by a rename through it (fs/self.h). */
 void publish_mounted(const char *path, dev_t dev);
@@ -46,8 +52,9 @@ int publish_renamed(const struct caller *who, uint64_t parent, const char *name,
  * the pages of every token inode are dropped, so a single-file bind or a
  * held fd that outlives the daemon gets an error, not a token from the
  * page cache that nothing would ever drop.  Waits until the kernel was
- * told. */
-void publish_withdraw(void);
+ * told (false: not within SYNC_WAIT_MS).  Call while the FUSE loop still
+ * answers: a drop waits for a READ of the same page in flight. */
+bool publish_withdraw(void);
 void publish_release(void);
 
 /* The token of token inode ino, if it may be served now: a new
@@ -57,8 +64,4 @@ int publish_read(struct fs *fs, uint64_t ino, struct secret **tok);
 int publish_stat(uint64_t ino, size_t *len, struct timespec *at, bool *retired);
 /* token.json for the token of inode ino. */
 int publish_render_json(struct fs *fs, uint64_t ino, struct content **out);
-/* Drop the pages of token inodes whose token is now too close to
- * expiry.  Returns when the next one is due (0: none). */
-time_t publish_expire(void);
-
 #endif

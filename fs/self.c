@@ -11,6 +11,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -21,9 +22,14 @@
 #include "backend/log.h"
 
 #define HELPER_FD 3
-/* A reply the helper owes longer than this: it is stuck (the mount is
- * gone, or the FUSE threads are all busy); the caller gives up. */
-#define REPLY_TIMEOUT_MS 10000
+/* How long a caller waits for the helper's reply.  A rename of a new token
+ * waits little: the publisher then switches the names itself (readers see
+ * the same, watchers get no event).  The readiness read may wait longer.
+ * A reply that comes later is dropped with its socket; the helper goes on
+ * serving the next request. */
+#define RENAME_TIMEOUT_MS 2000
+#define READ_TIMEOUT_MS 10000
+#define STAT_TIMEOUT_MS 10000
 #define READ_MAX (64 * 1024)
 
 /* How long the helper waits, once the daemon's end of its socket closed
@@ -47,9 +53,15 @@ struct self_rep {
 	int64_t len;
 };
 
-/* lock orders requests (one at a time) and protects fd. */
+/*
+ * Each request carries a socket of its own for its reply, so no lock is
+ * held while a caller waits: lock only orders the sends and protects fd;
+ * a caller that gives up closes its end and a late reply goes nowhere.
+ * cancel (an eventfd) wakes every waiter at a stop.
+ */
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static int fd = -1;
+static int cancel_fd = -1;
 static pid_t helper_pid; /* atomic access */
 
 int self_start(void)
@@ -57,6 +69,9 @@ int self_start(void)
 	int sv[2], ret;
 	pid_t pid;
 
+	cancel_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (cancel_fd < 0)
+		return -errno;
 	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv))
 		return -errno;
 	pid = fork();
@@ -89,30 +104,41 @@ int self_start(void)
 	return 0;
 }
 
+void self_cancel(void)
+{
+	if (cancel_fd >= 0)
+		eventfd_write(cancel_fd, 1);
+}
+
 void self_stop(void)
 {
 	pid_t pid = __atomic_exchange_n(&helper_pid, 0, __ATOMIC_ACQ_REL);
 	struct timespec pause = { 0, 10 * 1000 * 1000 };
 	struct self_req rq = { .op = OP_QUIT };
 
+	self_cancel();
 	pthread_mutex_lock(&lock);
 	if (fd >= 0) {
 		/* a stop, not a death: it exits at once */
-		send(fd, &rq, sizeof(rq), MSG_NOSIGNAL);
+		send(fd, &rq, sizeof(rq), MSG_NOSIGNAL | MSG_DONTWAIT);
 		close(fd);
 	}
 	fd = -1;
 	pthread_mutex_unlock(&lock);
-	if (pid <= 0)
-		return;
-	/* it exits at once unless it waits on a mount that is still up */
-	for (int i = 0; i < 200; i++) {
-		if (waitpid(pid, NULL, WNOHANG) != 0)
-			return;
-		nanosleep(&pause, NULL);
+	if (pid > 0) {
+		/* it exits at once unless it waits on a mount still up */
+		for (int i = 0; i < 200; i++) {
+			if (waitpid(pid, NULL, WNOHANG) != 0)
+				goto reaped;
+			nanosleep(&pause, NULL);
+		}
+		kill(pid, SIGKILL);
+		waitpid(pid, NULL, 0);
 	}
-	kill(pid, SIGKILL);
-	waitpid(pid, NULL, 0);
+reaped:
+	if (cancel_fd >= 0)
+		close(cancel_fd);
+	cancel_fd = -1;
 }
 
 bool self_is(pid_t pid)
@@ -122,69 +148,93 @@ bool self_is(pid_t pid)
 	return h > 0 && pid == h;
 }
 
-/* Send rq, with pass (a descriptor) unless it is -1. */
-static ssize_t send_req(int sock, struct self_req *rq, int pass)
+/* Send rq with the descriptors pass[0..npass). */
+static ssize_t send_req(int sock, struct self_req *rq, const int *pass,
+			int npass)
 {
 	union {
-		char buf[CMSG_SPACE(sizeof(int))];
+		char buf[CMSG_SPACE(2 * sizeof(int))];
 		struct cmsghdr align;
 	} u;
 	struct iovec iov = { .iov_base = rq, .iov_len = sizeof(*rq) };
 	struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1 };
 	struct cmsghdr *c;
 
-	if (pass >= 0) {
-		memset(&u, 0, sizeof(u));
-		msg.msg_control = u.buf;
-		msg.msg_controllen = sizeof(u.buf);
-		c = CMSG_FIRSTHDR(&msg);
-		c->cmsg_level = SOL_SOCKET;
-		c->cmsg_type = SCM_RIGHTS;
-		c->cmsg_len = CMSG_LEN(sizeof(int));
-		memcpy(CMSG_DATA(c), &pass, sizeof(int));
-	}
-	return sendmsg(sock, &msg, MSG_NOSIGNAL);
+	memset(&u, 0, sizeof(u));
+	msg.msg_control = u.buf;
+	msg.msg_controllen = CMSG_SPACE(npass * sizeof(int));
+	c = CMSG_FIRSTHDR(&msg);
+	c->cmsg_level = SOL_SOCKET;
+	c->cmsg_type = SCM_RIGHTS;
+	c->cmsg_len = CMSG_LEN(npass * sizeof(int));
+	memcpy(CMSG_DATA(c), pass, npass * sizeof(int));
+	return sendmsg(sock, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
 }
 
-/* One request, one reply.  A helper that fails or is stuck is dropped:
- * every later call fails at once. */
-static int call(struct self_req *rq, struct self_rep *rep, int pass)
+/* The helper is gone (it crashed, or was killed): reap it, and every
+ * later call fails at once. */
+static void helper_died(void)
 {
-	struct pollfd pfd = { .events = POLLIN };
-	ssize_t n;
-	int ret;
+	pid_t pid = __atomic_exchange_n(&helper_pid, 0, __ATOMIC_ACQ_REL);
 
-	pthread_mutex_lock(&lock);
-	if (fd < 0) {
-		pthread_mutex_unlock(&lock);
-		return -ENOTCONN;
-	}
-	pfd.fd = fd;
-	n = send_req(fd, rq, pass);
-	if (n != (ssize_t)sizeof(*rq)) {
-		ret = -EPIPE;
-		goto broken;
-	}
-	do
-		ret = poll(&pfd, 1, REPLY_TIMEOUT_MS);
-	while (ret < 0 && errno == EINTR);
-	if (ret <= 0) {
-		ret = -ETIMEDOUT;
-		goto broken;
-	}
-	n = recv(fd, rep, sizeof(*rep), 0);
-	if (n != (ssize_t)sizeof(*rep)) {
-		ret = -EPIPE;
-		goto broken;
-	}
-	pthread_mutex_unlock(&lock);
-	return rep->err ? -rep->err : 0;
-broken:
-	log_warn("the mount helper %s: the daemon goes on without it",
-		 ret == -ETIMEDOUT ? "does not answer" : "is gone");
 	close(fd);
 	fd = -1;
+	if (pid > 0)
+		waitpid(pid, NULL, 0); /* its socket closed: it is exiting */
+	log_warn("the mount helper is gone: folder watchers get no event "
+		 "until the daemon restarts");
+}
+
+/* One request, one reply (on a socket of its own), waiting at most
+ * timeout_ms or until self_cancel(). */
+static int call(struct self_req *rq, struct self_rep *rep, int pass,
+		int timeout_ms)
+{
+	struct pollfd pfd[2] = { { .events = POLLIN },
+				 { .fd = cancel_fd, .events = POLLIN } };
+	int rp[2], fds[2], ret;
+	ssize_t n;
+
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, rp))
+		return -errno;
+	fds[0] = rp[1];
+	fds[1] = pass;
+	pthread_mutex_lock(&lock);
+	if (fd < 0) {
+		ret = -ENOTCONN;
+	} else {
+		n = send_req(fd, rq, fds, pass >= 0 ? 2 : 1);
+		if (n == (ssize_t)sizeof(*rq))
+			ret = 0;
+		else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+			ret = -EBUSY; /* requests queued, unanswered */
+		else
+			ret = -EPIPE;
+		if (ret == -EPIPE)
+			helper_died();
+	}
 	pthread_mutex_unlock(&lock);
+	close(rp[1]);
+	if (ret)
+		goto out;
+	pfd[0].fd = rp[0];
+	do
+		ret = poll(pfd, 2, timeout_ms);
+	while (ret < 0 && errno == EINTR);
+	if (ret == 0) {
+		ret = -ETIMEDOUT;
+	} else if (ret < 0) {
+		ret = -errno;
+	} else if (!(pfd[0].revents & POLLIN)) {
+		ret = pfd[1].revents ? -ECANCELED : -EPIPE;
+	} else {
+		n = recv(rp[0], rep, sizeof(*rep), 0);
+		ret = n != (ssize_t)sizeof(*rep) ? -EPIPE :
+		      rep->err			 ? -rep->err :
+						   0;
+	}
+out:
+	close(rp[0]);
 	return ret;
 }
 
@@ -204,9 +254,10 @@ int self_stat_dev(const char *path, dev_t *dev)
 	struct self_rep rep;
 	int ret;
 
-	if ((ret = set_path(rq.a, path)))
+	ret = set_path(rq.a, path);
+	if (ret)
 		return ret;
-	ret = call(&rq, &rep, -1);
+	ret = call(&rq, &rep, -1, STAT_TIMEOUT_MS);
 	if (!ret)
 		*dev = (dev_t)rep.dev;
 	return ret;
@@ -218,9 +269,10 @@ long self_read(const char *path)
 	struct self_rep rep;
 	int ret;
 
-	if ((ret = set_path(rq.a, path)))
+	ret = set_path(rq.a, path);
+	if (ret)
 		return ret;
-	ret = call(&rq, &rep, -1);
+	ret = call(&rq, &rep, -1, READ_TIMEOUT_MS);
 	return ret ? ret : (long)rep.len;
 }
 
@@ -230,10 +282,12 @@ int self_rename(const char *dir, dev_t dev, const char *from, const char *to)
 	struct self_rep rep;
 	int ret;
 
-	if ((ret = set_path(rq.a, dir)) || (ret = set_path(rq.b, from)) ||
-	    (ret = set_path(rq.c, to)))
-		return ret;
-	return call(&rq, &rep, -1);
+	ret = set_path(rq.a, dir);
+	if (!ret)
+		ret = set_path(rq.b, from);
+	if (!ret)
+		ret = set_path(rq.c, to);
+	return ret ? ret : call(&rq, &rep, -1, RENAME_TIMEOUT_MS);
 }
 
 int self_hold(int sock)
@@ -241,18 +295,19 @@ int self_hold(int sock)
 	struct self_req rq = { .op = OP_HOLD };
 	struct self_rep rep;
 
-	return call(&rq, &rep, sock);
+	return call(&rq, &rep, sock, STAT_TIMEOUT_MS);
 }
 
 /* ---- the helper ------------------------------------------------------ */
 
 static int held = -1; /* OP_HOLD's descriptor */
 
-/* Receive one request (and the descriptor OP_HOLD carries). */
-static ssize_t recv_req(struct self_req *rq)
+/* Receive one request, its reply socket in *reply (-1: none), and the
+ * descriptor OP_HOLD carries. */
+static ssize_t recv_req(struct self_req *rq, int *reply)
 {
 	union {
-		char buf[CMSG_SPACE(sizeof(int))];
+		char buf[CMSG_SPACE(2 * sizeof(int))];
 		struct cmsghdr align;
 	} u;
 	struct iovec iov = { .iov_base = rq, .iov_len = sizeof(*rq) };
@@ -263,20 +318,29 @@ static ssize_t recv_req(struct self_req *rq)
 		.msg_controllen = sizeof(u.buf),
 	};
 	struct cmsghdr *c;
+	int got[2], ngot;
 	ssize_t n;
-	int got;
 
+	*reply = -1;
 	n = recvmsg(HELPER_FD, &msg, MSG_CMSG_CLOEXEC);
 	if (n <= 0)
 		return n;
 	for (c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
 		if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
 			continue;
-		memcpy(&got, CMSG_DATA(c), sizeof(int));
-		if (n == (ssize_t)sizeof(*rq) && rq->op == OP_HOLD && held < 0)
-			held = got;
-		else
-			close(got);
+		ngot = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+		if (ngot > 2)
+			ngot = 2;
+		memcpy(got, CMSG_DATA(c), ngot * sizeof(int));
+		for (int i = 0; i < ngot; i++) {
+			if (i == 0 && *reply < 0)
+				*reply = got[i];
+			else if (n == (ssize_t)sizeof(*rq) &&
+				 rq->op == OP_HOLD && held < 0)
+				held = got[i];
+			else
+				close(got[i]);
+		}
 	}
 	return n;
 }
@@ -346,6 +410,7 @@ int self_helper_main(void)
 	static struct self_req rq;
 	pid_t daemon = getppid();
 	struct self_rep rep;
+	int reply;
 	ssize_t n;
 
 	/* No core, no ptrace.  It ends with the daemon: a stop says
@@ -358,7 +423,7 @@ int self_helper_main(void)
 	prctl(PR_SET_DUMPABLE, 0);
 	prctl(PR_SET_NAME, "zenmlfs-helper");
 	for (;;) {
-		n = recv_req(&rq);
+		n = recv_req(&rq, &reply);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n <= 0) {
@@ -375,7 +440,11 @@ int self_helper_main(void)
 				rq.c[PATH_MAX - 1] = '\0';
 			serve(&rq, &rep);
 		}
-		if (send(HELPER_FD, &rep, sizeof(rep), MSG_NOSIGNAL) < 0)
-			return 0;
+		/* the caller may have given up: its socket is closed */
+		if (reply >= 0) {
+			send(reply, &rep, sizeof(rep),
+			     MSG_NOSIGNAL | MSG_DONTWAIT);
+			close(reply);
+		}
 	}
 }

@@ -32,6 +32,9 @@
 /* Start the helper.  Call with no FUSE session open.  -errno when it
  * cannot be started: the callers then do without it. */
 int self_start(void);
+/* Every call waiting for the helper returns -ECANCELED now, and every
+ * later one at once (a stop). */
+void self_cancel(void);
 /* Stop it (after the mount is gone) and reap it. */
 void self_stop(void);
 /* Is the request's pid the helper? */
@@ -39,6 +42,12 @@ bool self_is(pid_t pid);
 
 /* The device of the file system at path (its root), through the helper. */
 int self_stat_dev(const char *path, dev_t *dev);
+/*
+ * Each call waits for the helper's reply at most a few seconds (a rename
+ * 2 s, the others 10 s: -ETIMEDOUT); the helper goes on with the next
+ * request either way.  A helper that died is reaped, and later calls fail
+ * with -ENOTCONN.
+ */
 /* Read path (up to 64 KiB, the bytes are dropped): its length or -errno. */
 long self_read(const char *path);
 /* rename(from, to) when dir is still on device dev; -ESTALE when not. */

@@ -25,6 +25,7 @@
 #include "backend/secret.h"
 #include "backend/store.h"
 #include "backend/util.h"
+#include "backend/zenml.h"
 #include "fs/control.h"
 #include "fs/publish.h"
 
@@ -379,6 +380,11 @@ uid_t tree_owner(const struct fs *fs, const struct match *m)
 		       fs->owner;
 }
 
+bool tree_names_object(const struct match *m)
+{
+	return m->node->kind != NK;
+}
+
 unsigned tree_flags(const struct match *m)
 {
 	return m->node->flags;
@@ -441,7 +447,7 @@ static int resolve(struct fs *fs, const struct match *m, bool whole,
 			o->n = 1;
 	}
 	if (ret) {
-		if (ret != -ENOENT)
+		if (ret != -ENOENT && ret != -ZEN_WOULD_WAIT)
 			log_warn("cannot look up '%s': %s", m->leaf, e.msg);
 		objs_release(o);
 	}
@@ -609,7 +615,7 @@ int tree_opendir(struct fs *fs, const struct match *m, struct dir_snap *d)
 		ret = store_list(fs->store, star->kind,
 				 o.n ? zrec_id(o.rec[o.n - 1]) : NULL, true,
 				 &d->list, &e);
-	if (ret)
+	if (ret && ret != -ZEN_WOULD_WAIT)
 		log_warn("cannot list '%s': %s", m->leaf[0] ? m->leaf : "/",
 			 e.msg);
 	objs_release(&o);

@@ -40,6 +40,9 @@ void tree_object_files(const struct match *m,
 mode_t tree_mode(const struct fs *fs, const struct match *m);
 uid_t tree_owner(const struct fs *fs, const struct match *m);
 unsigned tree_flags(const struct match *m);
+/* Does m name a server object (or a file of one)?  Not the token's files,
+ * refresh, status. */
+bool tree_names_object(const struct match *m);
 
 /* Does the object exist?  May ask the server (through the store).
  * *fresh_until (may be NULL): until when (CLOCK_MONOTONIC ms) that answer
