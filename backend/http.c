@@ -243,6 +243,11 @@ static int progress(void *arg, curl_off_t dltotal, curl_off_t dlnow,
 	return __atomic_load_n(&c->stopping, __ATOMIC_ACQUIRE);
 }
 
+long http_timeout_ms(const struct http_client *c)
+{
+	return c->total_ms;
+}
+
 const char *http_base_url(const struct http_client *c)
 {
 	return c->base;

@@ -60,6 +60,8 @@ void http_client_free(struct http_client *c);
 /* Abort every transfer in flight and fail new ones (-ECANCELED): at
  * shutdown, so no thread waits out a request timeout. */
 void http_client_stop(struct http_client *c);
+/* The client's request timeout (ms). */
+long http_timeout_ms(const struct http_client *c);
 /* The base URL without a trailing slash; owned by the client. */
 const char *http_base_url(const struct http_client *c);
 

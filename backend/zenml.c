@@ -350,6 +350,17 @@ static struct secret *session_get(struct zen *z, unsigned long *gen)
 }
 
 static __thread bool never_wait;
+static __thread long long deadline;
+
+void zen_set_deadline(long long at_ms)
+{
+	deadline = at_ms;
+}
+
+long zen_timeout_ms(const struct zen *z)
+{
+	return http_timeout_ms(z->http);
+}
 
 void zen_never_wait(bool on)
 {
@@ -425,6 +436,7 @@ int zen_request(struct zen *z, const struct zen_req *rq, json_t **out,
 	bool own = !rq->bearer && !(rq->flags & ZR_NOAUTH);
 	unsigned long gen = 0;
 	char *payload = NULL, what[300];
+	long long timeout_ms;
 	int ret, tries = 0;
 
 	if (never_wait)
@@ -454,6 +466,17 @@ again:
 			}
 		}
 	}
+	timeout_ms = rq->timeout_ms ? rq->timeout_ms :
+				      http_timeout_ms(z->http);
+	if (deadline && deadline - mono_ms() < timeout_ms)
+		timeout_ms = deadline - mono_ms();
+	if (timeout_ms <= 0) {
+		secret_unref(sess);
+		sess = NULL;
+		zen_err_set(e, "%s: no answer in time", what);
+		ret = -ETIMEDOUT;
+		goto out;
+	}
 	ret = http_do(z->http,
 		      &(struct http_req){
 			      .method = rq->method,
@@ -463,7 +486,7 @@ again:
 			      .body_len = payload ? strlen(payload) : 0,
 			      .bearer = own ? sess : rq->bearer,
 			      .secret_reply = rq->flags & ZR_SECRET,
-			      .timeout_ms = rq->timeout_ms,
+			      .timeout_ms = timeout_ms,
 		      },
 		      &r);
 	secret_unref(sess);

@@ -100,6 +100,16 @@ int zen_request(struct zen *z, const struct zen_req *rq, json_t **out,
 #define ZEN_WOULD_WAIT EINPROGRESS
 void zen_never_wait(bool on);
 bool zen_may_wait(void);
+/*
+ * Until when (mono_ms(); 0: no limit) the calling thread's requests may
+ * take, all of them together: each gets what is left of it as its timeout,
+ * and none starts once it passed (-ETIMEDOUT).  A FUSE request queued for
+ * the pool gets one request timeout from when it was queued, so a caller
+ * never waits longer than that, queue included.
+ */
+void zen_set_deadline(long long at_ms);
+/* The timeout of one request (ms). */
+long zen_timeout_ms(const struct zen *z);
 
 /* Shutting down: requests in flight are aborted at once (their sockets
  * are shut), new ones fail. */

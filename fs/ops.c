@@ -89,6 +89,7 @@ enum jop {
 struct job {
 	struct defer_job link;
 	enum jop op;
+	long long at; /* queued (mono_ms) */
 	fuse_req_t req;
 	fuse_ino_t ino;
 	size_t size;
@@ -126,6 +127,7 @@ static void defer(fuse_req_t req, const struct job *tmpl, const void *data,
 		return;
 	}
 	*j = *tmpl;
+	j->at = mono_ms();
 	j->req = req;
 	j->len = len;
 	if (fi)
@@ -158,7 +160,10 @@ static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name);
 static void job_run(struct defer_job *dj)
 {
 	struct job *j = (struct job *)dj;
+	struct fs *fs = fuse_req_userdata(j->req);
 
+	/* one request timeout from when the kernel handed it over */
+	zen_set_deadline(j->at + zen_timeout_ms(fs->zen));
 	switch (j->op) {
 	case J_LOOKUP:
 		op_lookup(j->req, j->ino, j->data);
@@ -188,6 +193,7 @@ static void job_run(struct defer_job *dj)
 		op_rmdir(j->req, j->ino, j->data);
 		break;
 	}
+	zen_set_deadline(0);
 	free(j);
 }
 
