@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 /* lock protects the queue and the flags; wake wakes the threads. */
@@ -13,18 +14,22 @@ struct defer {
 	struct defer_job *head, **tail;
 	defer_fn *run, *cancel;
 	bool stopping;
-	unsigned nthreads;
-	pthread_t threads[DEFER_THREADS];
+	unsigned want, nthreads;
+	pthread_t threads[DEFER_THREADS_MAX];
+	char name[16];
 };
 
 static __thread bool on_pool;
 
-struct defer *defer_new(defer_fn *run, defer_fn *cancel)
+struct defer *defer_new(const char *name, unsigned threads, defer_fn *run,
+			defer_fn *cancel)
 {
 	struct defer *d = calloc(1, sizeof(*d));
 
 	if (!d)
 		return NULL;
+	d->want = threads < DEFER_THREADS_MAX ? threads : DEFER_THREADS_MAX;
+	snprintf(d->name, sizeof(d->name), "%s", name);
 	pthread_mutex_init(&d->lock, NULL);
 	pthread_cond_init(&d->wake, NULL);
 	d->tail = &d->head;
@@ -66,11 +71,11 @@ int defer_start(struct defer *d)
 {
 	int ret;
 
-	for (unsigned i = 0; i < DEFER_THREADS; i++) {
+	for (unsigned i = 0; i < d->want; i++) {
 		ret = pthread_create(&d->threads[i], NULL, defer_main, d);
 		if (ret)
 			return -ret;
-		pthread_setname_np(d->threads[i], "zenmlfs-net");
+		pthread_setname_np(d->threads[i], d->name);
 		d->nthreads++;
 	}
 	return 0;

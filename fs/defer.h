@@ -12,8 +12,9 @@
  *  - the kernel always finds a free worker for what needs no server: the
  *    token and token.json, cached metadata, status, a refresh write, and
  *    the daemon's own rename of a new token through the mount;
- *  - at most DEFER_THREADS requests wait on the server at once, however
- *    many a user sends; the rest wait in this queue, in order;
+ *  - at most as many requests as the pool has threads wait on the server
+ *    at once, however many a user sends; the rest wait in its queue, in
+ *    order;
  *  - a stop replies to every queued request at once (ENOTCONN) and joins
  *    the threads once the requests in flight were cut (zen_shutdown).
  */
@@ -22,7 +23,7 @@
 
 #include <stdbool.h>
 
-#define DEFER_THREADS 8
+#define DEFER_THREADS_MAX 8
 
 /* The head of a queued request (embedded first in the caller's job). */
 struct defer_job {
@@ -35,7 +36,9 @@ typedef void defer_fn(struct defer_job *job);
 
 struct defer;
 
-struct defer *defer_new(defer_fn *run, defer_fn *cancel);
+/* A pool of threads (at most DEFER_THREADS_MAX); name names them. */
+struct defer *defer_new(const char *name, unsigned threads, defer_fn *run,
+			defer_fn *cancel);
 int defer_start(struct defer *d);
 /* Queue job.  False when the pool is stopping: the caller replies. */
 bool defer_push(struct defer *d, struct defer_job *job);

@@ -26,8 +26,9 @@ struct fs {
 	struct store *store;
 	/* metadata notifications (fs/notify.h); the token has its own */
 	struct notifier *meta;
-	/* requests that wait on the server (fs/defer.h) */
-	struct defer *pool;
+	/* requests that wait on the server (fs/defer.h): metadata's, and
+	 * refresh writes' (the token's own) */
+	struct defer *pool, *tpool;
 	uid_t uid, owner; /* files' owner (-o uid); the user who mounted */
 	gid_t gid;
 	mode_t token_mode; /* token, token.json */

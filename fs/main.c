@@ -369,6 +369,7 @@ static void stop_serving(struct daemon *d)
 		log_warn("stopping: the kernel did not drop the token's pages "
 			 "in time");
 	publish_stop();
+	defer_stop(d->fs.tpool);
 	notifier_stop(d->fs.meta);
 	self_cancel();
 	if (__atomic_load_n(&d->ready_started, __ATOMIC_ACQUIRE)) {
@@ -536,9 +537,11 @@ static int mount_main(int argc, char **argv)
 	d.fs.pid = getpid();
 	d.fs.mountpoint = d.mountpoint;
 	d.fs.meta = notifier_new("zenmlfs-meta", true);
-	d.fs.pool = ops_pool_new();
+	d.fs.pool = ops_pool_new(false);
+	d.fs.tpool = ops_pool_new(true);
 	pthread_mutex_init(&d.stop_lock, NULL);
-	if (!d.fs.store || !d.fs.meta || !d.fs.pool || itab_init() ||
+	if (!d.fs.store || !d.fs.meta || !d.fs.pool || !d.fs.tpool ||
+	    itab_init() ||
 	    publish_first(&d.fs))
 		goto out_tree;
 	store_on_gone(d.fs.store, ops_object_gone, &d.fs);
@@ -584,6 +587,8 @@ static int mount_main(int argc, char **argv)
 	if (!ret)
 		ret = defer_start(d.fs.pool);
 	if (!ret)
+		ret = defer_start(d.fs.tpool);
+	if (!ret)
 		ret = token_engine_start(d.fs.te);
 	if (!ret)
 		ret = hk_start(&d.fs, reload, &d);
@@ -622,6 +627,7 @@ out_session:
 out_tree:
 	fuse_opt_free_args(&args);
 	defer_free(d.fs.pool);
+	defer_free(d.fs.tpool);
 	notifier_free(d.fs.meta);
 	publish_stop();
 	newkey_release();

@@ -115,11 +115,11 @@ static bool on_worker(void)
 	return true;
 }
 
-/* Hand the request to the pool; it replies.  The worker returns. */
-static void defer(fuse_req_t req, const struct job *tmpl, const void *data,
-		  size_t len, const struct fuse_file_info *fi)
+/* Hand the request to pool d; it replies.  The worker returns. */
+static void defer_to(struct defer *d, fuse_req_t req, const struct job *tmpl,
+		     const void *data, size_t len,
+		     const struct fuse_file_info *fi)
 {
-	struct fs *fs = fuse_req_userdata(req);
 	struct job *j = malloc(sizeof(*j) + len);
 
 	if (!j) {
@@ -134,10 +134,19 @@ static void defer(fuse_req_t req, const struct job *tmpl, const void *data,
 		j->fi = *fi;
 	if (len)
 		memcpy(j->data, data, len);
-	if (!defer_push(fs->pool, &j->link)) {
+	if (!defer_push(d, &j->link)) {
 		free(j);
 		fuse_reply_err(req, ENOTCONN);
 	}
+}
+
+/* Metadata work, to the pool that waits on the server. */
+static void defer(fuse_req_t req, const struct job *tmpl, const void *data,
+		  size_t len, const struct fuse_file_info *fi)
+{
+	struct fs *fs = fuse_req_userdata(req);
+
+	defer_to(fs->pool, req, tmpl, data, len, fi);
 }
 
 static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name);
@@ -205,9 +214,10 @@ static void job_cancel(struct defer_job *dj)
 	free(j);
 }
 
-struct defer *ops_pool_new(void)
+struct defer *ops_pool_new(bool token)
 {
-	return defer_new(job_run, job_cancel);
+	return token ? defer_new("zenmlfs-tokw", 2, job_run, job_cancel) :
+		       defer_new("zenmlfs-net", 8, job_run, job_cancel);
 }
 
 static void stat_base(struct fs *fs, const struct match *m, struct stat *st)
@@ -661,11 +671,15 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
 	ret = ino_match(ino, path, sizeof(path), &m);
 	if (ret)
 		goto out;
-	/* A write to a server object's control file always asks the
-	 * server; refresh runs here: it waits on the token engine only. */
-	if (worker && tree_names_object(&m) && size <= WRITE_MAX) {
-		defer(req, &(struct job){ .op = J_WRITE, .ino = ino, .off = off },
-		      buf, size, fi);
+	/* A write waits on the server: a server object's control file on
+	 * the metadata pool, refresh on the token's own (it waits for the
+	 * mint and the new token's publication, never behind metadata). */
+	if (worker && size <= WRITE_MAX) {
+		defer_to(tree_names_object(&m) ? fs_of(req)->pool :
+						 fs_of(req)->tpool,
+			 req,
+			 &(struct job){ .op = J_WRITE, .ino = ino, .off = off },
+			 buf, size, fi);
 		return;
 	}
 	if (size > WRITE_MAX) {

@@ -15,8 +15,9 @@
 
 extern const struct fuse_lowlevel_ops zen_ops;
 
-/* The pool that runs requests which wait on the server (fs/defer.h). */
-struct defer *ops_pool_new(void);
+/* A pool that runs requests which wait on the server (fs/defer.h): the
+ * metadata's, or (token) the one for refresh writes. */
+struct defer *ops_pool_new(bool token);
 /* Called once the kernel's INIT is answered (arg: ops_on_init's arg). */
 void ops_on_init(void (*fn)(void *arg), void *arg);
 
