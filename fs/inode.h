@@ -26,6 +26,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 #include <time.h>
 
 struct content;
@@ -86,11 +87,20 @@ time_t itab_tokens_next(int margin);
 
 /*
  * Keep c (a reference is taken; NULL drops the snapshot) as what ino
- * serves; *mtime gets its mtime, new when the content changed.
+ * serves; *mtime gets its mtime, new when the content changed.  tid (0:
+ * none) is the thread it was rendered for: its reads that follow within
+ * a second are served this rendering (itab_snap_held), so one read to
+ * end of file never mixes two renderings.
  */
-void itab_snap_set(uint64_t ino, struct content *c, struct timespec *mtime);
-/* The snapshot of ino: a new reference, or NULL. */
-struct content *itab_snap_get(uint64_t ino);
+void itab_snap_set(uint64_t ino, pid_t tid, struct content *c,
+		   struct timespec *mtime);
+/* What tid was shown of ino less than a second ago, with its mtime: a
+ * new reference, or NULL. */
+struct content *itab_snap_held(uint64_t ino, pid_t tid,
+			       struct timespec *mtime);
+/* What a READ of ino by tid serves: its held rendering, else the
+ * snapshot; a new reference, or NULL. */
+struct content *itab_snap_get(uint64_t ino, pid_t tid);
 /* Forget ino's snapshot and give it a new mtime (it was written to). */
 void itab_snap_stale(uint64_t ino);
 

@@ -98,6 +98,7 @@ struct job {
 	mode_t mode;
 	struct stat attr;
 	struct fuse_file_info fi;
+	bool has_fi;
 	size_t len;
 	char data[]; /* a name (with its NUL), or the bytes written */
 };
@@ -130,8 +131,10 @@ static void defer_to(struct defer *d, fuse_req_t req, const struct job *tmpl,
 	j->at = mono_ms();
 	j->req = req;
 	j->len = len;
-	if (fi)
+	if (fi) {
 		j->fi = *fi;
+		j->has_fi = true;
+	}
 	if (len)
 		memcpy(j->data, data, len);
 	if (!defer_push(d, &j->link)) {
@@ -178,7 +181,7 @@ static void job_run(struct defer_job *dj)
 		op_lookup(j->req, j->ino, j->data);
 		break;
 	case J_GETATTR:
-		op_getattr(j->req, j->ino, NULL);
+		op_getattr(j->req, j->ino, j->has_fi ? &j->fi : NULL);
 		break;
 	case J_SETATTR:
 		op_setattr(j->req, j->ino, &j->attr, j->to_set, NULL);
@@ -230,14 +233,25 @@ static void stat_base(struct fs *fs, const struct match *m, struct stat *st)
 	st->st_nlink = S_ISDIR(st->st_mode) ? 2 : 1;
 }
 
-/* A file's content for GETATTR: rendered now, kept for the READs. */
+/*
+ * A file's content for GETATTR: rendered now, kept for the READs.  A
+ * GETATTR from a read (reading: the kernel names the open file) of a
+ * thread that was shown a rendering a moment ago gets that one again, so
+ * a read to end of file sees one rendering however the file changed.
+ */
 static int stat_content(struct fs *fs, const struct match *m, uint64_t ino,
-			struct stat *st, long long *fresh_until)
+			pid_t tid, bool reading, struct stat *st,
+			long long *fresh_until)
 {
 	struct content *c = NULL;
 	int ret;
 
 	*fresh_until = 0;
+	if (reading && (c = itab_snap_held(ino, tid, &st->st_mtim))) {
+		st->st_size = (off_t)c->len;
+		content_unref(c);
+		return 0;
+	}
 	if (tree_flags(m) & NF_TOKEN_JSON)
 		ret = publish_render_json(fs, ino, &c);
 	else
@@ -258,7 +272,7 @@ static int stat_content(struct fs *fs, const struct match *m, uint64_t ino,
 	} else {
 		st->st_size = (off_t)c->len;
 	}
-	itab_snap_set(ino, c, &st->st_mtim);
+	itab_snap_set(ino, tid, c, &st->st_mtim);
 	content_unref(c);
 	return ret;
 }
@@ -281,9 +295,11 @@ static double fresh_timeout(const struct match *m, long long until)
 	return until > now ? (double)(until - now) / 1000.0 : 0;
 }
 
-/* Fill st for ino at path; the timeouts the kernel may cache it for. */
-static int stat_ino(struct fs *fs, const char *path, uint64_t ino,
-		    struct stat *st, double *attr_to, double *entry_to)
+/* Fill st for ino at path; the timeouts the kernel may cache it for.
+ * tid asks; reading: for a read of an open file. */
+static int stat_ino(struct fs *fs, const char *path, uint64_t ino, pid_t tid,
+		    bool reading, struct stat *st, double *attr_to,
+		    double *entry_to)
 {
 	long long until = 0;
 	struct match m;
@@ -317,7 +333,7 @@ static int stat_ino(struct fs *fs, const char *path, uint64_t ino,
 							 TOKEN_ENTRY_TIMEOUT;
 		*attr_to = TOKEN_ATTR_TIMEOUT;
 	} else {
-		ret = stat_content(fs, &m, ino, st, &until);
+		ret = stat_content(fs, &m, ino, tid, reading, st, &until);
 		/* A file of an object: it exists, and its content stays,
 		 * while the object's record is fresh; a write through the
 		 * tree drops what the kernel kept (invalidate_object). */
@@ -366,7 +382,7 @@ static int child_path(fuse_ino_t parent, const char *name, char *buf,
 
 /* A LOOKUP or MKDIR reply for path: the current inode, one more kernel
  * reference. */
-static int entry_for(struct fs *fs, const char *path,
+static int entry_for(struct fs *fs, const char *path, pid_t tid,
 		     struct fuse_entry_param *e)
 {
 	uint64_t ino;
@@ -378,7 +394,7 @@ static int entry_for(struct fs *fs, const char *path,
 	ret = itab_lookup(path, &ino);
 	if (ret)
 		return ret;
-	ret = stat_ino(fs, path, ino, &e->attr, &e->attr_timeout,
+	ret = stat_ino(fs, path, ino, tid, false, &e->attr, &e->attr_timeout,
 		       &e->entry_timeout);
 	if (ret) {
 		itab_forget(ino, 1);
@@ -443,7 +459,7 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 
 	ret = child_path(parent, name, path, sizeof(path));
 	if (!ret)
-		ret = entry_for(fs, path, &e);
+		ret = entry_for(fs, path, fuse_req_ctx(req)->pid, &e);
 	if (ret == -ZEN_WOULD_WAIT && worker) {
 		defer(req, &(struct job){ .op = J_LOOKUP, .ino = parent },
 		      name, strlen(name) + 1, NULL);
@@ -496,10 +512,11 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino,
 
 	ret = itab_path(ino, path, sizeof(path));
 	if (!ret)
-		ret = stat_ino(fs_of(req), path, ino, &st, &attr_to, &entry_to);
+		ret = stat_ino(fs_of(req), path, ino, fuse_req_ctx(req)->pid,
+			       fi != NULL, &st, &attr_to, &entry_to);
 	if (ret == -ZEN_WOULD_WAIT && worker) {
 		defer(req, &(struct job){ .op = J_GETATTR, .ino = ino }, NULL,
-		      0, NULL);
+		      0, fi);
 		return;
 	}
 	if (ret)
@@ -536,7 +553,8 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
 		if (ret)
 			goto out;
 	}
-	ret = stat_ino(fs, path, ino, &st, &attr_to, &entry_to);
+	ret = stat_ino(fs, path, ino, who.pid, false, &st, &attr_to,
+		       &entry_to);
 	if (ret == -ZEN_WOULD_WAIT && worker) {
 		defer(req,
 		      &(struct job){ .op = J_SETATTR,
@@ -596,7 +614,7 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		secret_unref(tok);
 		return;
 	}
-	c = itab_snap_get(ino);
+	c = itab_snap_get(ino, fuse_req_ctx(req)->pid);
 	/* A secret is re-checked on every read from the start (key window,
 	 * token expiry). */
 	if (!c || (c->secret && off == 0)) {
@@ -799,7 +817,9 @@ static void readdir_common(fuse_req_t req, fuse_ino_t ino, size_t size,
 			/* "." and ".." never carry a lookup */
 			if (plus && ntaken == READDIR_TAKEN_MAX)
 				break;
-			ret = plus ? entry_for(fs, child, &e) : -ENOENT;
+			ret = plus ? entry_for(fs, child,
+					       fuse_req_ctx(req)->pid, &e) :
+				     -ENOENT;
 			if (ret == -ZEN_WOULD_WAIT && worker) {
 				/* again on the pool, from the same offset */
 				for (size_t t = 0; t < ntaken; t++)
@@ -891,7 +911,7 @@ static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name,
 	}
 	ret = tree_mkdir(fs, &m, &who);
 	if (!ret)
-		ret = entry_for(fs, path, &e);
+		ret = entry_for(fs, path, who.pid, &e);
 out:
 	if (ret)
 		fuse_reply_err(req, -ret);
