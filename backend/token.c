@@ -193,9 +193,14 @@ static void note_lifetime(struct token_engine *te, int64_t exp, time_t now)
 			 got, te->opts.lifetime);
 }
 
-/* A failed mint: backoff, state, log.  Caller holds no lock. */
+/*
+ * A failed mint: backoff, state, log.  Caller holds no lock.  refused: the
+ * server answered, with a token (or a lifetime) the daemon cannot serve;
+ * it is up, so asking whether it is back (the probe of an expired token)
+ * would only mint the same again every PROBE_INTERVAL: backoff alone.
+ */
 static void mint_failed(struct token_engine *te, int ret,
-			const struct zen_err *e, time_t now)
+			const struct zen_err *e, time_t now, bool refused)
 {
 	bool announce = false;
 
@@ -212,7 +217,7 @@ static void mint_failed(struct token_engine *te, int ret,
 	} else if (te->state == TS_OK) {
 		te->state = TS_DEGRADED;
 	}
-	if (te->state == TS_EXPIRED && !te->next_probe)
+	if (te->state == TS_EXPIRED && !te->next_probe && !refused)
 		te->next_probe = now + PROBE_INTERVAL;
 	pthread_cond_broadcast(&te->cond);
 	pthread_mutex_unlock(&te->lock);
@@ -268,20 +273,22 @@ static bool lower_lifetime(struct token_engine *te, const struct zen_err *e)
 }
 
 /* Did the server refuse the lifetime, allowing less than the daemon can
- * serve from?  Then say so, instead of the server's bare refusal. */
-static int max_too_short(int ret, struct zen_err *e)
+ * serve from?  Then say so (*ret -EIO), instead of the server's bare
+ * refusal. */
+static bool max_too_short(int *ret, struct zen_err *e)
 {
 	unsigned long max;
 
-	if (ret != -EINVAL || max_lifetime_of(e->msg, &max) ||
+	if (*ret != -EINVAL || max_lifetime_of(e->msg, &max) ||
 	    max >= TOKEN_LIFETIME_MIN)
-		return ret;
+		return false;
+	*ret = -EIO;
 	zen_err_set(e,
 		    "api token: the server allows tokens of at most %lu s: "
 		    "too short to serve (a token is never served within "
 		    "%d s of its expiry; allow %d s or more)",
 		    max, TOKEN_MARGIN, TOKEN_LIFETIME_MIN);
-	return -EIO;
+	return true;
 }
 
 static int do_mint(struct token_engine *te, struct zen_err *e)
@@ -289,20 +296,23 @@ static int do_mint(struct token_engine *te, struct zen_err *e)
 	struct secret *tok = NULL, *old;
 	unsigned failures;
 	int64_t exp = 0;
+	bool refused;
 	time_t now;
 	int ret;
 
 	ret = api_token(te->zen, lifetime_now(te), &tok, e);
 	if (ret == -EINVAL && lower_lifetime(te, e))
 		ret = api_token(te->zen, lifetime_now(te), &tok, e);
-	ret = max_too_short(ret, e);
+	refused = max_too_short(&ret, e);
 	now = time(NULL);
-	if (!ret)
+	if (!ret) {
 		ret = validate(te, tok, now, &exp, e);
+		refused = ret != 0;
+	}
 	sodium_stackzero(STACK_WIPE); /* the token's way here, below us */
 	if (ret) {
 		secret_unref(tok);
-		mint_failed(te, ret, e, now);
+		mint_failed(te, ret, e, now, refused);
 		return ret;
 	}
 	pthread_mutex_lock(&te->lock);
