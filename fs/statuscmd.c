@@ -9,9 +9,10 @@
  * stops waiting for after 2 s: a hung daemon makes it exit 3, not hang.
  * A thread would not do: a request the daemon has read but never answers
  * is waited for uninterruptibly, and a process cannot exit while one of
- * its threads waits so.  The child may stay blocked after the command
- * exits (until the daemon answers or its connection is aborted); it holds
- * none of the caller's descriptors, and init reaps it.
+ * its threads waits so.  The child is reaped before the command exits,
+ * unless it is stuck on the mount: then it stays blocked (until the daemon
+ * answers or its connection is aborted), holding none of the caller's
+ * descriptors, and init reaps it.
  */
 #include "fs/statuscmd.h"
 
@@ -85,10 +86,8 @@ static int state_code(const char *status)
 	return STATUS_DOWN;
 }
 
-/* Read path's status into *p; the status file's descriptor (or -1) into
- * *fdp, for the caller to close once the parent has the answer (a close
- * goes to the daemon too). */
-static void probe(const char *path, struct probe *p, int *fdp)
+/* Read path's status into *p. */
+static void probe(const char *path, struct probe *p)
 {
 	char abs[PATH_MAX], file[PATH_MAX + 16];
 	struct mnt_info mi;
@@ -96,7 +95,6 @@ static void probe(const char *path, struct probe *p, int *fdp)
 	int fd;
 
 	p->code = STATUS_UNKNOWN;
-	*fdp = -1;
 	if (!realpath(path, abs)) {
 		snprintf(p->why, sizeof(p->why), "'%s': %s", path,
 			 strerror(errno));
@@ -114,7 +112,6 @@ static void probe(const char *path, struct probe *p, int *fdp)
 			 strerror(errno));
 		return;
 	}
-	*fdp = fd;
 	while (len < (ssize_t)sizeof(p->status) - 1) {
 		n = read(fd, p->status + len, sizeof(p->status) - 1 - len);
 		if (n < 0 && errno == EINTR)
@@ -123,6 +120,7 @@ static void probe(const char *path, struct probe *p, int *fdp)
 			break;
 		len += n;
 	}
+	close(fd); /* a FLUSH: the daemon must answer that too */
 	p->status[len] = '\0';
 	p->code = state_code(p->status);
 	if (p->code == STATUS_UNKNOWN)
@@ -137,7 +135,7 @@ static void __attribute__((noreturn)) child_main(const char *path, int fd)
 	const char *at = (const char *)&p;
 	size_t left = sizeof(p);
 	ssize_t n;
-	int null, status_fd;
+	int null;
 
 	/* The caller may wait for the end of our standard streams (a
 	 * shell's $(...), a probe's pipes): we may outlive the command. */
@@ -149,7 +147,7 @@ static void __attribute__((noreturn)) child_main(const char *path, int fd)
 		if (null > STDERR_FILENO)
 			close(null);
 	}
-	probe(path, &p, &status_fd);
+	probe(path, &p);
 	while (left) {
 		n = write(fd, at, left);
 		if (n < 0 && errno == EINTR)
@@ -159,10 +157,20 @@ static void __attribute__((noreturn)) child_main(const char *path, int fd)
 		at += n;
 		left -= (size_t)n;
 	}
-	close(fd);
-	if (status_fd >= 0)
-		close(status_fd);
 	_exit(0);
+}
+
+/*
+ * Wait up to ms for the child to end, and reap it: a child left behind
+ * goes to init, and in a container init may be the daemon, which reaps
+ * nobody.  A child stuck on the mount stays (until the daemon answers).
+ */
+static void reap(pid_t pid, int ms)
+{
+	long long until = mono_ms() + ms;
+
+	while (waitpid(pid, NULL, WNOHANG) == 0 && mono_ms() < until)
+		poll(NULL, 0, 5);
 }
 
 /*
@@ -256,7 +264,7 @@ int status_main(int argc, char **argv)
 		/* Gone at once if its request is still queued; else it stays
 		 * until the daemon answers, and init reaps it. */
 		kill(pid, SIGKILL);
-		waitpid(pid, NULL, WNOHANG);
+		reap(pid, 200);
 		if (ret == -ETIMEDOUT)
 			fprintf(stderr,
 				"zenmlfs: status: '%s' does not answer within "
@@ -267,8 +275,7 @@ int status_main(int argc, char **argv)
 				path);
 		return STATUS_UNKNOWN;
 	}
-	/* Its close of the status file may still wait on the daemon. */
-	waitpid(pid, NULL, WNOHANG);
+	reap(pid, 1000);
 	p.status[sizeof(p.status) - 1] = '\0';
 	p.why[sizeof(p.why) - 1] = '\0';
 	if (p.status[0])

@@ -31,9 +31,9 @@ def test_status_exits_on_a_mount_that_never_answers():
     assert res["stdout"] == "", res
     assert res["stderr"] == ("zenmlfs: status: '%s' does not answer within "
                              "2 s\n" % res["mnt"]), res
-    # The probe it left behind went as soon as the connection was
-    # aborted: nothing stays stuck.
-    assert res["left"] == 0, res
+    # The probe it left behind (stuck, so not reaped) went as soon as
+    # the connection was aborted: nothing stays stuck.
+    assert res["reaped"] == 1 and res["left"] == 0, res
 
 
 def test_status_on_a_dead_mount_says_so_at_once():
@@ -43,4 +43,5 @@ def test_status_on_a_dead_mount_says_so_at_once():
     assert res["took"] is not None and res["took"] < PROMISE, res
     assert res["rc"] == 3, res
     assert "Transport endpoint is not connected" in res["stderr"], res
-    assert res["left"] == 0, res
+    # The probe answered: it was reaped, nothing left for init.
+    assert res["left"] == 0 and res["reaped"] == 0, res
