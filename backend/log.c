@@ -197,8 +197,9 @@ void log_msg(int level, const char *fmt, ...)
 	if ((size_t)n >= sizeof(raw))
 		n = sizeof(raw) - 1;
 	/* One line per event: a newline or a bidi override in a name would
-	 * forge or hide text. */
-	text_escape(raw, (size_t)n, msg, sizeof(msg));
+	 * forge or hide text, and a backslash in one would pass for an
+	 * escape. */
+	text_escape_log(raw, (size_t)n, msg, sizeof(msg));
 
 	pthread_mutex_lock(&log_lock);
 	if (log_syslog) {

@@ -2,10 +2,11 @@
 /*
  * The daemon's log: one line per event, "zenmlfs[PID]: LEVEL: message",
  * to standard error, a file (--log) or syslog once daemonized.  Every
- * message is escaped (control characters, bidi overrides, invalid UTF-8)
- * so a name from a user or the server can neither forge a line nor hide
- * text.  Callers never pass secrets; messages follow STYLE.md (lowercase,
- * no final period, subjects quoted).  Thread-safe.
+ * message is escaped (control characters, bidi overrides, invalid UTF-8
+ * as \xNN or \u{NNNN}, a backslash as \\) so a name from a user or the
+ * server can neither forge a line nor hide text.  Callers never pass
+ * secrets; messages follow STYLE.md (lowercase, no final period, subjects
+ * quoted).  Thread-safe.
  */
 #ifndef ZENMLFS_LOG_H
 #define ZENMLFS_LOG_H

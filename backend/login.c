@@ -114,7 +114,10 @@ static struct http_client *client_for(const char *url, const char *cafile)
 		return NULL;
 	}
 	if (url_check(url, &why)) {
-		fprintf(stderr, "zenmlfs: invalid server URL '%s': %s\n", url,
+		char shown[1100]; /* never the password it may hold */
+
+		url_redact(url, shown, sizeof(shown));
+		fprintf(stderr, "zenmlfs: invalid server URL '%s': %s\n", shown,
 			why);
 		return NULL;
 	}

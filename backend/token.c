@@ -22,6 +22,13 @@
 #define PROBE_INTERVAL 2
 /* Refresh early enough that a retry or two fit before the margin. */
 #define REFRESH_MIN_LEFT (TOKEN_MARGIN + 15)
+/* Never plan the next refresh sooner than this after a mint. */
+#define REFRESH_FLOOR 10
+/* The least a minted token must have left to be taken: the margin, the
+ * floor, and a few seconds for a retry before it stops being served.  A
+ * server whose tokens are shorter cannot be served from: each is refused
+ * (a failed refresh, with backoff), not refreshed every second. */
+#define TOKEN_SHORTEST (TOKEN_MARGIN + REFRESH_FLOOR + 5)
 #define STACK_WIPE (64 * 1024)
 /* A refresh asked this soon after a failed mint shares its failure. */
 #define REFRESH_SHARE_MS 1000
@@ -109,7 +116,9 @@ static bool is_auth_error(int err)
 
 /* When to refresh a token minted at t with expiry exp: when a third of
  * its lifetime is left, plus up to a twelfth of jitter so that nodes
- * sharing a server do not refresh in step. */
+ * sharing a server do not refresh in step; at least REFRESH_FLOOR after
+ * t (validate() took it with TOKEN_SHORTEST left, so retries still fit
+ * before the margin). */
 static time_t plan_refresh(time_t t, int64_t exp)
 {
 	int64_t life, left;
@@ -122,8 +131,8 @@ static time_t plan_refresh(time_t t, int64_t exp)
 		left += randombytes_uniform((uint32_t)(life / 12) + 1);
 	if (left < REFRESH_MIN_LEFT)
 		left = REFRESH_MIN_LEFT;
-	if (exp - left <= t)
-		return t + 1;
+	if (exp - left < t + REFRESH_FLOOR)
+		return t + REFRESH_FLOOR;
 	return (time_t)(exp - left);
 }
 
@@ -145,29 +154,20 @@ static int validate(struct token_engine *te, const struct secret *tok,
 		    time_t now, int64_t *exp, struct zen_err *e)
 {
 	struct jwt_info info;
-	char me[64];
+	char me[64], why[256];
 
 	if (jwt_parse(tok->buf, tok->len, &info)) {
 		zen_err_set(e, "api token: the server sent a token that is "
 			       "not a JWT");
 		return -EIO;
 	}
-	if (info.has_exp && info.exp - TOKEN_MARGIN <= now) {
-		zen_err_set(e,
-			    "api token: the server sent a token that expires "
-			    "in %lld s (clock skew?)",
-			    (long long)(info.exp - now));
-		return -EIO;
-	}
 	zen_user_id(te->zen, me, sizeof(me));
-	if (me[0] && info.sub[0] && strcmp(me, info.sub)) {
-		zen_err_set(e,
-			    "api token: the server sent a token for user "
-			    "'%s', not '%s'",
-			    info.sub, me);
+	if (jwt_check_minted(&info, me, now, TOKEN_SHORTEST, why,
+			     sizeof(why))) {
+		zen_err_set(e, "api token: %s", why);
 		return -EIO;
 	}
-	*exp = info.has_exp ? info.exp : TOKEN_NO_EXPIRY;
+	*exp = info.exp;
 	return 0;
 }
 
@@ -193,9 +193,14 @@ static void note_lifetime(struct token_engine *te, int64_t exp, time_t now)
 			 got, te->opts.lifetime);
 }
 
-/* A failed mint: backoff, state, log.  Caller holds no lock. */
+/*
+ * A failed mint: backoff, state, log.  Caller holds no lock.  refused: the
+ * server answered, with a token (or a lifetime) the daemon cannot serve;
+ * it is up, so asking whether it is back (the probe of an expired token)
+ * would only mint the same again every PROBE_INTERVAL: backoff alone.
+ */
 static void mint_failed(struct token_engine *te, int ret,
-			const struct zen_err *e, time_t now)
+			const struct zen_err *e, time_t now, bool refused)
 {
 	bool announce = false;
 
@@ -212,7 +217,7 @@ static void mint_failed(struct token_engine *te, int ret,
 	} else if (te->state == TS_OK) {
 		te->state = TS_DEGRADED;
 	}
-	if (te->state == TS_EXPIRED && !te->next_probe)
+	if (te->state == TS_EXPIRED && !te->next_probe && !refused)
 		te->next_probe = now + PROBE_INTERVAL;
 	pthread_cond_broadcast(&te->cond);
 	pthread_mutex_unlock(&te->lock);
@@ -267,24 +272,47 @@ static bool lower_lifetime(struct token_engine *te, const struct zen_err *e)
 	return lower;
 }
 
+/* Did the server refuse the lifetime, allowing less than the daemon can
+ * serve from?  Then say so (*ret -EIO), instead of the server's bare
+ * refusal. */
+static bool max_too_short(int *ret, struct zen_err *e)
+{
+	unsigned long max;
+
+	if (*ret != -EINVAL || max_lifetime_of(e->msg, &max) ||
+	    max >= TOKEN_LIFETIME_MIN)
+		return false;
+	*ret = -EIO;
+	zen_err_set(e,
+		    "api token: the server allows tokens of at most %lu s: "
+		    "too short to serve (a token is never served within "
+		    "%d s of its expiry; allow %d s or more)",
+		    max, TOKEN_MARGIN, TOKEN_LIFETIME_MIN);
+	return true;
+}
+
 static int do_mint(struct token_engine *te, struct zen_err *e)
 {
 	struct secret *tok = NULL, *old;
 	unsigned failures;
 	int64_t exp = 0;
+	bool refused;
 	time_t now;
 	int ret;
 
 	ret = api_token(te->zen, lifetime_now(te), &tok, e);
 	if (ret == -EINVAL && lower_lifetime(te, e))
 		ret = api_token(te->zen, lifetime_now(te), &tok, e);
+	refused = max_too_short(&ret, e);
 	now = time(NULL);
-	if (!ret)
+	if (!ret) {
 		ret = validate(te, tok, now, &exp, e);
+		refused = ret != 0;
+	}
 	sodium_stackzero(STACK_WIPE); /* the token's way here, below us */
 	if (ret) {
 		secret_unref(tok);
-		mint_failed(te, ret, e, now);
+		mint_failed(te, ret, e, now, refused);
 		return ret;
 	}
 	pthread_mutex_lock(&te->lock);

@@ -7,8 +7,11 @@
  * never touches the network.
  *
  * Every minted token is checked before it replaces the current one: a JWT
- * whose "exp" is at least TOKEN_MARGIN ahead and whose "sub" is the
- * daemon's own user.  A token that fails is a failed refresh.
+ * with a "sub", the daemon's own user, and an "exp" at least TOKEN_MARGIN
+ * plus 15 s ahead (a token without one would never be refreshed).  A token
+ * that fails is a failed refresh (backoff), so a server whose tokens are
+ * too short to serve is not asked again every second; no two planned
+ * refreshes are closer than 10 s.
  *
  * While the token is read (token_engine_touch()), the daemon's credential
  * is checked at most once per check_interval, with the session (not the

@@ -456,6 +456,47 @@ int jwt_parse(const char *jwt, size_t len, struct jwt_info *out)
 	return ret;
 }
 
+int jwt_check_minted(const struct jwt_info *ji, const char *me, int64_t now,
+		     int64_t min_left, char *why, size_t whysz)
+{
+	int64_t left, life;
+
+	if (!ji->sub[0]) {
+		snprintf(why, whysz,
+			 "the server sent a token without a user ('sub')");
+		return -EIO;
+	}
+	if (me && me[0] && strcmp(me, ji->sub)) {
+		snprintf(why, whysz,
+			 "the server sent a token for user '%s', not '%s'",
+			 ji->sub, me);
+		return -EIO;
+	}
+	if (!ji->has_exp) {
+		snprintf(why, whysz,
+			 "the server sent a token without an expiry ('exp')");
+		return -EIO;
+	}
+	if (__builtin_sub_overflow(ji->exp, now, &left))
+		left = ji->exp < 0 ? INT64_MIN : INT64_MAX;
+	if (left >= min_left)
+		return 0;
+	/* Its lifetime, where the server said when it was made: a server
+	 * whose tokens are all too short, not a clock that is off. */
+	if (ji->has_iat && !__builtin_sub_overflow(ji->exp, ji->iat, &life) &&
+	    life > 0 && life < min_left)
+		snprintf(why, whysz,
+			 "the server issues tokens of %lld s: too short to "
+			 "serve (they must last %lld s or more)",
+			 (long long)life, (long long)min_left);
+	else
+		snprintf(why, whysz,
+			 "the server sent a token that expires in %lld s "
+			 "(clock skew?)",
+			 (long long)left);
+	return -EIO;
+}
+
 int jwt_exp(const char *jwt, size_t len, int64_t *exp)
 {
 	struct jwt_info info;
@@ -840,7 +881,9 @@ int max_lifetime_of(const char *msg, unsigned long *out)
 
 /* ---- log text ---- */
 
-size_t text_escape(const char *s, size_t len, char *out, size_t outsz)
+/* With backslashes: a backslash is written as two. */
+static size_t escape(const char *s, size_t len, char *out, size_t outsz,
+		     bool backslashes)
 {
 	const unsigned char *u = (const unsigned char *)s;
 	struct sbuf b;
@@ -866,12 +909,25 @@ size_t text_escape(const char *s, size_t len, char *out, size_t outsz)
 					 (unsigned)cp);
 			sbuf_put(&b, esc, strlen(esc));
 			i += n;
+		} else if (backslashes && cp == '\\') {
+			sbuf_put(&b, "\\\\", 2);
+			i++;
 		} else {
 			sbuf_put(&b, s + i, n);
 			i += n;
 		}
 	}
 	return b.n;
+}
+
+size_t text_escape(const char *s, size_t len, char *out, size_t outsz)
+{
+	return escape(s, len, out, outsz, false);
+}
+
+size_t text_escape_log(const char *s, size_t len, char *out, size_t outsz)
+{
+	return escape(s, len, out, outsz, true);
 }
 
 /* ---- URLs ---- */
@@ -914,10 +970,49 @@ int url_check(const char *url, const char **why)
 	return 0;
 }
 
+void url_redact(const char *url, char *out, size_t outsz)
+{
+	const char *auth, *at = NULL;
+	size_t n;
+
+	if (!out || !outsz)
+		return;
+	if (!url) {
+		out[0] = '\0';
+		return;
+	}
+	/* The authority: after "scheme://" (or from the start, for a URL
+	 * without a scheme), up to the path, query or fragment.  Its last
+	 * '@' ends the user information. */
+	auth = strstr(url, "://");
+	auth = auth ? auth + 3 : url;
+	n = strcspn(auth, "/?#");
+	for (const char *p = auth; p < auth + n; p++)
+		if (*p == '@')
+			at = p;
+	if (!at)
+		strlcpy_z(out, url, outsz);
+	else
+		snprintf(out, outsz, "%.*s***%s", (int)(auth - url), url, at);
+}
+
 long long mono_ms(void)
 {
 	struct timespec ts;
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return ts.tv_sec * 1000LL + ts.tv_nsec / 1000000;
+}
+
+void mono_deadline(long long ms, struct timespec *ts)
+{
+	clock_gettime(CLOCK_MONOTONIC, ts);
+	if (ms < 0)
+		ms = 0;
+	ts->tv_sec += ms / 1000;
+	ts->tv_nsec += (ms % 1000) * 1000000L;
+	if (ts->tv_nsec >= 1000000000L) {
+		ts->tv_sec++;
+		ts->tv_nsec -= 1000000000L;
+	}
 }

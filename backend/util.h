@@ -79,6 +79,16 @@ struct jwt_info {
 int jwt_parse(const char *jwt, size_t len, struct jwt_info *out);
 
 /*
+ * May a freshly minted API token, whose claims are ji, be served?  It must
+ * name its user ("sub", equal to me unless me is "") and expire ("exp")
+ * at least min_left seconds after now: a login session may have no "exp",
+ * a minted token may not (it would never be refreshed).  0, or -EIO with
+ * why (a log line, without the token) set.
+ */
+int jwt_check_minted(const struct jwt_info *ji, const char *me, int64_t now,
+		     int64_t min_left, char *why, size_t whysz);
+
+/*
  * The key id inside a "ZENKEY_" + base64({"id":"<uuid>","key":"<hex>"})
  * value.  id must hold 37 bytes (a canonical lowercase UUID and its NUL).
  * Only the id is extracted; the decoded secret half is wiped before return.
@@ -123,6 +133,9 @@ int zerr_errno(long status, const char *cls, const char *msg);
  * Returns the length written.
  */
 size_t text_escape(const char *s, size_t len, char *out, size_t outsz);
+/* text_escape(), and a backslash written as "\\": the log's escaping, which
+ * a name holding the text "\x1b" cannot imitate. */
+size_t text_escape_log(const char *s, size_t len, char *out, size_t outsz);
 
 /*
  * A server URL as the daemon accepts it: "http://" or "https://", a host,
@@ -131,6 +144,13 @@ size_t text_escape(const char *s, size_t len, char *out, size_t outsz);
  * -EINVAL with why set to a short reason.
  */
 int url_check(const char *url, const char **why);
+
+/*
+ * url as it may be shown: a user name or password in it ("user:pw@")
+ * replaced by "***" ("user:pw@host" shows as "***@host").  out is always
+ * terminated (truncated to fit).
+ */
+void url_redact(const char *url, char *out, size_t outsz);
 
 /*
  * The most a server allows, from its refusal of a token lifetime: "The
@@ -142,6 +162,11 @@ int max_lifetime_of(const char *msg, unsigned long *out);
 
 /* Now on CLOCK_MONOTONIC, in milliseconds. */
 long long mono_ms(void);
+
+/* The moment ms milliseconds from now on CLOCK_MONOTONIC, for the timed
+ * waits (sem_clockwait, a condvar set to CLOCK_MONOTONIC): a step of the
+ * wall clock moves it neither way. */
+void mono_deadline(long long ms, struct timespec *ts);
 
 /* Copy src into dst (size dstsz >= 1), truncating; always terminated. */
 size_t strlcpy_z(char *dst, const char *src, size_t dstsz);

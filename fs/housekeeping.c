@@ -1,4 +1,5 @@
 // SPDX-License-Identifier: MIT
+#define _GNU_SOURCE /* sem_clockwait */
 #include "fs/housekeeping.h"
 
 #include <errno.h>
@@ -91,14 +92,11 @@ static void *hk_main(void *arg)
 				hup_fn(hup_arg);
 		}
 		ms = tick();
-		clock_gettime(CLOCK_REALTIME, &ts);
-		ts.tv_sec += ms / 1000;
-		ts.tv_nsec += (ms % 1000) * 1000000L;
-		if (ts.tv_nsec >= 1000000000L) {
-			ts.tv_sec++;
-			ts.tv_nsec -= 1000000000L;
-		}
-		while (sem_timedwait(&sem, &ts) && errno == EINTR)
+		/* On the monotonic clock: a step back of the wall clock
+		 * must not put the next tick off by as much. */
+		mono_deadline(ms, &ts);
+		while (sem_clockwait(&sem, CLOCK_MONOTONIC, &ts) &&
+		       errno == EINTR)
 			;
 	}
 	return NULL;

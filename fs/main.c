@@ -440,8 +440,11 @@ static int mount_main(int argc, char **argv)
 		break;
 	}
 	if (url_check(d.o.url, &why_url)) {
-		fprintf(stderr, "zenmlfs: invalid server URL '%s': %s\n",
-			d.o.url, why_url);
+		char shown[1100]; /* never the password it may hold */
+
+		url_redact(d.o.url, shown, sizeof(shown));
+		fprintf(stderr, "zenmlfs: invalid server URL '%s': %s\n", shown,
+			why_url);
 		code = EXIT_SERVER;
 		goto out_opts;
 	}

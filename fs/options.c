@@ -409,10 +409,13 @@ enum opt_result options_parse(int argc, char **argv, struct options *o)
 		const char *src = argv[optind];
 
 		if (strcmp(src, "zenmlfs") && strcmp(src, "none") && *src) {
+			char a[1100], b[1100]; /* never a password in them */
+
+			url_redact(src, a, sizeof(a));
+			url_redact(o->url, b, sizeof(b));
 			if (o->url && strcmp(o->url, src))
 				return usage_error(
-					"two server URLs: '%s' and '%s'", src,
-					o->url);
+					"two server URLs: '%s' and '%s'", a, b);
 			o->url = src;
 		}
 	}

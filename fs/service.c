@@ -204,8 +204,9 @@ static int detach_mount(const char *abs)
 	int status;
 	pid_t pid;
 
+	/* Not through a symbolic link put where the mount point was. */
 	if (geteuid() == 0)
-		return umount2(abs, MNT_DETACH) ? -errno : 0;
+		return umount2(abs, MNT_DETACH | UMOUNT_NOFOLLOW) ? -errno : 0;
 	pid = fork();
 	if (pid < 0)
 		return -errno;

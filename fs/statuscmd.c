@@ -1,35 +1,42 @@
 // SPDX-License-Identifier: MIT
+#define _GNU_SOURCE /* pipe2 */
 /*
  * "zenmlfs status [MOUNTPOINT]": prints the mount's status file and exits
  * with what its state says, so it serves as a Kubernetes exec probe or in
- * a script.  Everything that touches the mount runs in a thread the
- * command stops waiting for after 2 s: a hung daemon makes it exit 3, not
- * hang.
+ * a script.
+ *
+ * Everything that touches the mount runs in a child process the command
+ * stops waiting for after 2 s: a hung daemon makes it exit 3, not hang.
+ * A thread would not do: a request the daemon has read but never answers
+ * is waited for uninterruptibly, and a process cannot exit while one of
+ * its threads waits so.  The child is reaped before the command exits,
+ * unless it is stuck on the mount: then it stays blocked (until the daemon
+ * answers or its connection is aborted), holding none of the caller's
+ * descriptors, and init reaps it.
  */
 #include "fs/statuscmd.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
-#include <pthread.h>
+#include <poll.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include "backend/util.h"
 #include "fs/service.h"
 
 #define ANSWER_WAIT_S 2
 
+/* What the child found, sent whole through a pipe. */
 struct probe {
-	const char *path;
+	int code;
 	char status[4096];
 	char why[PATH_MAX + 128];
-	int code;
-	bool done;
-	pthread_mutex_t lock;
-	pthread_cond_t cond;
 };
 
 /* The only zenmlfs mount in this namespace, into buf. */
@@ -79,56 +86,133 @@ static int state_code(const char *status)
 	return STATUS_DOWN;
 }
 
-static void *probe_main(void *arg)
+/* Read path's status into *p. */
+static void probe(const char *path, struct probe *p)
 {
-	struct probe *p = arg;
 	char abs[PATH_MAX], file[PATH_MAX + 16];
 	struct mnt_info mi;
 	ssize_t n, len = 0;
-	int fd, code = STATUS_UNKNOWN;
+	int fd;
 
-	if (!realpath(p->path, abs)) {
-		snprintf(p->why, sizeof(p->why), "'%s': %s", p->path,
+	p->code = STATUS_UNKNOWN;
+	if (!realpath(path, abs)) {
+		snprintf(p->why, sizeof(p->why), "'%s': %s", path,
 			 strerror(errno));
-		goto out;
+		return;
 	}
 	if (service_mount_at(abs, &mi) || strcmp(mi.fstype, "fuse.zenmlfs")) {
 		snprintf(p->why, sizeof(p->why), "'%s' is not a zenmlfs mount",
 			 abs);
-		goto out;
+		return;
 	}
 	snprintf(file, sizeof(file), "%s/status", abs);
 	fd = open(file, O_RDONLY | O_CLOEXEC);
 	if (fd < 0) {
 		snprintf(p->why, sizeof(p->why), "'%s': %s", file,
 			 strerror(errno));
-		goto out;
+		return;
 	}
-	while ((n = read(fd, p->status + len, sizeof(p->status) - 1 - len)) > 0)
+	while (len < (ssize_t)sizeof(p->status) - 1) {
+		n = read(fd, p->status + len, sizeof(p->status) - 1 - len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
 		len += n;
-	close(fd);
+	}
+	close(fd); /* a FLUSH: the daemon must answer that too */
 	p->status[len] = '\0';
-	code = state_code(p->status);
-	if (code == STATUS_UNKNOWN)
+	p->code = state_code(p->status);
+	if (p->code == STATUS_UNKNOWN)
 		snprintf(p->why, sizeof(p->why), "'%s' has no state line",
 			 file);
-out:
-	pthread_mutex_lock(&p->lock);
-	p->code = code;
-	p->done = true;
-	pthread_cond_signal(&p->cond);
-	pthread_mutex_unlock(&p->lock);
-	return NULL;
+}
+
+/* The child: probe, answer through fd, exit. */
+static void __attribute__((noreturn)) child_main(const char *path, int fd)
+{
+	static struct probe p;
+	const char *at = (const char *)&p;
+	size_t left = sizeof(p);
+	ssize_t n;
+	int null;
+
+	/* The caller may wait for the end of our standard streams (a
+	 * shell's $(...), a probe's pipes): we may outlive the command. */
+	null = open("/dev/null", O_RDWR | O_CLOEXEC);
+	if (null >= 0) {
+		dup2(null, STDIN_FILENO);
+		dup2(null, STDOUT_FILENO);
+		dup2(null, STDERR_FILENO);
+		if (null > STDERR_FILENO)
+			close(null);
+	}
+	probe(path, &p);
+	while (left) {
+		n = write(fd, at, left);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		at += n;
+		left -= (size_t)n;
+	}
+	_exit(0);
+}
+
+/*
+ * Wait up to ms for the child to end, and reap it: a child left behind
+ * goes to init, and in a container init may be the daemon, which reaps
+ * nobody.  A child stuck on the mount stays (until the daemon answers).
+ */
+static void reap(pid_t pid, int ms)
+{
+	long long until = mono_ms() + ms;
+
+	while (waitpid(pid, NULL, WNOHANG) == 0 && mono_ms() < until)
+		poll(NULL, 0, 5);
+}
+
+/*
+ * The child's answer into *p, waiting until deadline (mono_ms()).  0, or
+ * -ETIMEDOUT, or -EIO when the child ended without a whole answer.
+ */
+static int answer(int fd, struct probe *p, long long deadline)
+{
+	char *at = (char *)p;
+	size_t left = sizeof(*p);
+	struct pollfd pfd = { .fd = fd, .events = POLLIN };
+	long long wait;
+	ssize_t n;
+	int ret;
+
+	while (left) {
+		wait = deadline - mono_ms();
+		if (wait <= 0)
+			return -ETIMEDOUT;
+		ret = poll(&pfd, 1, (int)wait);
+		if (ret < 0 && errno != EINTR)
+			return -errno;
+		if (ret <= 0)
+			continue;
+		n = read(fd, at, left);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return n ? -errno : -EIO;
+		at += n;
+		left -= (size_t)n;
+	}
+	return 0;
 }
 
 int status_main(int argc, char **argv)
 {
-	static struct probe p = { .lock = PTHREAD_MUTEX_INITIALIZER,
-				  .cond = PTHREAD_COND_INITIALIZER };
+	static struct probe p;
 	char only[PATH_MAX], why[256];
-	struct timespec until;
-	pthread_t t;
-	bool done;
+	const char *path;
+	int fds[2], ret;
+	pid_t pid;
 
 	if (argc > 1 &&
 	    (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
@@ -148,32 +232,52 @@ int status_main(int argc, char **argv)
 		return STATUS_UNKNOWN;
 	}
 	if (argc == 2) {
-		p.path = argv[1];
+		path = argv[1];
 	} else if (only_mount(only, sizeof(only), why, sizeof(why))) {
 		fprintf(stderr, "zenmlfs: status: %s\n", why);
 		return STATUS_UNKNOWN;
 	} else {
-		p.path = only;
+		path = only;
 	}
-	if (pthread_create(&t, NULL, probe_main, &p)) {
-		fprintf(stderr, "zenmlfs: status: cannot start a thread\n");
+	if (pipe2(fds, O_CLOEXEC)) {
+		fprintf(stderr, "zenmlfs: status: cannot make a pipe: %s\n",
+			strerror(errno));
 		return STATUS_UNKNOWN;
 	}
-	clock_gettime(CLOCK_REALTIME, &until);
-	until.tv_sec += ANSWER_WAIT_S;
-	pthread_mutex_lock(&p.lock);
-	while (!p.done && !pthread_cond_timedwait(&p.cond, &p.lock, &until))
-		;
-	done = p.done;
-	pthread_mutex_unlock(&p.lock);
-	if (!done) {
-		fprintf(stderr,
-			"zenmlfs: status: '%s' does not answer within %d s\n",
-			p.path, ANSWER_WAIT_S);
-		fflush(stderr);
-		_exit(STATUS_UNKNOWN); /* the thread may be stuck in the mount */
+	fflush(NULL);
+	pid = fork();
+	if (pid < 0) {
+		fprintf(stderr, "zenmlfs: status: cannot fork: %s\n",
+			strerror(errno));
+		close(fds[0]);
+		close(fds[1]);
+		return STATUS_UNKNOWN;
 	}
-	pthread_join(t, NULL);
+	if (pid == 0) {
+		close(fds[0]);
+		child_main(path, fds[1]);
+	}
+	close(fds[1]);
+	ret = answer(fds[0], &p, mono_ms() + ANSWER_WAIT_S * 1000LL);
+	close(fds[0]);
+	if (ret) {
+		/* Gone at once if its request is still queued; else it stays
+		 * until the daemon answers, and init reaps it. */
+		kill(pid, SIGKILL);
+		reap(pid, 200);
+		if (ret == -ETIMEDOUT)
+			fprintf(stderr,
+				"zenmlfs: status: '%s' does not answer within "
+				"%d s\n",
+				path, ANSWER_WAIT_S);
+		else
+			fprintf(stderr, "zenmlfs: status: cannot probe '%s'\n",
+				path);
+		return STATUS_UNKNOWN;
+	}
+	reap(pid, 1000);
+	p.status[sizeof(p.status) - 1] = '\0';
+	p.why[sizeof(p.why) - 1] = '\0';
 	if (p.status[0])
 		fputs(p.status, stdout);
 	if (p.why[0])

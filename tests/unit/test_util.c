@@ -1252,9 +1252,158 @@ static void test_jsonpage(void)
 	CHECK(s.n == 1);
 }
 
+/* ---- issue 18: minted tokens, log backslashes, URL redaction, clocks ---- */
+
+/* jwt_check_minted() on the claims of a token with this payload. */
+static int minted(const char *payload, const char *me, int64_t now, char *why,
+		  size_t whysz)
+{
+	struct jwt_info ji;
+	char jwt[4096];
+
+	make_jwt(payload, jwt, sizeof(jwt));
+	why[0] = '\0';
+	if (jwt_parse(jwt, strlen(jwt), &ji))
+		return -EINVAL;
+	return jwt_check_minted(&ji, me, now, 45, why, whysz);
+}
+
+static void test_minted(void)
+{
+	char why[256];
+
+	/* a token for me with an hour left */
+	CHECK_EQ_INT(minted("{\"sub\":\"me\",\"exp\":4600,\"iat\":1000}", "me",
+			    1000, why, sizeof(why)),
+		     0);
+	/* the user not known yet (a key's session is no JWT): any sub */
+	CHECK_EQ_INT(minted("{\"sub\":\"u\",\"exp\":4600}", "", 1000, why,
+			    sizeof(why)),
+		     0);
+	CHECK_EQ_INT(minted("{\"sub\":\"u\",\"exp\":4600}", NULL, 1000, why,
+			    sizeof(why)),
+		     0);
+	/* exactly min_left left is enough */
+	CHECK_EQ_INT(minted("{\"sub\":\"me\",\"exp\":1045}", "me", 1000, why,
+			    sizeof(why)),
+		     0);
+
+	/* no sub: refused, whoever the daemon is */
+	CHECK_EQ_INT(minted("{\"exp\":4600}", "me", 1000, why, sizeof(why)),
+		     -EIO);
+	CHECK(strstr(why, "without a user ('sub')"));
+	CHECK_EQ_INT(minted("{\"exp\":4600}", "", 1000, why, sizeof(why)),
+		     -EIO);
+	CHECK_EQ_INT(minted("{\"sub\":\"\",\"exp\":4600}", "", 1000, why,
+			    sizeof(why)),
+		     -EIO);
+	/* a sub too long to keep is no sub either */
+	CHECK_EQ_INT(minted("{\"sub\":\"0123456789012345678901234567890123456"
+			    "789012345678901234567890123456789\",\"exp\":4600}",
+			    "", 1000, why, sizeof(why)),
+		     -EIO);
+	/* another user */
+	CHECK_EQ_INT(minted("{\"sub\":\"you\",\"exp\":4600}", "me", 1000, why,
+			    sizeof(why)),
+		     -EIO);
+	CHECK_EQ_STR(why, "the server sent a token for user 'you', not 'me'");
+
+	/* no exp: a minted token that would never be refreshed */
+	CHECK_EQ_INT(minted("{\"sub\":\"me\",\"iat\":1000}", "me", 1000, why,
+			    sizeof(why)),
+		     -EIO);
+	CHECK(strstr(why, "without an expiry ('exp')"));
+
+	/* too short to serve: 35 s tokens (the server's lifetime, from iat) */
+	CHECK_EQ_INT(minted("{\"sub\":\"me\",\"exp\":1035,\"iat\":1000}", "me",
+			    1000, why, sizeof(why)),
+		     -EIO);
+	CHECK_EQ_STR(why, "the server issues tokens of 35 s: too short to "
+			  "serve (they must last 45 s or more)");
+	/* long enough, but the clocks disagree */
+	CHECK_EQ_INT(minted("{\"sub\":\"me\",\"exp\":1040,\"iat\":900}", "me",
+			    1000, why, sizeof(why)),
+		     -EIO);
+	CHECK_EQ_STR(why, "the server sent a token that expires in 40 s "
+			  "(clock skew?)");
+	/* expired already; no iat to tell */
+	CHECK_EQ_INT(minted("{\"sub\":\"me\",\"exp\":990}", "me", 1000, why,
+			    sizeof(why)),
+		     -EIO);
+	CHECK_EQ_STR(why, "the server sent a token that expires in -10 s "
+			  "(clock skew?)");
+	CHECK_EQ_INT(minted("{\"sub\":\"me\",\"exp\":1044}", "me", 1000, why,
+			    sizeof(why)),
+		     -EIO);
+	/* extreme values neither overflow nor pass */
+	CHECK_EQ_INT(minted("{\"sub\":\"me\",\"exp\":-9223372036854775807,"
+			    "\"iat\":9223372036854775807}",
+			    "me", 1000, why, sizeof(why)),
+		     -EIO);
+	CHECK_EQ_INT(minted("{\"sub\":\"me\",\"exp\":9223372036854775807}",
+			    "me", -1000, why, sizeof(why)),
+		     0);
+}
+
+static void test_issue18(void)
+{
+	struct timespec a, b;
+	bool ok = true;
+	char out[64];
+	long long ms;
+
+	/* the log: a backslash doubled, so "\x1b" typed in a name is not
+	 * an escape */
+	CHECK_EQ_INT(text_escape_log("a\\x1b", 5, out, sizeof(out)), 6);
+	CHECK_EQ_STR(out, "a\\\\x1b");
+	text_escape_log("a\x1b\\", 3, out, sizeof(out));
+	CHECK_EQ_STR(out, "a\\x1b\\\\");
+	text_escape_log("\\\\\\", 3, out, 6); /* never half of a pair */
+	CHECK_EQ_STR(out, "\\\\\\\\");
+	text_escape("a\\b", 3, out, sizeof(out)); /* text_escape keeps it */
+	CHECK_EQ_STR(out, "a\\b");
+
+	/* a URL with a password is shown without it */
+	url_redact("http://user:secretpw@host:8080/p@th?x", out, sizeof(out));
+	CHECK_EQ_STR(out, "http://***@host:8080/p@th?x");
+	url_redact("https://tok@host", out, sizeof(out));
+	CHECK_EQ_STR(out, "https://***@host");
+	url_redact("http://a@b:pw@host/", out, sizeof(out));
+	CHECK_EQ_STR(out, "http://***@host/");
+	url_redact("ftp://u:pw@h", out, sizeof(out));
+	CHECK_EQ_STR(out, "ftp://***@h");
+	url_redact("u:pw@h/x", out, sizeof(out)); /* no scheme */
+	CHECK_EQ_STR(out, "***@h/x");
+	url_redact("http://host/a@b", out, sizeof(out)); /* in the path */
+	CHECK_EQ_STR(out, "http://host/a@b");
+	url_redact("http://host#a@b", out, sizeof(out));
+	CHECK_EQ_STR(out, "http://host#a@b");
+	url_redact("http://u:pw@hostname", out, 12);
+	CHECK_EQ_STR(out, "http://***@");
+	url_redact(NULL, out, sizeof(out));
+	CHECK_EQ_STR(out, "");
+
+	/* a deadline on the monotonic clock */
+	clock_gettime(CLOCK_MONOTONIC, &a);
+	mono_deadline(1500, &b);
+	ms = (b.tv_sec - a.tv_sec) * 1000LL + (b.tv_nsec - a.tv_nsec) / 1000000;
+	CHECK(ms >= 1500 && ms < 1500 + 1000);
+	CHECK(b.tv_nsec >= 0 && b.tv_nsec < 1000000000L);
+	mono_deadline(-5, &b);
+	ms = (b.tv_sec - a.tv_sec) * 1000LL + (b.tv_nsec - a.tv_nsec) / 1000000;
+	CHECK(ms >= 0 && ms < 1000);
+	for (int i = 0; i < 1000; i++) {
+		mono_deadline(999 + i, &b);
+		ok = ok && b.tv_nsec >= 0 && b.tv_nsec < 1000000000L;
+	}
+	CHECK(ok);
+}
+
 int main(void)
 {
 	test_later();
+	test_minted();
+	test_issue18();
 	test_parse_bool();
 	test_parse_uint();
 	test_time();
