@@ -607,6 +607,15 @@ int api_whoami(struct zen *z, struct zrec **out, struct zen_err *e)
 		   out, NULL, e);
 }
 
+int api_whoami_as(struct zen *z, const struct secret *bearer, struct zrec **out,
+		  struct zen_err *e)
+{
+	return one(z, ZK_USER,
+		   &(struct zen_req){ "GET", kinds[ZK_USER].route,
+				      .bearer = bearer },
+		   out, NULL, e);
+}
+
 /* The records of a listing as its pages arrive, one item at a time. */
 struct builder {
 	enum zkind kind;

@@ -99,6 +99,10 @@ int api_server(struct zen *z, struct zrec **out, struct zen_err *e);
 /* GET /current-user with the session: who the daemon is.  Also the
  * credential check: a revoked key, account or device fails here. */
 int api_whoami(struct zen *z, struct zrec **out, struct zen_err *e);
+/* GET /current-user with bearer instead of the session (no re-login): is
+ * that session good?  (SIGHUP: a saved device session read again.) */
+int api_whoami_as(struct zen *z, const struct secret *bearer, struct zrec **out,
+		  struct zen_err *e);
 
 /* Every page of the list of kind k (devices, accounts; keys of the account
  * with UUID parent). */

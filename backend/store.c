@@ -25,6 +25,23 @@
 #define HINT_MS (10 * 60 * 1000LL)
 #define HINT_NAME 128
 
+/*
+ * A 404 is a fact too: an object the server said it has no such name (or
+ * that an rmdir through the tree removed) is remembered as absent for
+ * meta_ttl, so asking again for a missing name sends nothing.  At most
+ * NEG_MAX such names are remembered at once (the sweep lets the expired
+ * ones go); past that a 404 is not remembered, and the next lookup asks
+ * again.
+ */
+#define NEG_MAX 4096
+
+/* A write through the tree made while its kind's listing was being
+ * fetched: merged into what that fetch brings, which may predate it. */
+struct wlog {
+	char *name;
+	struct zrec *rec; /* what the server said after; NULL: removed */
+};
+
 struct hint {
 	long long at; /* CLOCK_MONOTONIC ms; 0: unused */
 	unsigned char k, ck;
@@ -47,6 +64,15 @@ struct entry {
 	/* an object a write changed, whose reply did not say it all: the
 	 * listing's copy is out of date, fetch it alone */
 	long long stale_at; /* 0: not stale */
+	/* an object: the server has none of that name (since fetched) */
+	bool absent;
+	/* an object: bumped by each write through the tree, so that a
+	 * fetch in flight across one yields to it (the write is newer) */
+	unsigned long wgen;
+	/* a listing: the writes made while it was being fetched */
+	struct wlog *log;
+	size_t nlog;
+	bool log_lost; /* a write could not be logged: drop the fetch */
 	/* a fetch in flight, and what the last one gave its waiters */
 	bool fetching;
 	int waiters;
@@ -65,6 +91,7 @@ struct store {
 	struct entry **tab;
 	size_t cap, n;
 	size_t bytes;
+	size_t nneg; /* objects known absent (at most NEG_MAX) */
 	store_gone_fn *gone_fn;
 	void *gone_arg;
 	/* children looked up lately (see store_hint) */
@@ -173,8 +200,20 @@ static size_t entry_bytes(const struct entry *e)
 	       (e->rec ? zrec_size(e->rec) : 0);
 }
 
+static void log_clear(struct entry *e)
+{
+	for (size_t i = 0; i < e->nlog; i++) {
+		free(e->log[i].name);
+		zrec_unref(e->log[i].rec);
+	}
+	free(e->log);
+	e->log = NULL;
+	e->nlog = 0;
+}
+
 static void entry_free(struct entry *e)
 {
+	log_clear(e);
 	zlist_unref(e->list);
 	zrec_unref(e->rec);
 	free(e->key);
@@ -274,6 +313,39 @@ static bool usable(const struct store *s, const struct entry *e, long long now)
 				     now - e->fetched < WALK_MAX_S * 1000LL));
 }
 
+/*
+ * Mark object e absent since now (on) or not (off).  Past NEG_MAX absent
+ * objects a new one is not remembered.  Returns whether e is absent now.
+ * Caller holds lock.
+ */
+static bool set_absent(struct store *s, struct entry *e, bool on, long long now)
+{
+	if (on && !e->absent && s->nneg >= NEG_MAX)
+		on = false;
+	if (on != e->absent)
+		s->nneg += on ? 1 : (size_t)-1;
+	e->absent = on;
+	if (on)
+		e->fetched = now;
+	return on;
+}
+
+/* Did the store know the object listed as name to exist: in the listing
+ * (however old) or its own record?  Only such an object is "gone" when
+ * the server no longer has it.  Caller holds lock. */
+static bool known(struct store *s, const struct entry *o, enum zkind k,
+		  const char *parent, const char *name)
+{
+	const struct entry *l;
+	char key[128];
+
+	if (o->rec)
+		return true;
+	make_key(key, sizeof(key), k, parent, NULL);
+	l = find(s, key);
+	return l && l->list && zlist_find(l->list, name) >= 0;
+}
+
 /* A lookup of entry i of a listing in use: a name other than the one
  * looked up just before keeps the walk on (a second pass over the names,
  * as cat does after the shell's glob, counts; a reader polling one file
@@ -366,6 +438,71 @@ static void gone_from_listing(struct store *s, enum zkind k, const char *parent,
 		}
 }
 
+/*
+ * The listing l (a new reference, or NULL on error) just fetched for e,
+ * with the writes made through the tree while it was in flight put in:
+ * the server may have answered before them, and a write's reply is newer
+ * than the listing's copy.  An object whose reply was partial is marked
+ * stale past the listing (fetched at now), so its next lookup asks for
+ * it alone.  The log is emptied.  Caller holds lock.
+ */
+static int merge_writes(struct store *s, struct entry *e, enum zkind k,
+			const char *parent, struct zlist **l, long long now)
+{
+	int ret = 0;
+
+	for (size_t i = 0; i < e->nlog && *l && !ret; i++) {
+		const struct wlog *w = &e->log[i];
+		struct zlist *nl;
+		struct entry *o;
+		char key[640];
+
+		if (!w->rec && zlist_find(*l, w->name) < 0)
+			continue;
+		nl = w->rec ? zlist_with(*l, w->rec) :
+			      zlist_without(*l, w->name);
+		if (!nl) {
+			ret = -ENOMEM; /* rather than a listing that lies */
+			break;
+		}
+		zlist_unref(*l);
+		*l = nl;
+		make_key(key, sizeof(key), k, parent, w->name);
+		o = w->rec && zrec_partial(w->rec) ? find(s, key) : NULL;
+		if (o)
+			o->stale_at = now;
+	}
+	log_clear(e);
+	return ret;
+}
+
+/* A write through the tree: remember it on the listing being fetched, if
+ * any (see merge_writes).  Caller holds lock. */
+static void log_write(struct store *s, enum zkind k, const char *parent,
+		      const char *name, struct zrec *rec)
+{
+	struct wlog *v;
+	struct entry *e;
+	char key[128];
+
+	make_key(key, sizeof(key), k, parent, NULL);
+	e = find(s, key);
+	if (!e || !e->fetching)
+		return;
+	v = realloc(e->log, (e->nlog + 1) * sizeof(*v));
+	if (v) {
+		e->log = v;
+		v[e->nlog].name = strdup(name);
+	}
+	if (!v || !v[e->nlog].name) {
+		/* Out of memory: the listing in flight is not kept. */
+		e->log_lost = true;
+		return;
+	}
+	v[e->nlog].rec = zrec_ref(rec);
+	e->nlog++;
+}
+
 int store_list(struct store *s, enum zkind k, const char *parent, bool opening,
 	       struct zlist **out, struct zen_err *err)
 {
@@ -404,18 +541,29 @@ int store_list(struct store *s, enum zkind k, const char *parent, bool opening,
 	ret = api_list(s->zen, k, parent, &l, &le);
 
 	pthread_mutex_lock(&s->lock);
+	now = mono_ms();
+	if (!ret && e->log_lost)
+		ret = -ENOMEM;
+	else if (!ret)
+		ret = merge_writes(s, e, k, parent, &l, now);
+	if (ret == -ENOMEM && le.msg[0] == '\0')
+		zen_err_set(&le, "listing %s: out of memory", zkind_name(k));
+	log_clear(e);
+	e->log_lost = false;
 	if (!ret) {
 		if (s->gone_fn)
 			gone_from_listing(s, k, parent, e->list, l, &g);
 		s->bytes -= entry_bytes(e);
 		zlist_unref(e->list);
 		e->list = l;
-		e->fetched = mono_ms();
+		e->fetched = now;
 		e->walk_until = 0;
 		e->last_i = -1;
 		s->bytes += entry_bytes(e);
-	} else if (err) {
-		*err = le;
+	} else {
+		zlist_unref(l);
+		if (err)
+			*err = le;
 	}
 	fetched(s, e, ret, &le);
 	if (ret)
@@ -448,28 +596,61 @@ static int fetch_one(struct store *s, enum zkind k, const char *parent,
 }
 
 /*
+ * A write through the tree changed o while a fetch of it was in flight
+ * (o->wgen is no longer wgen): what the write left is newer than the
+ * answer.  0: its record; -ENOENT: it removed the object; -EAGAIN: it
+ * left nothing whole (a partial reply), ask again.  le is set to match.
+ * Caller holds lock.
+ */
+static int written_meanwhile(const struct entry *o, enum zkind k,
+			     const char *name, struct zen_err *le)
+{
+	memset(le, 0, sizeof(*le));
+	if (o->rec)
+		return 0;
+	if (o->absent) {
+		zen_err_set(le, "no %s '%s'", zkind_name(k), name);
+		return -ENOENT;
+	}
+	return -EAGAIN;
+}
+
+/*
  * Fetch the object of o alone, o->fetching set by the caller, and put what
- * the server said in o.  Called with lock held; returns with it held (not
- * across the fetch).
+ * the server said in o: a 404 is remembered (absent), and is news to
+ * whoever keeps something about the object (store_on_gone) only when the
+ * store knew it to exist.  -EAGAIN: a write through the tree came first
+ * and left nothing usable, ask again.  Called with lock held; returns
+ * with it held (not across the fetch).
  */
 static int fetch_into(struct store *s, struct entry *o, enum zkind k,
 		      const char *parent, const char *name, struct zen_err *le,
 		      struct gone *g)
 {
+	unsigned long wgen = o->wgen;
 	struct zrec *r = NULL;
+	bool knew;
 	int ret;
 
 	pthread_mutex_unlock(&s->lock);
 	ret = fetch_one(s, k, parent, name, &r, le);
 	pthread_mutex_lock(&s->lock);
+	if (o->wgen != wgen) {
+		zrec_unref(r);
+		ret = written_meanwhile(o, k, name, le);
+		fetched(s, o, ret, le);
+		return ret;
+	}
+	knew = known(s, o, k, parent, name);
 	s->bytes -= entry_bytes(o);
 	zrec_unref(o->rec);
 	o->rec = ret ? NULL : r;
 	o->fetched = ret ? 0 : mono_ms();
+	set_absent(s, o, ret == -ENOENT && k > ZK_USER, mono_ms());
 	if (!ret)
 		o->stale_at = 0;
 	s->bytes += entry_bytes(o);
-	if (ret == -ENOENT && s->gone_fn)
+	if (ret == -ENOENT && knew && s->gone_fn)
 		gone_add(g, k, parent, name);
 	fetched(s, o, ret, le);
 	return ret;
@@ -545,6 +726,7 @@ static int fetch_via_child(struct store *s, struct entry *o, enum zkind k,
 	struct zrec *cr = NULL, *pr = NULL;
 	char id[sizeof(h->id)], cname[HINT_NAME], ckey[640];
 	enum zkind ck = (enum zkind)h->ck;
+	unsigned long wgen = o->wgen;
 	long long now;
 	struct entry *c;
 	int ret;
@@ -559,6 +741,16 @@ static int fetch_via_child(struct store *s, struct entry *o, enum zkind k,
 	pthread_mutex_unlock(&s->lock);
 	ret = api_get_child(s->zen, ck, id, cname, &cr, &pr, le);
 	pthread_mutex_lock(&s->lock);
+	if (o->wgen != wgen) {
+		/* The object was written meanwhile: that is newer. */
+		zrec_unref(cr);
+		zrec_unref(pr);
+		fetched(s, c, -EAGAIN, NULL);
+		ret = written_meanwhile(o, k, name, le);
+		if (ret != -EAGAIN)
+			fetched(s, o, ret, le);
+		return ret;
+	}
 	if (!ret && !(pr && zrec_id(pr) && !strcmp(zrec_id(pr), id) &&
 		      zrec_name(pr) && !strcmp(zrec_name(pr), name)))
 		ret = -EAGAIN; /* it belongs to another now */
@@ -587,6 +779,7 @@ static int fetch_via_child(struct store *s, struct entry *o, enum zkind k,
 	zrec_unref(o->rec);
 	o->rec = ret ? NULL : pr;
 	o->fetched = ret ? 0 : now;
+	set_absent(s, o, false, now);
 	if (!ret)
 		c->stale_at = o->stale_at = 0;
 	s->bytes += entry_bytes(c) + entry_bytes(o);
@@ -656,6 +849,13 @@ again:
 		ret = 0;
 		goto take;
 	}
+	/* Known absent, and no listing since says otherwise. */
+	if (o->absent && fresh(s, o, now) &&
+	    !(le_list && le_list->list && le_list->fetched > o->fetched)) {
+		zen_err_set(err, "no %s '%s'", zkind_name(k), name);
+		ret = -ENOENT;
+		goto take;
+	}
 	if (join(s, o, &ret, err)) {
 		if (ret == -ZEN_WOULD_WAIT)
 			goto out;
@@ -679,6 +879,8 @@ again:
 	ret = h ? fetch_via_child(s, o, k, name, h, &le) : -EAGAIN;
 	if (ret == -EAGAIN)
 		ret = fetch_into(s, o, k, parent, name, &le, &g);
+	if (ret == -EAGAIN)
+		goto again; /* a write came first, and left nothing whole */
 	if (ret && err)
 		*err = le;
 	r = o->rec;
@@ -724,24 +926,30 @@ static void edit_listing(struct store *s, enum zkind k, const char *parent,
 }
 
 /* The object entry of k/parent/name now holds rec (NULL: nothing, until
- * fetched again; stale: and not from the listing either).  Caller holds
- * lock. */
+ * fetched again; stale: and not from the listing either; absent: it is
+ * gone), written through the tree: a fetch of it in flight yields.
+ * Caller holds lock. */
 static void set_object(struct store *s, enum zkind k, const char *parent,
-		       const char *name, struct zrec *rec, bool stale)
+		       const char *name, struct zrec *rec, bool stale,
+		       bool absent)
 {
+	long long now = mono_ms();
 	struct entry *e;
 	char key[640];
 
 	make_key(key, sizeof(key), k, parent, name);
-	e = rec || stale ? get(s, key, false) : find(s, key);
+	e = rec || stale || (absent && s->nneg < NEG_MAX) ? get(s, key, false) :
+							    find(s, key);
 	if (!e)
 		return;
 	s->bytes -= entry_bytes(e);
 	zrec_unref(e->rec);
 	e->rec = zrec_ref(rec);
-	e->fetched = rec ? mono_ms() : 0;
+	e->fetched = rec ? now : 0;
+	set_absent(s, e, absent, now);
 	if (stale)
-		e->stale_at = mono_ms();
+		e->stale_at = now;
+	e->wgen++;
 	s->bytes += entry_bytes(e);
 }
 
@@ -749,12 +957,13 @@ void store_update(struct store *s, enum zkind k, const char *parent,
 		  struct zrec *rec)
 {
 	pthread_mutex_lock(&s->lock);
+	log_write(s, k, parent, zrec_name(rec), rec);
 	if (zrec_partial(rec)) {
 		/* Part of the object is unknown: the next look fetches it. */
-		set_object(s, k, parent, zrec_name(rec), NULL, true);
+		set_object(s, k, parent, zrec_name(rec), NULL, true, false);
 	} else {
 		edit_listing(s, k, parent, rec, NULL);
-		set_object(s, k, parent, zrec_name(rec), rec, false);
+		set_object(s, k, parent, zrec_name(rec), rec, false, false);
 	}
 	pthread_mutex_unlock(&s->lock);
 }
@@ -763,8 +972,9 @@ void store_remove(struct store *s, enum zkind k, const char *parent,
 		  const char *name)
 {
 	pthread_mutex_lock(&s->lock);
+	log_write(s, k, parent, name, NULL);
 	edit_listing(s, k, parent, NULL, name);
-	set_object(s, k, parent, name, NULL, false);
+	set_object(s, k, parent, name, NULL, false, true);
 	pthread_mutex_unlock(&s->lock);
 }
 
@@ -816,6 +1026,8 @@ size_t store_sweep(struct store *s)
 				continue;
 			}
 			*pp = e->next;
+			if (e->absent)
+				s->nneg--;
 			if (s->gone_fn)
 				gone_swept(e, &g);
 			freed += entry_bytes(e);

@@ -21,6 +21,17 @@
  *
  * A write through the tree puts the server's reply in place of the cached
  * object (store_update, store_remove): no list is dropped or fetched again.
+ * A listing or an object whose fetch was in flight across such a write
+ * lands with the write in it: what the server answered may predate it, so
+ * an object made through the tree is never dropped, nor one removed put
+ * back, by an older answer.
+ *
+ * A 404 is cached too: a name the server has no object for is absent for
+ * meta_ttl (per kind, parent and name), so asking again sends nothing.  A
+ * write through the tree that makes the name, or a listing fetched after
+ * the 404 that has it, wins at once.  At most 4096 names are remembered
+ * absent at a time (past that a 404 is not remembered); the sweep lets the
+ * expired ones go.
  */
 #ifndef ZENMLFS_STORE_H
 #define ZENMLFS_STORE_H
@@ -60,7 +71,9 @@ int store_find(struct store *s, enum zkind k, const char *parent,
 /*
  * The object listed as name is gone, or no longer cached: a new listing
  * no longer has it (it was in the one before, or fetched alone), the
- * server answered 404 for it, or store_sweep() let it go (whoever keeps
+ * server answered 404 for a name the store knew (listed, or its record
+ * cached, however old; a name never seen is not told), or store_sweep()
+ * let it go (whoever keeps
  * something about it, such as the kernel's entry, may drop it too).  fn is
  * called without the store's lock held, from whichever thread learned it;
  * it must not call the store.

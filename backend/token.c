@@ -502,6 +502,14 @@ void token_engine_revoke(struct token_engine *te, int err, const char *why)
 	changed(te);
 }
 
+void token_engine_note_error(struct token_engine *te, const char *why)
+{
+	pthread_mutex_lock(&te->lock);
+	strlcpy_z(te->last_error, why, sizeof(te->last_error));
+	te->last_error_at = time(NULL);
+	pthread_mutex_unlock(&te->lock);
+}
+
 /* Is the daemon's credential still good?  Asked with the session, which
  * a deactivated key, account or a locked device kills on every server
  * version (the generic token may outlive them on some). */

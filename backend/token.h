@@ -103,6 +103,10 @@ void token_engine_kick(struct token_engine *te);
  * in status.  err is -EKEYREVOKED or similar; 0 clears. */
 void token_engine_revoke(struct token_engine *te, int err, const char *why);
 
+/* Something went wrong that does not change the state (a new credential
+ * refused on SIGHUP, the old one kept): why shows as status's last_error. */
+void token_engine_note_error(struct token_engine *te, const char *why);
+
 enum token_state token_engine_state(struct token_engine *te);
 const char *token_state_name(enum token_state st);
 

@@ -29,6 +29,7 @@ struct zen {
 	char user_id[64]; /* the session's "sub" */
 	char device_id[64]; /* and its "device_id" */
 	unsigned long session_gen; /* bumped by each successful login */
+	unsigned long cred_gen; /* bumped by each new credential */
 	bool logging_in;
 	int login_ret; /* result of the last login, for the waiters */
 	struct zen_err login_err;
@@ -126,6 +127,7 @@ void zen_set_cred(struct zen *z, struct zen_cred *cred)
 	pthread_mutex_lock(&z->lock);
 	old = z->cred;
 	z->cred = *cred;
+	z->cred_gen++;
 	memset(cred, 0, sizeof(*cred));
 	if (z->cred.kind == CRED_SESSION) {
 		secret_unref(z->session);
@@ -221,21 +223,17 @@ static int login_form(const struct zen_cred *cred, struct secret **form,
 	}
 }
 
-static int do_login(struct zen *z, struct zen_err *e)
+/* Log in with cred: the session token in *sess.  Touches nothing of z but
+ * its HTTP client. */
+static int login_as(struct zen *z, const struct zen_cred *cred,
+		    struct secret **sess, struct zen_err *e)
 {
 	struct http_response r = { 0 };
-	struct secret *form = NULL, *sess;
-	struct zen_cred cred;
+	struct secret *form = NULL;
 	json_t *root = NULL, *tok;
 	int ret;
 
-	pthread_mutex_lock(&z->lock);
-	cred.kind = z->cred.kind;
-	cred.secret = secret_ref(z->cred.secret);
-	cred.username = z->cred.username ? strdup(z->cred.username) : NULL;
-	pthread_mutex_unlock(&z->lock);
-
-	ret = login_form(&cred, &form, e);
+	ret = login_form(cred, &form, e);
 	if (ret)
 		goto out;
 	ret = http_do(z->http,
@@ -266,24 +264,79 @@ static int do_login(struct zen *z, struct zen_err *e)
 		ret = -EIO;
 		goto out;
 	}
-	sess = secret_new(json_string_value(tok), json_string_length(tok));
-	if (!sess) {
+	*sess = secret_new(json_string_value(tok), json_string_length(tok));
+	if (!*sess)
 		ret = -ENOMEM;
-		goto out;
-	}
-	pthread_mutex_lock(&z->lock);
-	secret_unref(z->session);
-	z->session = sess;
-	z->session_gen++;
-	learn_user_id(z);
-	pthread_mutex_unlock(&z->lock);
 out:
 	json_decref(root);
 	http_response_release(&r);
 	secret_unref(form);
+	return ret;
+}
+
+/* The session is now sess (taken over).  Caller holds lock. */
+static void set_session(struct zen *z, struct secret *sess)
+{
+	secret_unref(z->session);
+	z->session = sess;
+	z->session_gen++;
+	learn_user_id(z);
+}
+
+static int do_login(struct zen *z, struct zen_err *e)
+{
+	struct secret *sess = NULL;
+	struct zen_cred cred;
+	unsigned long gen;
+	int ret;
+
+	pthread_mutex_lock(&z->lock);
+	cred.kind = z->cred.kind;
+	cred.secret = secret_ref(z->cred.secret);
+	cred.username = z->cred.username ? strdup(z->cred.username) : NULL;
+	gen = z->cred_gen;
+	pthread_mutex_unlock(&z->lock);
+
+	ret = login_as(z, &cred, &sess, e);
+	if (!ret) {
+		pthread_mutex_lock(&z->lock);
+		/* A credential installed meanwhile (zen_login_with) came with
+		 * its own session: that one stands. */
+		if (z->cred_gen == gen)
+			set_session(z, sess);
+		else
+			secret_unref(sess);
+		pthread_mutex_unlock(&z->lock);
+	}
 	secret_unref(cred.secret);
 	free(cred.username);
 	return ret;
+}
+
+int zen_login_with(struct zen *z, struct zen_cred *cred, struct zen_err *e)
+{
+	struct secret *sess = NULL;
+	struct zen_cred old;
+	int ret;
+
+	if (cred->kind != CRED_API_KEY && cred->kind != CRED_PASSWORD) {
+		zen_err_set(e, "a %s credential cannot log in",
+			    cred_kind_name(cred->kind));
+		return -EINVAL;
+	}
+	ret = login_as(z, cred, &sess, e);
+	if (ret)
+		return ret;
+	pthread_mutex_lock(&z->lock);
+	old = z->cred;
+	z->cred = *cred;
+	z->cred_gen++;
+	memset(cred, 0, sizeof(*cred));
+	set_session(z, sess);
+	pthread_mutex_unlock(&z->lock);
+	secret_unref(old.secret);
+	free(old.username);
+	return 0;
 }
 
 /*

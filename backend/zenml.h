@@ -65,6 +65,15 @@ void zen_device_id(struct zen *z, char *id, size_t idsz);
 /* Log in with the credential now.  Concurrent callers share one login. */
 int zen_login(struct zen *z, struct zen_err *e);
 
+/*
+ * Log in with cred (an API key or a password) on the side, the session in
+ * use left alone; only when the server accepts it, cred (taken over,
+ * zeroed) and its session replace the daemon's.  On failure nothing
+ * changes and cred is the caller's still.  (SIGHUP: a new credential is
+ * tried before it replaces one that works.)
+ */
+int zen_login_with(struct zen *z, struct zen_cred *cred, struct zen_err *e);
+
 #define ZR_SECRET 0x1 /* the reply carries a secret: guarded memory */
 #define ZR_NOAUTH 0x2 /* no Authorization header, no login */
 #define ZR_ANY 0x4 /* the reply may be any JSON value, else an object */

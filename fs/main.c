@@ -103,13 +103,19 @@ static void __attribute__((format(printf, 1, 2))) report(const char *fmt, ...)
 		log_err("%s", msg);
 }
 
-/* SIGHUP: read the key (or session) again and log in with it. */
+/*
+ * SIGHUP: read the key (or the saved session) again, and make it the
+ * daemon's only once the server takes it: a login with it on the side (a
+ * saved session: one request with it), the session in use untouched.  A
+ * credential the server refuses, or that cannot be checked, is not used:
+ * the one in use stays, the log and status say why.
+ */
 static void reload(void *arg)
 {
 	struct daemon *d = arg;
 	struct zen_err e = { 0 };
 	struct zen_cred cred;
-	char why[600];
+	char why[800];
 	int ret;
 
 	if (log_reopen())
@@ -119,12 +125,23 @@ static void reload(void *arg)
 		log_warn("SIGHUP: %s", why);
 		return;
 	}
-	zen_set_cred(d->fs.zen, &cred);
-	if (zen_cred_kind(d->fs.zen) != CRED_SESSION &&
-	    (ret = zen_login(d->fs.zen, &e))) {
-		log_err("SIGHUP: cannot log in with %s: %s", cred_source(),
-			e.msg);
-		token_engine_revoke(d->fs.te, ret, e.msg);
+	if (cred.kind == CRED_SESSION) {
+		ret = api_whoami_as(d->fs.zen, cred.secret, NULL, &e);
+		if (!ret)
+			zen_set_cred(d->fs.zen, &cred);
+	} else {
+		ret = zen_login_with(d->fs.zen, &cred, &e);
+	}
+	if (ret) {
+		snprintf(why, sizeof(why),
+			 "SIGHUP: the new credential from %s %s, keeping the "
+			 "one in use: %s",
+			 cred_source(),
+			 e.status ? "was refused" : "could not be checked",
+			 e.msg);
+		log_err("%s", why);
+		token_engine_note_error(d->fs.te, why);
+		cred_release(&cred);
 		return;
 	}
 	ret = token_engine_mint(d->fs.te, &e);
