@@ -7,7 +7,6 @@
 #include <string.h>
 
 #include "backend/secret.h"
-#include "backend/util.h"
 #include "fs/fs.h"
 
 struct inode {
@@ -37,27 +36,8 @@ struct table {
 	size_t cap, n;
 };
 
-/*
- * What a thread was last shown of a file, kept a short while: the reads
- * of one open, which each ask GETATTR first (attribute timeout 0), are
- * answered from the rendering that thread got, however the file changed
- * meanwhile; a new stat (or a read after VIEW_HOLD_MS) renders again.
- * A few slots for the whole table, the oldest reused first.
- */
-#define VIEWS 64
-#define VIEW_HOLD_MS 1000
-
-struct view {
-	uint64_t ino;
-	pid_t tid;
-	long long at; /* mono_ms() */
-	struct content *c;
-	struct timespec mtime;
-};
-
 /* lock protects everything here and every inode. */
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
-static struct view views[VIEWS];
 static struct table by_path, by_ino;
 static struct inode *tokens; /* token inodes, live */
 static uint64_t next_ino = ITAB_ROOT;
@@ -271,10 +251,6 @@ void itab_release(void)
 	memset(&by_ino, 0, sizeof(by_ino));
 	memset(&by_path, 0, sizeof(by_path));
 	tokens = NULL;
-	for (int i = 0; i < VIEWS; i++) {
-		content_unref(views[i].c);
-		memset(&views[i], 0, sizeof(views[i]));
-	}
 	pthread_mutex_unlock(&lock);
 }
 
@@ -494,51 +470,7 @@ time_t itab_tokens_next(int margin)
 	return next;
 }
 
-/* tid's view of ino, young enough to hold.  Caller holds lock. */
-static struct view *view_find(uint64_t ino, pid_t tid, long long now)
-{
-	for (int i = 0; i < VIEWS; i++)
-		if (views[i].c && views[i].ino == ino && views[i].tid == tid &&
-		    now - views[i].at < VIEW_HOLD_MS)
-			return &views[i];
-	return NULL;
-}
-
-/* Remember that tid was shown c of ino.  Caller holds lock. */
-static void view_put(uint64_t ino, pid_t tid, struct content *c,
-		     const struct timespec *mtime, long long now)
-{
-	struct view *v = &views[0];
-
-	for (int i = 0; i < VIEWS; i++) {
-		if ((views[i].ino == ino && views[i].tid == tid) ||
-		    !views[i].c) {
-			v = &views[i];
-			break;
-		}
-		if (views[i].at < v->at)
-			v = &views[i];
-	}
-	content_unref(v->c);
-	v->ino = ino;
-	v->tid = tid;
-	v->at = now;
-	v->c = content_ref(c);
-	v->mtime = *mtime;
-}
-
-static void views_drop(uint64_t ino)
-{
-	for (int i = 0; i < VIEWS; i++) {
-		if (views[i].c && views[i].ino == ino) {
-			content_unref(views[i].c);
-			views[i].c = NULL;
-		}
-	}
-}
-
-void itab_snap_set(uint64_t ino, pid_t tid, struct content *c,
-		   struct timespec *mtime)
+void itab_snap_set(uint64_t ino, struct content *c, struct timespec *mtime)
 {
 	struct inode *in;
 	uint64_t h = c ? hash_bytes(c->data, c->len) ^ c->len : 0;
@@ -552,46 +484,75 @@ void itab_snap_set(uint64_t ino, pid_t tid, struct content *c,
 		content_unref(in->snap);
 		in->snap = content_ref(c);
 		*mtime = in->mtime;
-		/* a secret is rendered anew for every read from the start */
-		if (c && !c->secret && tid > 0)
-			view_put(ino, tid, c, mtime, mono_ms());
 	} else {
 		clock_gettime(CLOCK_REALTIME, mtime);
 	}
 	pthread_mutex_unlock(&lock);
 }
 
-struct content *itab_snap_held(uint64_t ino, pid_t tid,
-			       struct timespec *mtime)
+int itab_snap_bind(uint64_t ino, struct content *c, uint64_t *out,
+		   struct timespec *mtime)
 {
-	struct content *c = NULL;
-	struct view *v;
+	struct inode *in, *fresh;
+	uint64_t h = hash_bytes(c->data, c->len) ^ c->len;
 
 	pthread_mutex_lock(&lock);
-	v = view_find(ino, tid, mono_ms());
-	if (v) {
-		c = content_ref(v->c);
-		*mtime = v->mtime;
+	in = find_ino(ino);
+	if (!in) {
+		pthread_mutex_unlock(&lock);
+		return -ESTALE;
+	}
+	if (in->current && in->snap && !c->secret && in->hash != h) {
+		/* A new inode for the path; the old one keeps what it showed
+		 * for whoever holds it, and is freed once the kernel forgets
+		 * it.  The caller's reference moves to the new one. */
+		unlink_path(in);
+		fresh = inode_new(in->path);
+		if (!fresh) {
+			link_path(in);
+			pthread_mutex_unlock(&lock);
+			return -ENOMEM;
+		}
+		fresh->nlookup = 1;
+		in->nlookup--;
+		maybe_free(in);
+		in = fresh;
+	} else if (in->hash != h) {
+		clock_gettime(CLOCK_REALTIME, &in->mtime);
+	}
+	in->hash = h;
+	content_unref(in->snap);
+	in->snap = content_ref(c);
+	*mtime = in->mtime;
+	*out = in->ino;
+	pthread_mutex_unlock(&lock);
+	return 0;
+}
+
+struct content *itab_snap_shown(uint64_t ino, struct timespec *mtime)
+{
+	struct inode *in;
+	struct content *c = NULL;
+
+	pthread_mutex_lock(&lock);
+	in = find_ino(ino);
+	if (in && in->snap && !in->snap->secret) {
+		c = content_ref(in->snap);
+		*mtime = in->mtime;
 	}
 	pthread_mutex_unlock(&lock);
 	return c;
 }
 
-struct content *itab_snap_get(uint64_t ino, pid_t tid)
+struct content *itab_snap_get(uint64_t ino)
 {
 	struct inode *in;
 	struct content *c = NULL;
-	struct view *v;
 
 	pthread_mutex_lock(&lock);
-	v = view_find(ino, tid, mono_ms());
-	if (v) {
-		c = content_ref(v->c);
-	} else {
-		in = find_ino(ino);
-		if (in)
-			c = content_ref(in->snap);
-	}
+	in = find_ino(ino);
+	if (in)
+		c = content_ref(in->snap);
 	pthread_mutex_unlock(&lock);
 	return c;
 }
@@ -601,7 +562,6 @@ void itab_snap_stale(uint64_t ino)
 	struct inode *in;
 
 	pthread_mutex_lock(&lock);
-	views_drop(ino);
 	in = find_ino(ino);
 	if (in) {
 		content_unref(in->snap);

@@ -26,7 +26,6 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <sys/types.h>
 #include <time.h>
 
 struct content;
@@ -87,20 +86,25 @@ time_t itab_tokens_next(int margin);
 
 /*
  * Keep c (a reference is taken; NULL drops the snapshot) as what ino
- * serves; *mtime gets its mtime, new when the content changed.  tid (0:
- * none) is the thread it was rendered for: its reads that follow within
- * a second are served this rendering (itab_snap_held), so one read to
- * end of file never mixes two renderings.
+ * serves; *mtime gets its mtime, new when the content changed.
  */
-void itab_snap_set(uint64_t ino, pid_t tid, struct content *c,
+void itab_snap_set(uint64_t ino, struct content *c, struct timespec *mtime);
+/*
+ * A lookup rendered c for ino (the path's current inode, on which the
+ * caller holds one new reference).  The content an inode has shown never
+ * changes: when c differs from it, the path gets a new inode with c, the
+ * caller's reference moves to it, and the old one keeps its content for
+ * whoever holds it (an open file reads one rendering to its end).  *out
+ * gets the inode the path now has, *mtime its mtime.  A secret (rendered
+ * for every read) stays on ino.
+ */
+int itab_snap_bind(uint64_t ino, struct content *c, uint64_t *out,
 		   struct timespec *mtime);
-/* What tid was shown of ino less than a second ago, with its mtime: a
- * new reference, or NULL. */
-struct content *itab_snap_held(uint64_t ino, pid_t tid,
-			       struct timespec *mtime);
-/* What a READ of ino by tid serves: its held rendering, else the
- * snapshot; a new reference, or NULL. */
-struct content *itab_snap_get(uint64_t ino, pid_t tid);
+/* What ino has shown (not a secret): a new reference and its mtime, or
+ * NULL when it has shown nothing yet (or was written to since). */
+struct content *itab_snap_shown(uint64_t ino, struct timespec *mtime);
+/* The snapshot of ino: a new reference, or NULL. */
+struct content *itab_snap_get(uint64_t ino);
 /* Forget ino's snapshot and give it a new mtime (it was written to). */
 void itab_snap_stale(uint64_t ino);
 

@@ -234,26 +234,29 @@ static void stat_base(struct fs *fs, const struct match *m, struct stat *st)
 }
 
 /*
- * A file's content for GETATTR: rendered now, kept for the READs.  A
- * GETATTR from a read (reading: the kernel names the open file) of a
- * thread that was shown a rendering a moment ago gets that one again, so
- * a read to end of file sees one rendering however the file changed.
+ * A file's content.  An inode keeps what it showed for good (an open file
+ * reads one rendering to its end, however the file changes): a GETATTR
+ * answers from it; a lookup (every open and stat looks the name up:
+ * entry timeout 0) renders the file again, and a new rendering gets a new
+ * inode (itab_snap_bind: *ino changes).  An inode that has shown nothing
+ * yet, or was written to, renders in place.  Secrets (a new key's value)
+ * and token.json are rendered for every read instead.
  */
-static int stat_content(struct fs *fs, const struct match *m, uint64_t ino,
-			pid_t tid, bool reading, struct stat *st,
-			long long *fresh_until)
+static int stat_content(struct fs *fs, const struct match *m, uint64_t *ino,
+			bool lookup, struct stat *st, long long *fresh_until)
 {
 	struct content *c = NULL;
 	int ret;
 
 	*fresh_until = 0;
-	if (reading && (c = itab_snap_held(ino, tid, &st->st_mtim))) {
+	if (!lookup && !(tree_flags(m) & NF_TOKEN_JSON) &&
+	    (c = itab_snap_shown(*ino, &st->st_mtim))) {
 		st->st_size = (off_t)c->len;
 		content_unref(c);
 		return 0;
 	}
 	if (tree_flags(m) & NF_TOKEN_JSON)
-		ret = publish_render_json(fs, ino, &c);
+		ret = publish_render_json(fs, *ino, &c);
 	else
 		ret = tree_render(fs, m, &c, fresh_until);
 	if (ret == -EACCES) {
@@ -272,7 +275,13 @@ static int stat_content(struct fs *fs, const struct match *m, uint64_t ino,
 	} else {
 		st->st_size = (off_t)c->len;
 	}
-	itab_snap_set(ino, tid, c, &st->st_mtim);
+	if (lookup && c && !(tree_flags(m) & NF_TOKEN_JSON)) {
+		int err = itab_snap_bind(*ino, c, ino, &st->st_mtim);
+
+		ret = ret ? ret : err;
+	} else {
+		itab_snap_set(*ino, c, &st->st_mtim);
+	}
 	content_unref(c);
 	return ret;
 }
@@ -295,10 +304,11 @@ static double fresh_timeout(const struct match *m, long long until)
 	return until > now ? (double)(until - now) / 1000.0 : 0;
 }
 
-/* Fill st for ino at path; the timeouts the kernel may cache it for.
- * tid asks; reading: for a read of an open file. */
-static int stat_ino(struct fs *fs, const char *path, uint64_t ino, pid_t tid,
-		    bool reading, struct stat *st, double *attr_to,
+/* Fill st for *ino at path; the timeouts the kernel may cache it for.
+ * lookup: for a LOOKUP (or a READDIRPLUS entry) of the path, whose reply
+ * may name a new inode (stat_content), returned in *ino. */
+static int stat_ino(struct fs *fs, const char *path, uint64_t *ino,
+		    bool lookup, struct stat *st, double *attr_to,
 		    double *entry_to)
 {
 	long long until = 0;
@@ -326,27 +336,23 @@ static int stat_ino(struct fs *fs, const char *path, uint64_t ino, pid_t tid,
 		}
 	} else if (tree_flags(&m) & NF_TOKEN) {
 		/* Its token never changes: only its nlink (replaced). */
-		ret = publish_stat(ino, &len, &st->st_mtim, &retired);
+		ret = publish_stat(*ino, &len, &st->st_mtim, &retired);
 		st->st_size = (off_t)len;
 		st->st_nlink = retired ? 0 : 1;
 		*entry_to = tree_flags(&m) & NF_HIDDEN ? 0 :
 							 TOKEN_ENTRY_TIMEOUT;
 		*attr_to = TOKEN_ATTR_TIMEOUT;
 	} else {
-		ret = stat_content(fs, &m, ino, tid, reading, st, &until);
-		/* A file of an object: it exists, and its content stays,
-		 * while the object's record is fresh; a write through the
-		 * tree drops what the kernel kept (invalidate_object). */
-		if (tree_flags(&m) & NF_TOKEN_JSON) {
-			*entry_to = TOKEN_ENTRY_TIMEOUT;
-		} else if (!*entry_to) {
-			*entry_to = fresh_timeout(&m, until);
-			*attr_to = *entry_to;
-		}
-		if (!ret && itab_retired(ino))
+		ret = stat_content(fs, &m, ino, lookup, st, &until);
+		/* Every open looks a file up again (entry timeout 0): a new
+		 * rendering is found then, on a new inode. */
+		*entry_to = tree_flags(&m) & NF_TOKEN_JSON ?
+				    TOKEN_ENTRY_TIMEOUT :
+				    0;
+		if (!ret && itab_retired(*ino))
 			st->st_nlink = 0;
 	}
-	st->st_ino = ino;
+	st->st_ino = *ino;
 	st->st_ctim = st->st_mtim;
 	st->st_atim = st->st_mtim;
 	st->st_blocks = (st->st_size + 511) / 512;
@@ -382,7 +388,7 @@ static int child_path(fuse_ino_t parent, const char *name, char *buf,
 
 /* A LOOKUP or MKDIR reply for path: the current inode, one more kernel
  * reference. */
-static int entry_for(struct fs *fs, const char *path, pid_t tid,
+static int entry_for(struct fs *fs, const char *path,
 		     struct fuse_entry_param *e)
 {
 	uint64_t ino;
@@ -394,7 +400,7 @@ static int entry_for(struct fs *fs, const char *path, pid_t tid,
 	ret = itab_lookup(path, &ino);
 	if (ret)
 		return ret;
-	ret = stat_ino(fs, path, ino, tid, false, &e->attr, &e->attr_timeout,
+	ret = stat_ino(fs, path, &ino, true, &e->attr, &e->attr_timeout,
 		       &e->entry_timeout);
 	if (ret) {
 		itab_forget(ino, 1);
@@ -459,7 +465,7 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 
 	ret = child_path(parent, name, path, sizeof(path));
 	if (!ret)
-		ret = entry_for(fs, path, fuse_req_ctx(req)->pid, &e);
+		ret = entry_for(fs, path, &e);
 	if (ret == -ZEN_WOULD_WAIT && worker) {
 		defer(req, &(struct job){ .op = J_LOOKUP, .ino = parent },
 		      name, strlen(name) + 1, NULL);
@@ -512,8 +518,8 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino,
 
 	ret = itab_path(ino, path, sizeof(path));
 	if (!ret)
-		ret = stat_ino(fs_of(req), path, ino, fuse_req_ctx(req)->pid,
-			       fi != NULL, &st, &attr_to, &entry_to);
+		ret = stat_ino(fs_of(req), path, &(uint64_t){ ino }, false, &st,
+			       &attr_to, &entry_to);
 	if (ret == -ZEN_WOULD_WAIT && worker) {
 		defer(req, &(struct job){ .op = J_GETATTR, .ino = ino }, NULL,
 		      0, fi);
@@ -553,7 +559,7 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
 		if (ret)
 			goto out;
 	}
-	ret = stat_ino(fs, path, ino, who.pid, false, &st, &attr_to,
+	ret = stat_ino(fs, path, &(uint64_t){ ino }, false, &st, &attr_to,
 		       &entry_to);
 	if (ret == -ZEN_WOULD_WAIT && worker) {
 		defer(req,
@@ -614,7 +620,7 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		secret_unref(tok);
 		return;
 	}
-	c = itab_snap_get(ino, fuse_req_ctx(req)->pid);
+	c = itab_snap_get(ino);
 	/* A secret is re-checked on every read from the start (key window,
 	 * token expiry). */
 	if (!c || (c->secret && off == 0)) {
@@ -817,9 +823,7 @@ static void readdir_common(fuse_req_t req, fuse_ino_t ino, size_t size,
 			/* "." and ".." never carry a lookup */
 			if (plus && ntaken == READDIR_TAKEN_MAX)
 				break;
-			ret = plus ? entry_for(fs, child,
-					       fuse_req_ctx(req)->pid, &e) :
-				     -ENOENT;
+			ret = plus ? entry_for(fs, child, &e) : -ENOENT;
 			if (ret == -ZEN_WOULD_WAIT && worker) {
 				/* again on the pool, from the same offset */
 				for (size_t t = 0; t < ntaken; t++)
@@ -911,7 +915,7 @@ static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name,
 	}
 	ret = tree_mkdir(fs, &m, &who);
 	if (!ret)
-		ret = entry_for(fs, path, who.pid, &e);
+		ret = entry_for(fs, path, &e);
 out:
 	if (ret)
 		fuse_reply_err(req, -ret);

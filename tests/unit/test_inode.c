@@ -27,10 +27,10 @@ int main(void)
 	struct secret *t1, *t2;
 	struct secret *got;
 	struct content *snap;
-	struct timespec m1, m2, m3;
+	struct timespec m1, m2;
 	char path[64];
 	int64_t exp;
-	size_t base;
+	size_t base, n;
 
 	if (sodium_init() < 0)
 		return 1;
@@ -110,45 +110,51 @@ int main(void)
 	/* snapshots: a new mtime only when the content changes */
 	CHECK(itab_lookup("/status", &a) == 0);
 	snap = content_text("x", 1, true, false);
-	itab_snap_set(a, 0, snap, &m1);
+	itab_snap_set(a, snap, &m1);
 	content_unref(snap);
 	snap = content_text("x", 1, true, false);
-	itab_snap_set(a, 0, snap, &m2);
+	itab_snap_set(a, snap, &m2);
 	content_unref(snap);
 	CHECK(m1.tv_sec == m2.tv_sec && m1.tv_nsec == m2.tv_nsec);
-	snap = itab_snap_get(a, 0);
+	snap = itab_snap_get(a);
 	CHECK(snap && snap->len == 2 && !memcmp(snap->data, "x\n", 2));
 	content_unref(snap);
 	itab_snap_stale(a);
-	CHECK(itab_snap_get(a, 0) == NULL);
+	CHECK(itab_snap_get(a) == NULL);
 	snap = content_text("y", 1, true, false);
-	itab_snap_set(a, 0, snap, &m2);
+	itab_snap_set(a, snap, &m2);
 	content_unref(snap);
 	CHECK(m1.tv_sec != m2.tv_sec || m1.tv_nsec != m2.tv_nsec);
+	itab_forget(a, 1);
 
-	/* a thread keeps the rendering it was shown, another gets the new
-	 * one; a write (stale) drops what they held */
+	/* a lookup's new rendering is a new inode; the old one keeps what
+	 * it showed while the kernel holds it */
+	CHECK(itab_lookup("/server/name", &a) == 0);
 	snap = content_text("one", 3, true, false);
-	itab_snap_set(a, 100, snap, &m1);
+	CHECK(itab_snap_bind(a, snap, &b, &m1) == 0 && b == a);
 	content_unref(snap);
+	CHECK(itab_lookup("/server/name", &b) == 0 && b == a);
+	snap = content_text("one", 3, true, false);
+	CHECK(itab_snap_bind(a, snap, &b, &m2) == 0 && b == a);
+	content_unref(snap);
+	CHECK(m1.tv_sec == m2.tv_sec && m1.tv_nsec == m2.tv_nsec);
+	CHECK(itab_lookup("/server/name", &b) == 0 && b == a);
 	snap = content_text("three", 5, true, false);
-	itab_snap_set(a, 200, snap, &m2);
+	CHECK(itab_snap_bind(a, snap, &b, &m2) == 0 && b != a);
 	content_unref(snap);
-	snap = itab_snap_held(a, 100, &m3);
+	CHECK(itab_ino_of("/server/name") == b && itab_retired(a));
+	snap = itab_snap_shown(a, &m1);
 	CHECK(snap && snap->len == 4 && !memcmp(snap->data, "one\n", 4));
-	CHECK(m3.tv_sec == m1.tv_sec && m3.tv_nsec == m1.tv_nsec);
 	content_unref(snap);
-	snap = itab_snap_get(a, 100);
-	CHECK(snap && snap->len == 4);
-	content_unref(snap);
-	snap = itab_snap_get(a, 300); /* no view: the latest */
+	snap = itab_snap_shown(b, &m1);
 	CHECK(snap && snap->len == 6);
 	content_unref(snap);
-	CHECK(itab_snap_held(a, 300, &m3) == NULL);
-	itab_snap_stale(a);
-	CHECK(itab_snap_held(a, 100, &m3) == NULL);
-	CHECK(itab_snap_get(a, 200) == NULL);
-	itab_forget(a, 1);
+	n = itab_count();
+	itab_forget(a, 2); /* the kernel forgets the old one: freed */
+	CHECK(itab_count() == n - 1);
+	itab_snap_stale(b); /* written to: shows nothing until rendered */
+	CHECK(itab_snap_shown(b, &m1) == NULL);
+	itab_forget(b, 1);
 
 	/* many paths: the tables grow, every one found */
 	for (int i = 0; i < 5000; i++) {
