@@ -35,11 +35,14 @@ static const struct zfield server_fields[] = {
 	{ "deployment_type", "deployment_type", FT_STR, ZF_FILE },
 };
 
+/* A workspace's /current-user and the management API's /users/me. */
 static const struct zfield user_fields[] = {
 	{ "id", "id", FT_STR, ZF_FILE },
 	{ "name", "name", FT_STR, ZF_FILE },
-	{ "is_service_account", "body.is_service_account", FT_BOOL, ZF_FILE },
-	{ "active", "body.active", FT_BOOL, ZF_FILE },
+	{ "email", "email", FT_STR, ZF_FILE | ZF_PRO },
+	{ "is_service_account", "body.is_service_account", FT_BOOL,
+	  ZF_FILE | ZF_WORKSPACE },
+	{ "active", "body.active", FT_BOOL, ZF_FILE | ZF_WORKSPACE },
 };
 
 static const struct zfield device_fields[] = {
@@ -105,6 +108,32 @@ static const struct kind {
 	[ZK_KEY] = { "API key", API "/service_accounts/%s/api_keys",
 		     FIELDS(key_fields), "name" },
 };
+
+/* What differs by server in the calls below. */
+static const struct api_server {
+	unsigned kinds; /* a bit for each kind served */
+	unsigned only; /* the fields of that server alone: ZF_* */
+	const char *whoami; /* the current user's route */
+} servers[] = {
+	[ZS_WORKSPACE] = { (1u << ZK_NKINDS) - 1, ZF_WORKSPACE,
+			   API "/current-user" },
+	[ZS_PRO_API] = { 1u << ZK_USER, ZF_PRO, "/users/me" },
+};
+
+bool api_serves(struct zen *z, enum zkind k, int field)
+{
+	const struct api_server *sv = &servers[zen_server(z)];
+	unsigned only;
+
+	if (k >= ZK_NKINDS || !(sv->kinds & (1u << k)))
+		return false;
+	if (field < 0)
+		return true;
+	if ((size_t)field >= kinds[k].nfields)
+		return false;
+	only = kinds[k].fields[field].flags & (ZF_WORKSPACE | ZF_PRO);
+	return !only || (only & sv->only);
+}
 
 const struct zfield *zkind_fields(enum zkind k, size_t *n)
 {
@@ -603,7 +632,8 @@ int api_server(struct zen *z, struct zrec **out, struct zen_err *e)
 
 int api_whoami(struct zen *z, struct zrec **out, struct zen_err *e)
 {
-	return one(z, ZK_USER, &(struct zen_req){ "GET", kinds[ZK_USER].route },
+	return one(z, ZK_USER,
+		   &(struct zen_req){ "GET", servers[zen_server(z)].whoami },
 		   out, NULL, e);
 }
 
@@ -611,7 +641,7 @@ int api_whoami_as(struct zen *z, const struct secret *bearer, struct zrec **out,
 		  struct zen_err *e)
 {
 	return one(z, ZK_USER,
-		   &(struct zen_req){ "GET", kinds[ZK_USER].route,
+		   &(struct zen_req){ "GET", servers[zen_server(z)].whoami,
 				      .bearer = bearer },
 		   out, NULL, e);
 }
@@ -857,6 +887,35 @@ int api_delete(struct zen *z, enum zkind k, const char *parent, const char *id,
 			   NULL, e);
 }
 
+/* A token goes into an HTTP header: printable ASCII only. */
+static bool token_ok(const char *p, size_t len)
+{
+	if (!len || len > 8192)
+		return false;
+	for (size_t i = 0; i < len; i++)
+		if (p[i] <= 0x20 || p[i] >= 0x7f)
+			return false;
+	return true;
+}
+
+/* The management API's token: the access token of a new exchange. */
+static int exchange_token(struct zen *z, struct secret **out, struct zen_err *e)
+{
+	struct secret *s = NULL;
+	int ret;
+
+	ret = zen_exchange(z, &s, e);
+	if (ret)
+		return ret;
+	if (!token_ok(s->buf, s->len)) {
+		secret_unref(s);
+		zen_err_set(e, "POST /auth/login: the reply is not a token");
+		return -EIO;
+	}
+	*out = s;
+	return 0;
+}
+
 int api_token(struct zen *z, unsigned lifetime, struct secret **out,
 	      struct zen_err *e)
 {
@@ -865,6 +924,8 @@ int api_token(struct zen *z, unsigned lifetime, struct secret **out,
 	struct secret *s;
 	int ret;
 
+	if (zen_server(z) == ZS_PRO_API)
+		return exchange_token(z, out, e);
 	snprintf(path, sizeof(path),
 		 API "/api_token?token_type=generic&expires_in=%u", lifetime);
 	ret = zen_request(
@@ -872,13 +933,9 @@ int api_token(struct zen *z, unsigned lifetime, struct secret **out,
 		&tok, e);
 	if (ret)
 		return ret;
-	/* A token goes into an HTTP header: printable ASCII only. */
-	if (!json_is_string(tok) || json_string_length(tok) == 0 ||
-	    json_string_length(tok) > 8192)
+	if (!json_is_string(tok) ||
+	    !token_ok(json_string_value(tok), json_string_length(tok)))
 		goto bad;
-	for (const char *p = json_string_value(tok); *p; p++)
-		if (*p <= 0x20 || *p >= 0x7f)
-			goto bad;
 	s = secret_new(json_string_value(tok), json_string_length(tok));
 	json_decref(tok);
 	if (!s)

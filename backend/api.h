@@ -41,6 +41,8 @@ enum ftype {
 };
 
 #define ZF_FILE 0x1 /* an attribute file, and a key of info.json */
+#define ZF_WORKSPACE 0x2 /* only a workspace's reply has it */
+#define ZF_PRO 0x4 /* only the Pro management API's reply has it */
 
 struct zfield {
 	const char *name; /* the attribute file's name */
@@ -53,6 +55,13 @@ struct zfield {
 const struct zfield *zkind_fields(enum zkind k, size_t *n);
 /* The index of a field by name, or -1. */
 int zkind_field(enum zkind k, const char *name);
+/*
+ * Does the server z talks to serve kind k (field -1), and field of it?  A
+ * workspace serves every kind; the Pro management API only the current
+ * user (no server info, devices or service accounts), with its own
+ * fields.  The tree shows only what is served.
+ */
+bool api_serves(struct zen *z, enum zkind k, int field);
 /* "device", "service account", "API key", ... for messages. */
 const char *zkind_name(enum zkind k);
 
@@ -96,7 +105,8 @@ struct zlist *zlist_parse(enum zkind k, const void *json_items);
 
 /* GET /info (no auth): the server's record. */
 int api_server(struct zen *z, struct zrec **out, struct zen_err *e);
-/* GET /current-user with the session: who the daemon is.  Also the
+/* GET /current-user (the management API: /users/me) with the session: who
+ * the daemon is.  Also the
  * credential check: a revoked key, account or device fails here. */
 int api_whoami(struct zen *z, struct zrec **out, struct zen_err *e);
 /* GET /current-user with bearer instead of the session (no re-login): is
@@ -141,7 +151,9 @@ int api_delete(struct zen *z, enum zkind k, const char *parent, const char *id,
 	       struct zen_err *e);
 
 /* A new generic API token of lifetime seconds (guarded memory).  Checked
- * to be printable ASCII; its claims are the token engine's to judge. */
+ * to be printable ASCII; its claims are the token engine's to judge.  The
+ * management API mints none: its token is a new exchange of the key
+ * (zen_exchange()), of the lifetime the server chooses. */
 int api_token(struct zen *z, unsigned lifetime, struct secret **out,
 	      struct zen_err *e);
 

@@ -18,8 +18,28 @@
 #define PROBE_TIMEOUT_MS 3000
 #define STACK_WIPE (16 * 1024) /* what parsing a reply may leave */
 
+/* How each kind of server takes a credential and says it is up. */
+static const struct server_kind {
+	const char *login; /* the route a key is exchanged at */
+	const char *grant_type; /* the form's grant_type, NULL: none */
+	/* what a 401 or 403 on login means: a workspace says when a key is
+	 * deactivated; the management API refuses a revoked PAT (or key)
+	 * with a bare 401 */
+	int refused;
+	const char *probe; /* GET, no auth */
+	bool probe_any; /* any reply below 500 means up, else only 200 */
+	const char *what; /* for messages */
+} servers[] = {
+	[ZS_WORKSPACE] = { "/api/v1/login", "zenml-api-key", -EKEYREJECTED,
+			   "/health", false, "a ZenML server" },
+	[ZS_PRO_API] = { "/auth/login", NULL, -EKEYREVOKED, "/users/me", true,
+			 "the ZenML Pro management API" },
+};
+
 struct zen {
 	struct http_client *http;
+	const struct server_kind *server;
+	enum zen_server kind;
 	/* lock protects everything below; login_done wakes the callers that
 	 * wait for a login in flight (no lock is held across the network). */
 	pthread_mutex_t lock;
@@ -29,6 +49,7 @@ struct zen {
 	char user_id[64]; /* the session's "sub" */
 	char device_id[64]; /* and its "device_id" */
 	unsigned long session_gen; /* bumped by each successful login */
+	unsigned long handed_gen; /* the session zen_exchange() handed out */
 	unsigned long cred_gen; /* bumped by each new credential */
 	bool logging_in;
 	int login_ret; /* result of the last login, for the waiters */
@@ -75,13 +96,16 @@ static void learn_user_id(struct zen *z)
 	}
 }
 
-struct zen *zen_new(struct http_client *http, struct zen_cred *cred)
+struct zen *zen_new(struct http_client *http, struct zen_cred *cred,
+		    enum zen_server kind)
 {
 	struct zen *z = calloc(1, sizeof(*z));
 
 	if (!z)
 		return NULL;
 	z->http = http;
+	z->kind = kind;
+	z->server = &servers[kind];
 	z->cred = *cred;
 	memset(cred, 0, sizeof(*cred));
 	pthread_mutex_init(&z->lock, NULL);
@@ -108,6 +132,11 @@ void zen_free(struct zen *z)
 const char *zen_url(const struct zen *z)
 {
 	return http_base_url(z->http);
+}
+
+enum zen_server zen_server(const struct zen *z)
+{
+	return z->kind;
 }
 
 enum cred_kind zen_cred_kind(struct zen *z)
@@ -192,14 +221,29 @@ static int transport_error(const char *what, int err, struct zen_err *e)
 }
 
 /* The login form for the credential, in guarded memory. */
-static int login_form(const struct zen_cred *cred, struct secret **form,
-		      struct zen_err *e)
+static int login_form(const struct server_kind *sk, const struct zen_cred *cred,
+		      struct secret **form, struct zen_err *e)
 {
-	int ret;
+	const char *gt = sk->grant_type;
+	int ret = 0;
 
+	/* The management API exchanges a key (a PAT or an organization
+	 * service account's key), and nothing else. */
+	if (!gt && cred->kind != CRED_API_KEY && cred->kind != CRED_NONE) {
+		zen_err_set(e,
+			    "%s takes a personal access token or a service "
+			    "account's API key (ZENML_STORE_API_KEY, "
+			    "--api-key-file), not a %s",
+			    sk->what,
+			    cred->kind == CRED_SESSION ?
+				    "saved login session" :
+				    "user name and password");
+		return -ENOKEY;
+	}
 	switch (cred->kind) {
 	case CRED_API_KEY:
-		ret = http_form_add(form, "grant_type", "zenml-api-key", 13);
+		if (gt)
+			ret = http_form_add(form, "grant_type", gt, strlen(gt));
 		if (!ret)
 			ret = http_form_add(form, "password", cred->secret->buf,
 					    cred->secret->len);
@@ -233,13 +277,13 @@ static int login_as(struct zen *z, const struct zen_cred *cred,
 	json_t *root = NULL, *tok;
 	int ret;
 
-	ret = login_form(cred, &form, e);
+	ret = login_form(z->server, cred, &form, e);
 	if (ret)
 		goto out;
 	ret = http_do(z->http,
 		      &(struct http_req){
 			      .method = "POST",
-			      .path = "/api/v1/login",
+			      .path = z->server->login,
 			      .ctype = "application/x-www-form-urlencoded",
 			      .body = form->buf,
 			      .body_len = form->len,
@@ -254,7 +298,7 @@ static int login_as(struct zen *z, const struct zen_cred *cred,
 		ret = reply_error("login", &r, e);
 		/* Any refusal of the login is about the credential. */
 		if (r.status == 401 || r.status == 403)
-			ret = ret == -EKEYREVOKED ? ret : -EKEYREJECTED;
+			ret = ret == -EKEYREVOKED ? ret : z->server->refused;
 		goto out;
 	}
 	root = json_loadb(r.body, r.len, 0, NULL);
@@ -425,6 +469,39 @@ bool zen_may_wait(void)
 	return !never_wait;
 }
 
+int zen_exchange(struct zen *z, struct secret **out, struct zen_err *e)
+{
+	struct secret *s = NULL;
+	int ret;
+
+	if (never_wait)
+		return -ZEN_WOULD_WAIT;
+	/* A session no one was handed yet (the login made at startup, or
+	 * one made again on a 401) is as new as an exchange: it is the
+	 * token, without another login. */
+	pthread_mutex_lock(&z->lock);
+	if (z->session && z->session_gen != z->handed_gen) {
+		s = secret_ref(z->session);
+		z->handed_gen = z->session_gen;
+	}
+	pthread_mutex_unlock(&z->lock);
+	if (!s) {
+		ret = zen_login(z, e);
+		if (ret)
+			return ret;
+		pthread_mutex_lock(&z->lock);
+		s = secret_ref(z->session);
+		z->handed_gen = z->session_gen;
+		pthread_mutex_unlock(&z->lock);
+	}
+	if (!s) {
+		zen_err_set(e, "login: no session");
+		return -ENOKEY;
+	}
+	*out = s;
+	return 0;
+}
+
 void zen_shutdown(struct zen *z)
 {
 	http_client_stop(z->http);
@@ -437,10 +514,10 @@ int zen_probe(struct zen *z)
 
 	ret = http_do(z->http,
 		      &(struct http_req){ .method = "GET",
-					  .path = "/health",
+					  .path = z->server->probe,
 					  .timeout_ms = PROBE_TIMEOUT_MS },
 		      &r);
-	if (!ret && r.status != 200)
+	if (!ret && (z->server->probe_any ? r.status >= 500 : r.status != 200))
 		ret = -EIO;
 	http_response_release(&r);
 	return ret;

@@ -33,6 +33,17 @@ struct zen_cred {
 	char *username; /* CRED_PASSWORD only; malloc'd */
 };
 
+/*
+ * Which kind of server the daemon talks to.  What differs between them
+ * (how a credential logs in, what a refusal means, how to ask whether the
+ * server is up; in backend/api.c: the routes, the token, the kinds of
+ * objects served) is decided here and in api.c, never in fs/.
+ */
+enum zen_server {
+	ZS_WORKSPACE, /* a ZenML server: OSS, or a ZenML Pro workspace */
+	ZS_PRO_API, /* the ZenML Pro management API (cloudapi.zenml.io) */
+};
+
 /* What a failed call says, for the log and status.  Never a secret. */
 struct zen_err {
 	long status; /* HTTP status; 0: no reply (transport) or local */
@@ -47,9 +58,11 @@ void zen_err_set(struct zen_err *e, const char *fmt, ...)
 const char *cred_kind_name(enum cred_kind kind);
 
 /* Takes over cred's contents (cred is zeroed) and http (freed with zen). */
-struct zen *zen_new(struct http_client *http, struct zen_cred *cred);
+struct zen *zen_new(struct http_client *http, struct zen_cred *cred,
+		    enum zen_server kind);
 void zen_free(struct zen *z);
 const char *zen_url(const struct zen *z);
+enum zen_server zen_server(const struct zen *z);
 enum cred_kind zen_cred_kind(struct zen *z);
 
 /* Replace the credential (SIGHUP, the daemon's own key rotated): takes
@@ -64,6 +77,15 @@ void zen_device_id(struct zen *z, char *id, size_t idsz);
 
 /* Log in with the credential now.  Concurrent callers share one login. */
 int zen_login(struct zen *z, struct zen_err *e);
+
+/*
+ * The session token of a new login (a new reference in *out): the Pro
+ * management API has no token of its own to mint, its token is the session
+ * an exchange of the key gives.  A session nobody was handed yet (the
+ * startup login's) is handed out without another login; a login already
+ * in flight is shared.
+ */
+int zen_exchange(struct zen *z, struct secret **out, struct zen_err *e);
 
 /*
  * Log in with cred (an API key or a password) on the side, the session in
@@ -124,7 +146,8 @@ long zen_timeout_ms(const struct zen *z);
  * are shut), new ones fail. */
 void zen_shutdown(struct zen *z);
 
-/* GET /health, no auth, short timeout: does the server answer at all? */
+/* No auth, short timeout: does the server answer at all?  A workspace:
+ * GET /health answers 200; the management API: any reply below 500. */
 int zen_probe(struct zen *z);
 
 #endif

@@ -524,7 +524,7 @@ static int mount_main(int argc, char **argv)
 		cred_release(&cred);
 		goto out_log;
 	}
-	d.fs.zen = zen_new(http, &cred);
+	d.fs.zen = zen_new(http, &cred, d.o.pro ? ZS_PRO_API : ZS_WORKSPACE);
 	if (!d.fs.zen) {
 		cred_release(&cred);
 		http_client_free(http);

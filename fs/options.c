@@ -35,6 +35,8 @@ struct opt {
 static const struct opt opts[] = {
 	{ "url", O_STR, F(url), 0, 0, "URL",
 	  "the ZenML server (or SOURCE, --url, ZENML_STORE_URL)" },
+	{ "pro_api", O_STR, F(pro_api), 0, 0, "URL",
+	  "mount the ZenML Pro management API at URL instead of a server" },
 	{ "api_key_file", O_STR, F(key_file), 0, 0, "FILE",
 	  "read the API key from FILE (0600, owned by you or root)" },
 	{ "cafile", O_STR, F(cafile), 0, 0, "FILE",
@@ -126,6 +128,7 @@ void options_help(FILE *f)
 		"\n"
 		"options:\n"
 		"  --url URL            same as -o url=URL\n"
+		"  --pro-api URL        same as -o pro_api=URL\n"
 		"  --api-key-file FILE  same as -o api_key_file=FILE\n"
 		"  --cafile FILE        same as -o cafile=FILE\n"
 		"  --log FILE           same as -o log=FILE\n"
@@ -308,6 +311,7 @@ enum opt_result options_parse(int argc, char **argv, struct options *o)
 {
 	static const struct option longopts[] = {
 		{ "url", required_argument, NULL, 'u' },
+		{ "pro-api", required_argument, NULL, 'p' },
 		{ "api-key-file", required_argument, NULL, 'k' },
 		{ "cafile", required_argument, NULL, 'c' },
 		{ "log", required_argument, NULL, 'l' },
@@ -343,6 +347,9 @@ enum opt_result options_parse(int argc, char **argv, struct options *o)
 		switch (c) {
 		case 'u':
 			o->url = optarg;
+			break;
+		case 'p':
+			o->pro_api = optarg;
 			break;
 		case 'k':
 			o->key_file = optarg;
@@ -385,7 +392,8 @@ enum opt_result options_parse(int argc, char **argv, struct options *o)
 				"(they show in the process list): use "
 				"ZENML_STORE_API_KEY or --api-key-file");
 		case '?':
-			if (optopt && optopt != '?' && !strchr("ouklc", optopt))
+			if (optopt && optopt != '?' &&
+			    !strchr("ouklcp", optopt))
 				return usage_error("unknown option '-%c'",
 						   optopt);
 			return usage_error("unknown option, or one without "
@@ -420,6 +428,19 @@ enum opt_result options_parse(int argc, char **argv, struct options *o)
 		}
 	}
 	o->mountpoint = argv[argc - 1];
+	if (o->pro_api && *o->pro_api) {
+		/* The management API is the server; ZENML_STORE_URL (a
+		 * workspace's) does not count. */
+		char a[1100], b[1100];
+
+		url_redact(o->pro_api, a, sizeof(a));
+		url_redact(o->url, b, sizeof(b));
+		if (o->url && strcmp(o->url, o->pro_api))
+			return usage_error("two server URLs: '%s' and '%s'", a,
+					   b);
+		o->url = o->pro_api;
+		o->pro = true;
+	}
 	if (!o->url)
 		o->url = getenv("ZENML_STORE_URL");
 	if (o->url && !*o->url)

@@ -15,6 +15,8 @@
 
 struct options {
 	const char *url, *key_file, *cafile, *log_path, *mountpoint;
+	const char *pro_api; /* the ZenML Pro management API, not a server */
+	bool pro; /* url is the management API (pro_api) */
 	bool foreground, debug;
 	bool allow_other, allow_root, default_permissions;
 	bool auto_unmount; /* on unless -o no_auto_unmount */

@@ -344,6 +344,33 @@ void tree_object_files(const struct match *m,
 	}
 }
 
+/* ---- what the server serves ------------------------------------------ */
+
+/* The kind that decides whether a row is there: its own, or for a
+ * directory of objects (devices/, service-accounts/), its objects'. */
+static enum zkind gate_kind(const struct node *nd)
+{
+	if (nd->kind != NK || nd->type != DIR)
+		return nd->kind;
+	for (size_t i = 0; i < NNODES; i++) {
+		const char *leaf = strrchr(nodes[i].pattern, '/') + 1;
+
+		if (!strcmp(leaf, "*") && parent_row(&nodes[i]) == nd)
+			return nodes[i].kind;
+	}
+	return NK;
+}
+
+/* Is the row there on this server (backend/api.h: api_serves)?  field:
+ * an '@' row's attribute, else -1.  The token's files, refresh and status
+ * are on every server. */
+static bool served(struct fs *fs, const struct node *nd, int field)
+{
+	enum zkind k = gate_kind(nd);
+
+	return k == NK || api_serves(fs->zen, k, field);
+}
+
 /* ---- modes ----------------------------------------------------------- */
 
 mode_t tree_mode(const struct fs *fs, const struct match *m)
@@ -461,6 +488,8 @@ int tree_exists(struct fs *fs, const struct match *m, long long *fresh_until)
 
 	if (fresh_until)
 		*fresh_until = 0;
+	if (!served(fs, m->node, m->field))
+		return -ENOENT;
 	/* Singletons exist; only '*' components are asked about. */
 	if (!m->nparams)
 		return 0;
@@ -486,7 +515,8 @@ static int render_field(const struct zrec *r, int field, struct content **out)
 }
 
 /* info.json: every attribute file's fact, typed, in one object. */
-static int render_info(const struct zrec *r, struct content **out)
+static int render_info(struct fs *fs, const struct zrec *r,
+		       struct content **out)
 {
 	const struct zfield *f;
 	json_t *obj = json_object(), *v;
@@ -499,7 +529,8 @@ static int render_info(const struct zrec *r, struct content **out)
 	for (size_t i = 0; i < nf; i++) {
 		const char *t = zrec_get(r, (int)i);
 
-		if (!(f[i].flags & ZF_FILE))
+		if (!(f[i].flags & ZF_FILE) ||
+		    !api_serves(fs->zen, zrec_kind(r), (int)i))
 			continue;
 		if (!t)
 			v = json_null();
@@ -545,6 +576,8 @@ int tree_render(struct fs *fs, const struct match *m, struct content **out,
 
 	if (fresh_until)
 		*fresh_until = 0;
+	if (!served(fs, nd, m->field))
+		return -ENOENT;
 	if (nd->type != REG)
 		return -EISDIR;
 	if (nd->flags & (NF_TOKEN | NF_TOKEN_JSON))
@@ -559,7 +592,7 @@ int tree_render(struct fs *fs, const struct match *m, struct content **out,
 	else if (m->field >= 0)
 		ret = render_field(o.rec[o.n - 1], m->field, out);
 	else
-		ret = render_info(o.rec[o.n - 1], out);
+		ret = render_info(fs, o.rec[o.n - 1], out);
 	if (!ret && fresh_until && !(nd->flags & NF_TRANSIENT))
 		*fresh_until = o.fresh_until;
 	objs_release(&o);
@@ -585,7 +618,8 @@ int tree_opendir(struct fs *fs, const struct match *m, struct dir_snap *d)
 		const struct node *nd = &nodes[i];
 		const char *leaf = strrchr(nd->pattern, '/') + 1;
 
-		if (nd == dir || parent_row(nd) != dir || nd->flags & NF_HIDDEN)
+		if (nd == dir || parent_row(nd) != dir ||
+		    nd->flags & NF_HIDDEN || !served(fs, nd, -1))
 			continue;
 		if (!strcmp(leaf, "*")) {
 			star = nd;
@@ -596,7 +630,8 @@ int tree_opendir(struct fs *fs, const struct match *m, struct dir_snap *d)
 			f = zkind_fields(nd->kind, &nf);
 			for (size_t j = 0; j < nf && d->nfixed < DIR_FIXED_MAX;
 			     j++)
-				if (f[j].flags & ZF_FILE)
+				if (f[j].flags & ZF_FILE &&
+				    served(fs, nd, (int)j))
 					d->fixed[d->nfixed++] = f[j].name;
 		} else if (d->nfixed < DIR_FIXED_MAX) {
 			/* A transient file is listed only while it exists. */
