@@ -231,6 +231,12 @@ def test_pro_revoked_key(standin, pro_mount):
     m.expect_errors = True
     standin.revoke(PAT)
     assert os_error(lambda: m.write("refresh", "1")) == errno.EKEYREVOKED
+    # The daemon drops the token from the kernel's cache on its own
+    # notifier: wait for that.
+    deadline = time.monotonic() + 20
+    while os_error(lambda: m.read("token")) is None:
+        assert time.monotonic() < deadline, "revoked token still served"
+        time.sleep(0.05)
     assert os_error(lambda: m.read("token")) == errno.EKEYREVOKED
     st = m.status()
     assert st["state"] == "unauthenticated"
