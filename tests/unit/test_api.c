@@ -218,6 +218,39 @@ static void kinds(void)
 	CHECK(!strcmp(zkind_name(ZK_KEY), "API key"));
 }
 
+/* What each kind of server serves: a workspace everything, the Pro
+ * management API only the current user, with its own fields. */
+static void servers(void)
+{
+	struct zen *ws = zen_new(NULL, &(struct zen_cred){ 0 }, ZS_WORKSPACE);
+	struct zen *pro = zen_new(NULL, &(struct zen_cred){ 0 }, ZS_PRO_API);
+	int email = zkind_field(ZK_USER, "email");
+	int svc = zkind_field(ZK_USER, "is_service_account");
+	struct zrec *r;
+
+	CHECK(ws && pro && email >= 0 && svc >= 0);
+	for (int k = 0; k < ZK_NKINDS; k++) {
+		CHECK(api_serves(ws, (enum zkind)k, -1));
+		CHECK(api_serves(pro, (enum zkind)k, -1) == (k == ZK_USER));
+	}
+	CHECK(api_serves(ws, ZK_USER, zkind_field(ZK_USER, "id")));
+	CHECK(api_serves(pro, ZK_USER, zkind_field(ZK_USER, "name")));
+	CHECK(api_serves(ws, ZK_USER, svc) && !api_serves(pro, ZK_USER, svc));
+	CHECK(!api_serves(ws, ZK_USER, email) &&
+	      api_serves(pro, ZK_USER, email));
+	CHECK(!api_serves(ws, ZK_USER, 100) && !api_serves(pro, ZK_DEVICE, 1));
+	/* the documented shape of /users/me */
+	r = parse(ZK_USER, "{\"id\": \"u1\", \"name\": \"ada\", "
+			   "\"email\": \"ada@example.com\", "
+			   "\"is_active\": true}");
+	CHECK(r && !strcmp(zrec_field(r, "id"), "u1"));
+	CHECK(!strcmp(zrec_field(r, "email"), "ada@example.com"));
+	CHECK(!zrec_field(r, "is_service_account"));
+	zrec_unref(r);
+	zen_free(ws);
+	zen_free(pro);
+}
+
 int main(void)
 {
 	if (sodium_init() < 0)
@@ -226,5 +259,6 @@ int main(void)
 	owner_in_key_reply();
 	lists();
 	kinds();
+	servers();
 	return CHECK_DONE();
 }
