@@ -916,6 +916,11 @@ static int exchange_token(struct zen *z, struct secret **out, struct zen_err *e)
 	return 0;
 }
 
+bool api_token_lifetime_asked(struct zen *z)
+{
+	return zen_server(z) != ZS_PRO_API;
+}
+
 int api_token(struct zen *z, unsigned lifetime, struct secret **out,
 	      struct zen_err *e)
 {

@@ -156,5 +156,8 @@ int api_delete(struct zen *z, enum zkind k, const char *parent, const char *id,
  * (zen_exchange()), of the lifetime the server chooses. */
 int api_token(struct zen *z, unsigned lifetime, struct secret **out,
 	      struct zen_err *e);
+/* Does api_token() take the lifetime asked for?  The management API's
+ * tokens last what it chooses (expires_in). */
+bool api_token_lifetime_asked(struct zen *z);
 
 #endif

@@ -175,9 +175,11 @@ static int validate(struct token_engine *te, const struct secret *tok,
 static void note_lifetime(struct token_engine *te, int64_t exp, time_t now)
 {
 	long long got = exp == TOKEN_NO_EXPIRY ? 0 : (long long)(exp - now);
+	bool asked = api_token_lifetime_asked(te->zen);
 	bool odd = !got ||
-		   got < (long long)te->opts.lifetime - LIFETIME_SLACK ||
-		   got > (long long)te->opts.lifetime + LIFETIME_SLACK;
+		   (asked &&
+		    (got < (long long)te->opts.lifetime - LIFETIME_SLACK ||
+		     got > (long long)te->opts.lifetime + LIFETIME_SLACK));
 
 	te->lifetime = got;
 	if (!odd || te->warned_lifetime)
@@ -707,6 +709,8 @@ size_t token_engine_status(struct token_engine *te, char *buf, size_t size)
 		strlcpy_z(life, "-", sizeof(life));
 	else if (!te->lifetime)
 		strlcpy_z(life, "never expires", sizeof(life));
+	else if (!api_token_lifetime_asked(te->zen))
+		snprintf(life, sizeof(life), "%lld", te->lifetime);
 	else if (te->lifetime < (long long)te->opts.lifetime - LIFETIME_SLACK ||
 		 te->lifetime > (long long)te->opts.lifetime + LIFETIME_SLACK)
 		snprintf(life, sizeof(life), "%lld (asked %u)", te->lifetime,

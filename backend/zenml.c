@@ -596,8 +596,7 @@ again:
 			}
 		}
 	}
-	timeout_ms = rq->timeout_ms ? rq->timeout_ms :
-				      http_timeout_ms(z->http);
+	timeout_ms = rq->timeout_ms ? rq->timeout_ms : http_timeout_ms(z->http);
 	if (deadline && deadline - mono_ms() < timeout_ms)
 		timeout_ms = deadline - mono_ms();
 	if (timeout_ms <= 0) {

@@ -561,8 +561,7 @@ static int mount_main(int argc, char **argv)
 	d.fs.tpool = ops_pool_new(true);
 	pthread_mutex_init(&d.stop_lock, NULL);
 	if (!d.fs.store || !d.fs.meta || !d.fs.pool || !d.fs.tpool ||
-	    itab_init() ||
-	    publish_first(&d.fs))
+	    itab_init() || publish_first(&d.fs))
 		goto out_tree;
 	store_on_gone(d.fs.store, ops_object_gone, &d.fs);
 
