@@ -193,6 +193,9 @@ def test_pro_refreshes_ahead_of_expiry(standin, pro_mount):
     tok = m.text("token")
     assert tok == standin.tokens[-1] != first
     assert jwt_claims(first)["exp"] - time.time() > 30 - 1
+    # Its lifetime is the server's: nothing "asked" about it.
+    assert m.status()["token_lifetime"] in ("59", "60")
+    assert "token_lifetime" not in m.log()
 
 
 def test_pro_token_reads_are_whole_during_refreshes(standin, pro_mount):

@@ -222,6 +222,14 @@ def test_whoami_files(zenml_server, service_account, mount):
     assert as_bool_text(doc["is_service_account"]) == "1"
     assert as_bool_text(doc["active"]) == "1"
     assert service_account.key not in m.text("whoami/info.json")
+    # A workspace's fields only (the Pro management API's email is not).
+    assert sorted(os.listdir(m.join("whoami"))) == [
+        "active", "id", "info.json", "is_service_account", "name"]
+    assert sorted(doc) == ["active", "id", "is_service_account", "name"]
+    assert os_error(lambda: os.stat(m.join("whoami/email"))) == errno.ENOENT
+    assert sorted(os.listdir(m.path)) == [
+        "devices", "refresh", "server", "service-accounts", "status",
+        "token", "token.json", "whoami"]
 
 
 def test_status_healthy(zenml_server, service_account, mount):
