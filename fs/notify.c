@@ -202,8 +202,7 @@ bool notify_wait(struct notifier *q, uint64_t seq, int timeout_ms)
 	return sent;
 }
 
-void notify_timer(struct notifier *q, notify_fn *fn, void *arg,
-		  long long at_ms)
+void notify_timer(struct notifier *q, notify_fn *fn, void *arg, long long at_ms)
 {
 	pthread_mutex_lock(&q->lock);
 	q->timer_fn = at_ms ? fn : NULL;

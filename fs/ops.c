@@ -307,9 +307,8 @@ static double fresh_timeout(const struct match *m, long long until)
 /* Fill st for *ino at path; the timeouts the kernel may cache it for.
  * lookup: for a LOOKUP (or a READDIRPLUS entry) of the path, whose reply
  * may name a new inode (stat_content), returned in *ino. */
-static int stat_ino(struct fs *fs, const char *path, uint64_t *ino,
-		    bool lookup, struct stat *st, double *attr_to,
-		    double *entry_to)
+static int stat_ino(struct fs *fs, const char *path, uint64_t *ino, bool lookup,
+		    struct stat *st, double *attr_to, double *entry_to)
 {
 	long long until = 0;
 	struct match m;
@@ -467,8 +466,8 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	if (!ret)
 		ret = entry_for(fs, path, &e);
 	if (ret == -ZEN_WOULD_WAIT && worker) {
-		defer(req, &(struct job){ .op = J_LOOKUP, .ino = parent },
-		      name, strlen(name) + 1, NULL);
+		defer(req, &(struct job){ .op = J_LOOKUP, .ino = parent }, name,
+		      strlen(name) + 1, NULL);
 		return;
 	}
 	/* Someone reads the token: the credential check may run. */
@@ -757,8 +756,8 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino,
 	ret = tree_opendir(fs, &m, &d->snap);
 	if (ret == -ZEN_WOULD_WAIT && worker) {
 		free(d);
-		defer(req, &(struct job){ .op = J_OPENDIR, .ino = ino }, NULL, 0,
-		      fi);
+		defer(req, &(struct job){ .op = J_OPENDIR, .ino = ino }, NULL,
+		      0, fi);
 		return;
 	}
 	/* A new listing may have dropped names the kernel still holds
@@ -898,7 +897,8 @@ static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name,
 
 	if (on_worker()) {
 		defer(req,
-		      &(struct job){ .op = J_MKDIR, .ino = parent, .mode = mode },
+		      &(struct job){
+			      .op = J_MKDIR, .ino = parent, .mode = mode },
 		      name, strlen(name) + 1, NULL);
 		return;
 	}

@@ -358,4 +358,3 @@ void publish_release(void)
 	__atomic_store_n(&withdrawn, false, __ATOMIC_RELEASE);
 	pthread_mutex_unlock(&lock);
 }
-
