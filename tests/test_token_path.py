@@ -28,8 +28,7 @@ import time
 
 import pytest
 
-from conftest import (TOKENS_HAVE_IAT, distinct_token_gap, is_mounted,
-                      read_file)
+from conftest import TOKENS_HAVE_IAT, distinct_token_gap, read_file
 from test_accounts import ADMIN_ENV, Cleanup
 from zenserver import jwt_claims
 
@@ -75,7 +74,6 @@ def cleanup(zenml_server):
 def fuse_minor(path):
     """The FUSE connection number (the device minor) of the mount at path,
     from /proc/self/mountinfo: nothing touches the mount itself."""
-    path = os.path.realpath(path)
     found = None
     with open("/proc/self/mountinfo") as f:
         for line in f:
@@ -83,6 +81,12 @@ def fuse_minor(path):
             if parts[4].replace("\\040", " ") == path:
                 found = int(parts[2].split(":")[1])     # the last one wins
     return found
+
+
+def mounted(path):
+    """path is a mount point (per /proc/self/mountinfo only: a stat of a
+    mount whose daemon does not answer would hang)."""
+    return fuse_minor(path) is not None
 
 
 def abort_connection(minor):
@@ -265,6 +269,25 @@ def children(pid):
                     out[k] = f.read().rsplit(")", 1)[1].split()[0]
             except OSError:
                 pass
+    return out
+
+
+def threads_wchan(pid):
+    """{state:wchan: threads} of pid's threads (for messages)."""
+    out = {}
+    try:
+        tids = os.listdir("/proc/%d/task" % pid)
+    except OSError:
+        return "gone"
+    for t in tids:
+        try:
+            with open("/proc/%d/task/%s/stat" % (pid, t)) as f:
+                st = f.read().rsplit(")", 1)[1].split()[0]
+            with open("/proc/%d/task/%s/wchan" % (pid, t)) as f:
+                k = "%s:%s" % (st, f.read())
+        except OSError:
+            continue
+        out[k] = out.get(k, 0) + 1
     return out
 
 
@@ -533,23 +556,29 @@ def test_sigterm_ends_with_every_worker_busy(zenml_server, service_account,
             m.proc.wait(STOP_BOUND)
         except subprocess.TimeoutExpired:
             pass
-        while is_mounted(m.path) and time.monotonic() - t0 < STOP_BOUND:
+        while mounted(m.path) and time.monotonic() - t0 < STOP_BOUND:
             time.sleep(0.05)
         took = time.monotonic() - t0
-        exited = m.proc.poll() is not None and not is_mounted(m.path)
+        exited = m.proc.poll() is not None and not mounted(m.path)
         if not exited:
             how = ("SIGTERM (new token %s): after %.1f s the daemon %s and "
                    "the mount is %s; daemon threads' wchan: %s"
                    % (new, took, "runs" if m.proc.poll() is None else
                       "exited %s" % m.proc.returncode,
-                      "still there" if is_mounted(m.path) else "gone",
-                      sorted({wchan(int(t)) for t in
-                              os.listdir("/proc/%d/task" % pid)})
-                      if m.proc.poll() is None else "-"))
-            how += "; connection aborted: %s" % abort_connection(minor)
+                      "still there" if mounted(m.path) else "gone",
+                      threads_wchan(pid)))
+            if mounted(m.path):
+                how += "; connection aborted: %s" % abort_connection(minor)
             try:
-                m.proc.wait(10)
+                m.proc.wait(REQUEST_TIMEOUT + 10)
+                how += "; it exited %.1f s after SIGTERM" % (
+                    time.monotonic() - t0)
             except subprocess.TimeoutExpired:
+                how += "; not exited %.0f s after SIGTERM (%s)" % (
+                    time.monotonic() - t0, threads_wchan(pid))
+                if mounted(m.path):
+                    how += "; connection aborted: %s" % abort_connection(
+                        minor)
                 m.proc.kill()
                 try:
                     m.proc.wait(10)
