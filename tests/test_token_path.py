@@ -469,8 +469,9 @@ def test_long_no_stale_token_under_slow_metadata(zenml_server, cleanup,
             while time.monotonic() < end and m.proc.poll() is None:
                 time.sleep(1)
             stop.set()
+        end = time.monotonic() + REQUEST_TIMEOUT + 10
         for t in bg + miss_threads:
-            t.join(REQUEST_TIMEOUT + 10)
+            t.join(max(0.1, end - time.monotonic()))
     finally:
         stop.set()
         note = rescue(m, proxy)
@@ -486,10 +487,12 @@ def test_long_no_stale_token_under_slow_metadata(zenml_server, cleanup,
             stale.append((round(t0, 1), round(left, 1)))
     reads = len(rd.log)
     info = ("%d reads (%d errors %r), %d tokens, slowest read %.2f s, "
-            "%d missing-name stats %r, %d sweeps (slowest %.1f s)"
+            "%d missing-name stats %r, %d sweeps (%d failed, slowest "
+            "%.1f s)"
             % (reads, sum(errs.values()), errs, len(tokens), slowest,
                stats["done"], stats["errnos"], len(sweeps),
-               max([s for _, s in sweeps] or [0])))
+               sum(1 for rc, _ in sweeps if rc), max([s for _, s in sweeps]
+                                                     or [0])))
     assert not note, note + "; " + info
     assert m.proc.poll() is None, "the daemon exited: " + info
     assert reads >= LOAD_SECONDS, "too few reads: " + info
@@ -498,8 +501,9 @@ def test_long_no_stale_token_under_slow_metadata(zenml_server, cleanup,
                        % (len(stale), reads, MARGIN, stale[:8], info))
     assert len(tokens) >= 2, "no background refresh in %d s: %s" % (
         LOAD_SECONDS, info)
-    assert stats["done"] >= LOAD_SECONDS, "the load did not run: " + info
-    assert sweeps, "no sweep finished: " + info
+    # the load ran (how fast metadata goes is not this test's promise)
+    assert stats["done"] >= 10, "the load did not run: " + info
+    assert [s for rc, s in sweeps if rc == 0], "no sweep succeeded: " + info
 
 
 # ----------------------------------------------------- c. a stop ends
