@@ -8,10 +8,14 @@ and zenmlfs through it as the server's admin, opened to other users
 --accounts service accounts over REST (a thread pool), then for
 --duration seconds runs, all at once:
 
+  slow      the proxy answers every GET of service accounts (the list,
+            and each name) after --delay s (--delay-prefix); meta_ttl=1
+            (--meta-ttl), so that listings expire and names go to the
+            server
   lookups   as uid 65534 (a child process): stats of missing names under
-            service-accounts/ at --rate a second, each answered by the
-            server after --delay s (the proxy delays their GETs), each a
-            404 whose directory entry the daemon then drops
+            service-accounts/ at --rate a second, each a GET answered
+            late (when no fresh listing answers it first), each a 404
+            whose directory entry the daemon then drops
   sweep     `ls -l service-accounts/` over and over (every account)
   refresh   `echo 1 > refresh` every --refresh-every s: its latency, and
             how long reads still got another token after it returned
@@ -29,6 +33,7 @@ or the daemon did not unmount at the end.
 
     .venv/bin/python bench/stress_hostile.py [--duration 180]
         [--accounts 5000] [--lifetime 60] [--delay 3] [--rate 2]
+        [--meta-ttl 1] [--delay-prefix /api/v1/service_accounts]
 """
 
 import argparse
@@ -248,7 +253,16 @@ def main():
     ap.add_argument("--accounts", type=int, default=5000)
     ap.add_argument("--lifetime", type=int, default=60)
     ap.add_argument("--delay", type=float, default=3.0,
-                    help="seconds the server takes per missing-name GET")
+                    help="seconds the server takes per service account "
+                    "GET (the list, and each name: the sweep's and the "
+                    "lookups')")
+    ap.add_argument("--delay-prefix", default=SAS,
+                    help="the GETs delayed (a path prefix; %s/ghost- "
+                    "delays only the missing names, which a fresh "
+                    "listing answers without a request)" % SAS)
+    ap.add_argument("--meta-ttl", type=int, default=1,
+                    help="zenmlfs meta_ttl: how long a listing answers "
+                    "missing names by itself")
     ap.add_argument("--rate", type=float, default=2.0,
                     help="missing-name lookups a second (uid 65534)")
     ap.add_argument("--cap", type=int, default=12,
@@ -285,7 +299,8 @@ def main():
         env = clean_env(dict(ADMIN_ENV))
         env["HOME"] = home
         env["XDG_CONFIG_HOME"] = os.path.join(home, ".config")
-        opts = "allow_other,tree_mode=0755,token_lifetime=%d" % args.lifetime
+        opts = "allow_other,tree_mode=0755,token_lifetime=%d,meta_ttl=%d" \
+            % (args.lifetime, args.meta_ttl)
         if args.opts:
             opts += "," + args.opts
         logf = os.path.join(work, "zenmlfs.log")
@@ -302,7 +317,7 @@ def main():
         token = os.path.join(mnt, "token")
         read_token(token)
         start_facts = proc_facts(proc.pid)
-        proxy.add_fault(SAS + "/ghost-", "delay", delay=args.delay)
+        proxy.add_fault(args.delay_prefix, "delay", delay=args.delay)
         proxy.reset_counts()
         log("mounted %s (%s); load for %.0f s ..." % (mnt, opts,
                                                       args.duration))
@@ -374,11 +389,12 @@ def main():
         end_facts = proc_facts(proc.pid)
 
         # ---- the report
-        print("zenmlfs %s, %d accounts, token_lifetime=%d, %.0f s: "
-              "missing-name GETs delayed %.1f s at %.1f/s as uid 65534, "
-              "ls -l sweeps, refresh every %.0f s, %d readers"
-              % (ZENMLFS_BIN, args.accounts, args.lifetime, args.duration,
-                 args.delay, args.rate, args.refresh_every, args.readers))
+        print("zenmlfs %s, %d accounts, -o %s, %.0f s: GETs of %s* "
+              "delayed %.1f s, missing names looked up at %.1f/s as uid "
+              "65534, ls -l sweeps, refresh every %.0f s, %d readers"
+              % (ZENMLFS_BIN, args.accounts, opts, args.duration,
+                 args.delay_prefix, args.delay, args.rate,
+                 args.refresh_every, args.readers))
         print("reads: %d, stale (< %d s left): %d, errors: %s, slowest "
               "read: %.2f s" % (readers.reads, MARGIN, len(readers.stale),
                                 readers.errors or "none", readers.slowest))
