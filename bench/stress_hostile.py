@@ -27,9 +27,12 @@ and prints: reads, stale reads (must be 0), read errors, the slowest
 read, the longest a token was still served after a refresh write had
 returned (must be ~0), refresh write latency (median/max), the server
 requests by route (counted by the proxy), the lookups and sweeps done,
-and the daemon's memory and threads at the start and the end.  Exit
-status 1 if any read was stale, a refresh was not what the next read got,
-or the daemon did not unmount at the end.
+and the daemon's memory and threads at the start and the end.  What
+still waits on the mount 40 s after the load stopped is reported STUCK
+(with the daemon's threads' kernel wait channels) and the FUSE
+connection is aborted, so the script always ends.  Exit status 1 if any
+read was stale, a refresh was not what the next read got, anything was
+stuck, or the daemon did not unmount at the end.
 
     .venv/bin/python bench/stress_hostile.py [--duration 180]
         [--accounts 5000] [--lifetime 60] [--delay 3] [--rate 2]
@@ -148,6 +151,41 @@ def proc_facts(pid):
 def fmt_facts(d):
     return "anon %.2f MiB, rss %.2f MiB, %d threads" % (
         d["anon"] / MIB, d["rss"] / MIB, d["threads"])
+
+
+def thread_states(pid):
+    """{"state:wchan": threads} of pid."""
+    out = {}
+    try:
+        tids = os.listdir("/proc/%d/task" % pid)
+    except OSError:
+        return out
+    for t in tids:
+        try:
+            with open("/proc/%d/task/%s/stat" % (pid, t)) as f:
+                st = f.read().rsplit(")", 1)[1].split()[0]
+            with open("/proc/%d/task/%s/wchan" % (pid, t)) as f:
+                k = "%s:%s" % (st, f.read())
+        except OSError:
+            continue
+        out[k] = out.get(k, 0) + 1
+    return out
+
+
+def abort(minor):
+    """Abort FUSE connection minor (as root); True if done."""
+    if minor is None:
+        return False
+    base = "/sys/fs/fuse/connections"
+    if not os.path.isdir(os.path.join(base, str(minor))):
+        subprocess.run(["mount", "-t", "fusectl", "fusectl", base],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        with open(os.path.join(base, str(minor), "abort"), "w") as f:
+            f.write("1")
+        return True
+    except OSError:
+        return False
 
 
 def shape(path):
@@ -328,18 +366,18 @@ def main():
              str(args.duration), str(args.cap)],
             stdout=subprocess.PIPE, text=True, cwd="/")
         sweeps = []
+        inflight = {}       # what is waiting on the mount: since when
 
         def sweep():
             while not stop.is_set():
                 t0 = time.monotonic()
-                try:
-                    r = subprocess.run(["ls", "-l", sa_dir],
-                                       stdout=subprocess.PIPE,
-                                       stderr=subprocess.DEVNULL,
-                                       timeout=300)
-                    n = r.stdout.count(b"\n") - 1
-                except subprocess.TimeoutExpired:
-                    n = -1
+                p = subprocess.Popen(["ls", "-l", sa_dir],
+                                     stdout=subprocess.PIPE,
+                                     stderr=subprocess.DEVNULL)
+                inflight["sweep"] = t0
+                out = p.communicate()[0]    # the watchdog below ends it
+                inflight.pop("sweep", None)
+                n = out.count(b"\n") - 1 if p.returncode == 0 else -1
                 sweeps.append((n, time.monotonic() - t0))
         refreshes = []      # (latency, seconds another token was served)
 
@@ -347,6 +385,7 @@ def main():
             while not stop.wait(args.refresh_every):
                 minted = len(proxy.tokens_out)
                 t0 = time.monotonic()
+                inflight["refresh"] = t0
                 try:
                     with open(os.path.join(mnt, "refresh"), "w") as f:
                         f.write("1\n")
@@ -354,11 +393,13 @@ def main():
                     refreshes.append((time.monotonic() - t0, None,
                                       os.strerror(e.errno)))
                     continue
+                finally:
+                    inflight.pop("refresh", None)
                 t1 = time.monotonic()
                 new = proxy.tokens_out[-1].encode() \
                     if len(proxy.tokens_out) > minted else None
                 age = None
-                while new is not None and time.monotonic() - t1 < 60:
+                while new is not None and time.monotonic() - t1 < 30:
                     try:
                         if read_token(token) == new:
                             age = time.monotonic() - t1
@@ -378,14 +419,38 @@ def main():
         while time.monotonic() < end and proc.poll() is None:
             time.sleep(1)
         stop.set()
-        readers.finish()
-        for th in bg:
-            th.join(120)
+        # The watchdog: what still waits on the mount a while after the
+        # load stopped is stuck; the daemon's threads are shown, and the
+        # FUSE connection aborted so that everything ends.
+        grace = time.monotonic() + 2 * 20 + args.delay
+        for th in bg + readers.threads:
+            th.join(max(0.1, grace - time.monotonic()))
         try:
-            lk = json.loads(lookups.communicate(timeout=90)[0] or "{}")
+            lk = json.loads(lookups.communicate(
+                timeout=max(1, grace - time.monotonic()))[0] or "{}")
         except subprocess.TimeoutExpired:
-            lookups.kill()
-            lk = {"stuck": "the lookups process did not end"}
+            lk = None
+        stuck = ["%s (for %.0f s)" % (k, time.monotonic() - v)
+                 for k, v in list(inflight.items())]
+        stuck += ["a reader"] * sum(1 for t in readers.threads
+                                    if t.is_alive())
+        if lk is None:
+            stuck.append("the lookups of uid 65534")
+        stuck_states = {}
+        if stuck:
+            stuck_states = thread_states(proc.pid)
+            minor = mountinfo_minor(mnt)
+            aborted = abort(minor)
+            failed.append("stuck")
+            for th in bg + readers.threads:
+                th.join(30)
+            if lk is None:
+                try:
+                    lk = json.loads(lookups.communicate(timeout=30)[0]
+                                    or "{}")
+                except subprocess.TimeoutExpired:
+                    lookups.kill()
+                    lk = {"stuck": "did not end"}
         end_facts = proc_facts(proc.pid)
 
         # ---- the report
@@ -417,7 +482,7 @@ def main():
                      ": %s" % sorted(set(errs)) if errs else "",
                      statistics.median(lat), max(lat),
                      ("%.2f s" % max(known)) if len(known) == len(ages)
-                     else "> 60 s", sum(1 for a in ages
+                     else "> 30 s", sum(1 for a in ages
                                         if a is None or a > 0.05),
                      len(ages)))
             if any(a is None or a > 0.05 for a in ages):
@@ -437,6 +502,11 @@ def main():
         print("server requests by route:")
         for k, n in sorted(agg.items(), key=lambda kv: -kv[1]):
             print("  %6d  %s" % (n, k))
+        if stuck:
+            print("STUCK %.0f s after the load stopped: %s; daemon threads "
+                  "(state:wchan): %s; FUSE connection aborted: %s"
+                  % (2 * 20 + args.delay, ", ".join(stuck), stuck_states,
+                     aborted))
         print("daemon at start: %s" % fmt_facts(start_facts))
         print("daemon at end:   %s" % fmt_facts(end_facts))
     finally:
@@ -459,14 +529,7 @@ def main():
                       % (proc.returncode, time.monotonic() - t0))
             except subprocess.TimeoutExpired:
                 failed.append("the daemon did not exit")
-                minor = mountinfo_minor(mnt)
-                if minor is not None:
-                    try:
-                        with open("/sys/fs/fuse/connections/%d/abort"
-                                  % minor, "w") as f:
-                            f.write("1")
-                    except OSError:
-                        pass
+                abort(mountinfo_minor(mnt))
                 proc.kill()
                 proc.wait(10)
             if mountinfo_minor(mnt) is not None:
