@@ -419,6 +419,7 @@ def main():
         while time.monotonic() < end and proc.poll() is None:
             time.sleep(1)
         stop.set()
+        readers.stop.set()
         # The watchdog: what still waits on the mount a while after the
         # load stopped is stuck; the daemon's threads are shown, and the
         # FUSE connection aborted so that everything ends.
@@ -492,9 +493,11 @@ def main():
             failed.append("no refresh")
         print("lookups (uid 65534): %s" % lk)
         ok = [s for n, s in sweeps if n >= 0]
-        print("sweeps: %d (ls -l of %s entries), median %.1f s, max %.1f s"
-              % (len(sweeps), sorted({n for n, _ in sweeps})[-1:] or "-",
-                 statistics.median(ok) if ok else 0, max(ok or [0])))
+        print("sweeps: %d (%d failed; ls -l of %s entries), median %.1f s, "
+              "max %.1f s" % (len(sweeps), len(sweeps) - len(ok),
+                              sorted({n for n, _ in sweeps if n >= 0})[-1:]
+                              or "-", statistics.median(ok) if ok else 0,
+                              max(ok or [0])))
         agg = {}
         for (method, path), n in proxy.method_counts.items():
             k = "%s %s" % (method, shape(path))
