@@ -367,6 +367,12 @@ def pytest_runtest_makereport(item, call):
                 rep.sections.append(("diagnostics: " + name, text))
 
 
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "long: a long test (minutes), e.g. a load held over "
+        "two token lifetimes; -m 'not long' leaves them out")
+
+
 def pytest_sessionstart(session):
     """Unmount mounts left by a killed run (their daemon is gone, so stat
     says ENOTCONN); live mounts may belong to a concurrent run."""

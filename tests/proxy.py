@@ -15,6 +15,20 @@ ZenML server and forwards every request, unless told otherwise:
     p.add_fault("/api/v1/api_token", "status", status=500, count=3)
                                same modes for one path prefix (count=None:
                                until clear_faults()); first match wins
+    p.add_fault(prefix, "hold")  hold each such request until released:
+                               p.release(prefix=None, forward=True) lets
+                               every request held now (under prefix, or
+                               all) go on to the server (forward=False:
+                               drop its connection).  The fault stays, so
+                               later requests are held too: remove it with
+                               p.remove_fault(prefix) or clear_faults().
+                               A held request whose client hangs up, or
+                               one held for hang_limit s, is dropped.
+    p.held(prefix="")          requests held right now under prefix
+    p.wait_held(n, prefix="", timeout=30)  until at least n are held;
+                               True, or False at the timeout
+    p.add_fault(prefix, "delay", delay=3.0)  wait delay s, then forward
+    p.remove_fault(prefix)     drop the faults added for exactly prefix
     p.count("/api/v1/api_token")  requests seen whose path starts with it
     p.count(prefix, method="PUT")  ... of that method only
     p.counts                   {path: n} (the query left out)
@@ -25,7 +39,8 @@ ZenML server and forwards every request, unless told otherwise:
     p.rewrite_token = fn       fn(str) -> str replaces the JWT in 200
                                replies to GET /api/v1/api_token
     p.tokens_out               every api_token string handed to a client
-    p.stop()
+    p.stop()                   also drops every held or delayed request:
+                               their handler threads end (joined, 5 s)
 
 All controls are thread-safe.
 
@@ -47,17 +62,30 @@ HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate",
               "proxy-authorization", "te", "trailers", "transfer-encoding",
               "upgrade", "content-length", "host"}
 
-MODES = ("pass", "refuse", "hang", "status", "garbage")
+MODES = ("pass", "refuse", "hang", "status", "garbage", "hold", "delay")
 
 
 class _Fault:
-    def __init__(self, mode, status=503, body=None, count=None):
+    def __init__(self, mode, status=503, body=None, count=None, delay=0.0):
         if mode not in MODES:
             raise ValueError("unknown mode %r" % mode)
         self.mode = mode
         self.status = status
         self.body = body
         self.count = count
+        self.delay = delay
+
+
+class _Held:
+    """One request waiting in "hold" (or "delay"): its path, and what the
+    test decided (None: still waiting; "forward" or "drop")."""
+
+    def __init__(self, kind, method, path):
+        self.kind = kind
+        self.method = method
+        self.path = path
+        self.action = None
+        self.thread = threading.current_thread()
 
 
 class _Server(http.server.ThreadingHTTPServer):
@@ -172,6 +200,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if fault.mode == "garbage":
             self._reply(200, b"<html>this is not json")
             return
+        if fault.mode in ("hold", "delay"):
+            if proxy._hold(self, path, fault) != "forward":
+                self._drop()
+                return
 
         headers = {k: v for k, v in self.headers.items()
                    if k.lower() not in HOP_BY_HOP}
@@ -204,7 +236,22 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                     data = json.dumps(tok).encode()
                 proxy._record_token(tok)
 
-        self._send(status, rheaders, data)
+        try:
+            self._send(status, rheaders, data)
+        except OSError:
+            # The client gave up meanwhile (a held or delayed request).
+            self._drop()
+
+    def _client_gone(self):
+        """The client closed its connection (or sent more than we read:
+        never while it waits for this reply)."""
+        try:
+            r, _, _ = select.select([self.connection], [], [], 0)
+            if not r:
+                return False
+            return self.connection.recv(1, socket.MSG_PEEK) == b""
+        except OSError:
+            return True
 
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = _handle
 
@@ -222,6 +269,8 @@ class FaultProxy:
         self._mode_changed = threading.Condition(self._lock)
         self._fault = _Fault("pass")
         self._faults = []          # [(prefix, _Fault)]
+        self._held = []            # [_Held] waiting now (hold, delay)
+        self._stopped = False
         self._counts = {}          # (method, path) -> n
         self._tokens = []
         self._srv = None
@@ -258,7 +307,13 @@ class FaultProxy:
     def stop(self):
         with self._lock:
             self._fault = _Fault("pass")
+            self._stopped = True
+            waiting = list(self._held)
+            for h in waiting:
+                h.action = "drop"
             self._mode_changed.notify_all()
+        for h in waiting:
+            h.thread.join(5)
         self._unlisten()
 
     # -- controls ----------------------------------------------------------
@@ -289,12 +344,58 @@ class FaultProxy:
         with self._lock:
             return self._fault.mode
 
-    def add_fault(self, prefix, mode, status=503, body=None, count=None):
+    def add_fault(self, prefix, mode, status=503, body=None, count=None,
+                  delay=0.0):
         """Fault for requests whose path starts with prefix; count=N: only
-        the next N such requests.  "refuse" here drops the connection."""
+        the next N such requests.  "refuse" here drops the connection;
+        "hold" waits for release(); "delay" waits delay s, then forwards."""
         with self._lock:
-            self._faults.append((prefix, _Fault(mode, status, body, count)))
+            self._faults.append((prefix, _Fault(mode, status, body, count,
+                                                delay)))
             self._mode_changed.notify_all()
+
+    def remove_fault(self, prefix):
+        """Remove the faults added for exactly this prefix (requests held
+        already stay held until release())."""
+        with self._lock:
+            self._faults = [(p, f) for p, f in self._faults if p != prefix]
+            self._mode_changed.notify_all()
+
+    def release(self, prefix=None, forward=True):
+        """Let go of the requests held now (those whose path starts with
+        prefix; None: all): forwarded to the server, or (forward=False)
+        their connection dropped.  Returns how many."""
+        n = 0
+        with self._lock:
+            for h in self._held:
+                if h.action is None and h.path.startswith(prefix or ""):
+                    h.action = "forward" if forward else "drop"
+                    n += 1
+            self._mode_changed.notify_all()
+        return n
+
+    def held(self, prefix=""):
+        """Requests under prefix held ("hold") right now."""
+        with self._lock:
+            return sum(1 for h in self._held
+                       if h.action is None and h.kind == "hold"
+                       and h.path.startswith(prefix))
+
+    def wait_held(self, n, prefix="", timeout=30.0):
+        """Until at least n requests under prefix are held; False if not
+        within timeout s."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while True:
+                got = sum(1 for h in self._held
+                          if h.action is None and h.kind == "hold"
+                          and h.path.startswith(prefix))
+                left = deadline - time.monotonic()
+                if got >= n:
+                    return True
+                if left <= 0:
+                    return False
+                self._mode_changed.wait(min(left, 0.5))
 
     def clear_faults(self):
         with self._lock:
@@ -355,6 +456,33 @@ class FaultProxy:
                         self._faults != start_faults:
                     return
                 self._mode_changed.wait(min(1.0, deadline - time.monotonic()))
+
+    def _hold(self, handler, path, fault):
+        """Wait as fault says ("hold": until release(); "delay": fault.delay
+        s); "forward" or "drop".  Ends early ("drop") when the proxy stops,
+        the client hangs up, or after hang_limit s."""
+        is_delay = fault.mode == "delay"
+        h = _Held(fault.mode, handler.command, path)
+        now = time.monotonic()
+        deadline = now + (fault.delay if is_delay else self.hang_limit)
+        with self._lock:
+            if self._stopped:
+                return "drop"
+            self._held.append(h)
+            self._mode_changed.notify_all()
+            try:
+                while h.action is None:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        h.action = "forward" if is_delay else "drop"
+                        break
+                    self._mode_changed.wait(min(left, 0.25))
+                    if h.action is None and handler._client_gone():
+                        h.action = "drop"
+                return h.action
+            finally:
+                self._held.remove(h)
+                self._mode_changed.notify_all()
 
     def _record_token(self, tok):
         with self._lock:

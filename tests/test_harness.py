@@ -142,3 +142,68 @@ def test_resigned_token_with_padding_is_valid(zenml_server, service_account):
     assert r.json()["id"] == service_account.id
     bad = jwt_sign(claims, "0" * 64)
     assert zenml_server.current_user(bad).status_code == 401
+
+
+def test_proxy_hold_release_delay(zenml_server):
+    """"hold" keeps requests until release() (forwarded or dropped, only
+    under the prefix given), "delay" forwards after its delay, and stop()
+    ends every held request's thread."""
+    from proxy import FaultProxy
+    p = FaultProxy("127.0.0.1", zenml_server.port).start()
+    try:
+        info = p.url + "/api/v1/info"
+        health = p.url + "/health"
+        p.add_fault("/api/v1/info", "hold")
+        outs = [[], [], []]
+        ths = [threading.Thread(target=lambda o=o, u=u: o.append(
+            _get_or_exc(u))) for o, u in zip(outs, (info, info, health))]
+        for t in ths:
+            t.start()
+        assert p.wait_held(2, "/api/v1/info", timeout=10)
+        ths[2].join(10)                 # not under the prefix: passes
+        assert outs[2][0].status_code == 200
+        assert p.held("/api/v1/info") == 2 and p.held("/health") == 0
+        assert p.release("/health") == 0
+        assert p.release("/api/v1/info", forward=False) == 2
+        for t in ths[:2]:
+            t.join(10)
+            assert not t.is_alive()
+        for o in outs[:2]:
+            assert isinstance(o[0], requests.ConnectionError), o
+        # the fault stays: the next one is held, then forwarded
+        out = []
+        t = threading.Thread(target=lambda: out.append(_get_or_exc(info)))
+        t.start()
+        assert p.wait_held(1, timeout=10)
+        assert p.release() == 1
+        t.join(10)
+        assert out[0].status_code == 200
+        # a client that gives up is no longer held
+        with pytest.raises(requests.Timeout):
+            requests.get(info, timeout=0.5)
+        deadline = time.monotonic() + 10
+        while p.held():
+            assert time.monotonic() < deadline, "held after client left"
+            time.sleep(0.05)
+        p.remove_fault("/api/v1/info")
+        assert requests.get(info, timeout=10).status_code == 200
+        # delay: waits, then forwards (the bound is the mode's promise)
+        p.add_fault("/api/v1/info", "delay", delay=1.0)
+        t0 = time.monotonic()
+        assert requests.get(info, timeout=10).status_code == 200
+        assert time.monotonic() - t0 >= 1.0
+        # stop() drops what is still held and ends its threads
+        p.clear_faults()
+        p.add_fault("/api/v1/info", "hold")
+        out = []
+        t = threading.Thread(target=lambda: out.append(_get_or_exc(info)))
+        t.start()
+        assert p.wait_held(1, timeout=10)
+        with p._lock:
+            handlers = [h.thread for h in p._held]
+    finally:
+        p.stop()
+    t.join(10)
+    assert isinstance(out[0], requests.ConnectionError), out
+    assert not p.held()
+    assert handlers and not [th for th in handlers if th.is_alive()]
