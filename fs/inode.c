@@ -490,6 +490,25 @@ void itab_snap_set(uint64_t ino, struct content *c, struct timespec *mtime)
 	pthread_mutex_unlock(&lock);
 }
 
+/* Move one kernel reference from in to the path's current inode,
+ * making one when the path has none.  Caller holds lock. */
+static struct inode *to_current(struct inode *in)
+{
+	struct inode *cur = find_path(in->path);
+
+	if (cur == in)
+		return in;
+	if (!cur) {
+		cur = inode_new(in->path);
+		if (!cur)
+			return NULL;
+	}
+	cur->nlookup++;
+	in->nlookup--;
+	maybe_free(in);
+	return cur;
+}
+
 int itab_snap_bind(uint64_t ino, struct content *c, uint64_t *out,
 		   struct timespec *mtime)
 {
@@ -502,7 +521,13 @@ int itab_snap_bind(uint64_t ino, struct content *c, uint64_t *out,
 		pthread_mutex_unlock(&lock);
 		return -ESTALE;
 	}
-	if (in->current && in->snap && !c->secret && in->hash != h) {
+	/* a lookup racing ours may have given the path a new inode since */
+	in = to_current(in);
+	if (!in) {
+		pthread_mutex_unlock(&lock);
+		return -ENOMEM;
+	}
+	if (in->snap && !c->secret && in->hash != h) {
 		/* A new inode for the path; the old one keeps what it showed
 		 * for whoever holds it, and is freed once the kernel forgets
 		 * it.  The caller's reference moves to the new one. */
@@ -518,6 +543,7 @@ int itab_snap_bind(uint64_t ino, struct content *c, uint64_t *out,
 		maybe_free(in);
 		in = fresh;
 	} else if (in->hash != h) {
+		/* nothing shown yet (or a secret, rendered per read) */
 		clock_gettime(CLOCK_REALTIME, &in->mtime);
 	}
 	in->hash = h;

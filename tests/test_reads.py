@@ -27,31 +27,35 @@ def _read_whole(path):
 
 
 def _read_chunks(path, size):
+    """Read path to its end in pieces of size bytes, then read it again
+    whole through the same descriptor: (pieces joined, whole)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         parts = []
         while True:
             b = os.read(fd, size)
             if not b:
-                return b"".join(parts).decode()
+                break
             parts.append(b)
+        return b"".join(parts).decode(), os.pread(fd, 65536, 0).decode()
     finally:
         os.close(fd)
 
 
 def test_status_read_to_eof_is_one_rendering(zenml_server, service_account,
                                              mount):
-    """Three threads read status to end of file (whole, and in 7-byte
-    pieces) while a fourth refreshes the token as fast as it can, which
-    changes status (and its length) with every refresh: every read is one
-    whole rendering."""
+    """Four threads read status to end of file (two whole, two in pieces
+    of 9 and 10 bytes, then again whole through the same descriptor) while
+    another refreshes the token as fast as it can, which changes status
+    with every refresh: every read is one whole rendering, and an open
+    file's content never changes under its reader."""
     m = mount(service_account.key)
     path = m.join("status")
     keys = {line.partition(": ")[0] for line in
             _read_whole(path).splitlines()}
     assert "state" in keys and "refreshes" in keys
     stop = threading.Event()
-    bad, counts, errors = [], [0, 0, 0], []
+    bad, counts, errors = [], [0, 0, 0, 0], []
     refreshes = [0]
 
     def refresher():
@@ -64,16 +68,20 @@ def test_status_read_to_eof_is_one_rendering(zenml_server, service_account,
 
     def reader(i):
         for n in range(1500):
-            text = (_read_whole(path) if i < 2 else
-                    _read_chunks(path, 7))
             try:
-                _check_status(text, keys)
+                if i < 2:
+                    _check_status(_read_whole(path), keys)
+                else:
+                    # what an open file shows never changes under it
+                    pieces, whole = _read_chunks(path, 7 + i)
+                    _check_status(pieces, keys)
+                    assert pieces == whole, (pieces, whole)
             except AssertionError as e:
                 bad.append(str(e))
             counts[i] += 1
 
     w = threading.Thread(target=refresher)
-    rs = [threading.Thread(target=reader, args=(i,)) for i in range(3)]
+    rs = [threading.Thread(target=reader, args=(i,)) for i in range(4)]
     w.start()
     for t in rs:
         t.start()
@@ -81,7 +89,7 @@ def test_status_read_to_eof_is_one_rendering(zenml_server, service_account,
         t.join(300)
     stop.set()
     w.join(60)
-    assert sum(counts) == 4500
+    assert sum(counts) == 6000
     # the file did change under the readers
     assert refreshes[0] >= 5, (refreshes, errors[:3])
     assert not bad, "%d mixed reads, e.g. %s" % (len(bad), bad[0])

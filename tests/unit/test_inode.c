@@ -23,7 +23,7 @@ static struct secret *tok(const char *s)
 
 int main(void)
 {
-	uint64_t a, b, c, old, inos[8];
+	uint64_t a, b, c, d, old, inos[8];
 	struct secret *t1, *t2;
 	struct secret *got;
 	struct content *snap;
@@ -152,6 +152,23 @@ int main(void)
 	n = itab_count();
 	itab_forget(a, 2); /* the kernel forgets the old one: freed */
 	CHECK(itab_count() == n - 1);
+	/* two lookups race: the second binds to the inode the first one
+	 * left behind; what that one showed never changes */
+	CHECK(itab_lookup("/server/name", &a) == 0 && a == b);
+	CHECK(itab_lookup("/server/name", &a) == 0 && a == b);
+	snap = content_text("four", 4, true, false);
+	CHECK(itab_snap_bind(a, snap, &b, &m1) == 0 && b != a);
+	content_unref(snap);
+	snap = content_text("five!", 5, true, false);
+	CHECK(itab_snap_bind(a, snap, &d, &m1) == 0); /* a: retired now */
+	content_unref(snap);
+	CHECK(d != a && d != b && itab_ino_of("/server/name") == d);
+	snap = itab_snap_shown(a, &m1);
+	CHECK(snap && snap->len == 6 && !memcmp(snap->data, "three\n", 6));
+	content_unref(snap);
+	itab_forget(a, 1);
+	itab_forget(b, 1);
+	b = d;
 	itab_snap_stale(b); /* written to: shows nothing until rendered */
 	CHECK(itab_snap_shown(b, &m1) == NULL);
 	itab_forget(b, 1);
