@@ -11,7 +11,9 @@
  * ZENML_STORE_API_TOKEN=<a random value made for this run>, and forwards
  * each request whose "Authorization: Bearer" is that value to the server,
  * with the value replaced by the token read from the mount for that very
- * request.  The value is worth nothing outside this run: the server never
+ * request.  A request with another Authorization is refused (401); one
+ * with none goes to the server as it came, with no token (the SDK asks
+ * for the server's public info before it authenticates).  The value is worth nothing outside this run: the server never
  * sees it, and the port is gone when exec ends.  127.0.0.2 and not
  * 127.0.0.1 or localhost: the SDK takes those for a local server of its
  * own, which changes what it does on a 401 (it tries to log in again and
@@ -113,7 +115,8 @@ struct conn {
 	long long clen; /* Content-Length, -1 when none */
 	long long left; /* body bytes left in this chunk or in the body */
 	bool body_done; /* the whole body was read */
-	bool authorized;
+	bool has_auth; /* an Authorization header came */
+	bool authorized; /* ... and it was "Bearer <the run's value>" */
 	bool has_ctype, has_accept;
 	/* the reply */
 	char head[HEAD_MAX];
@@ -414,6 +417,7 @@ static int read_head(struct conn *c, struct curl_slist **hdrs)
 	c->keep_alive = http11;
 	c->clen = -1;
 	c->chunked_in = false;
+	c->has_auth = false;
 	c->authorized = false;
 	c->has_ctype = false;
 	c->has_accept = false;
@@ -437,6 +441,7 @@ static int read_head(struct conn *c, struct curl_slist **hdrs)
 		for (char *e = v + strlen(v); e > v && e[-1] == ' ';)
 			*--e = '\0';
 		if (!strcasecmp(line, "authorization")) {
+			c->has_auth = true;
 			c->authorized = is_value(c->px, v);
 		} else if (!strcasecmp(line, "content-length")) {
 			char *end;
@@ -744,10 +749,9 @@ static int serve_one(struct conn *c)
 	c->head_len = 0;
 	c->status = 0;
 	c->broken = false;
-	if (!c->authorized) {
+	if (c->has_auth && !c->authorized) {
+		/* Another process, or a credential of its own: refused. */
 		drain_body(c);
-		/* Another process, or a request without the value (the SDK's
-		 * first one, before it authenticates). */
 		reply_error(c, 401, "CredentialsNotValid",
 			    "zenmlfs exec: this channel needs the "
 			    "ZENML_STORE_API_TOKEN that zenmlfs exec gave "
@@ -755,17 +759,22 @@ static int serve_one(struct conn *c)
 		ret = -EACCES;
 		goto out;
 	}
-	ret = read_token(px, &tok);
-	if (ret) {
-		drain_body(c);
-		token_error(px, ret, why, sizeof(why));
-		reply_error(c, 401, "CredentialsNotValid", why);
-		goto out;
+	/* No Authorization at all (the SDK asks the server's public info
+	 * before it authenticates): forwarded as it came, with no token, so
+	 * the server answers as it would answer anyone. */
+	if (c->authorized) {
+		ret = read_token(px, &tok);
+		if (ret) {
+			drain_body(c);
+			token_error(px, ret, why, sizeof(why));
+			reply_error(c, 401, "CredentialsNotValid", why);
+			goto out;
+		}
+		hdrs = add_bearer(hdrs, tok, &ok);
+		secret_unref(tok);
 	}
 	snprintf(url, sizeof(url), "%s%s", px->url, c->target);
 	body = c->chunked_in || c->clen > 0;
-	hdrs = add_bearer(hdrs, tok, &ok);
-	secret_unref(tok);
 	hdrs = slist_add(hdrs, "Expect:", &ok);
 	if (!c->has_accept)
 		hdrs = slist_add(hdrs, "Accept:", &ok);
