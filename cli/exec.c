@@ -13,8 +13,9 @@
  * with the value replaced by the token read from the mount for that very
  * request.  A request with another Authorization is refused (401); one
  * with none goes to the server as it came, with no token (the SDK asks
- * for the server's public info before it authenticates).  The value is worth nothing outside this run: the server never
- * sees it, and the port is gone when exec ends.  127.0.0.2 and not
+ * for the server's public info before it authenticates).  The value is
+ * worth nothing outside this run: the server never sees it, and the port
+ * is gone when exec ends.  127.0.0.2 and not
  * 127.0.0.1 or localhost: the SDK takes those for a local server of its
  * own, which changes what it does on a 401 (it tries to log in again and
  * hides the server's message) and, in a container, the host it connects
