@@ -17,7 +17,7 @@ import http.server
 import json
 import os
 import re
-import select
+import queue
 import shutil
 import signal
 import socket
@@ -134,15 +134,26 @@ class Sandbox:
                                      stderr=subprocess.STDOUT, text=True,
                                      bufsize=1)
         self.out = []
+        # a thread reads the lines (select on a buffered pipe would miss
+        # a second line already read into the buffer)
+        self.lines = queue.Queue()
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self):
+        for ln in self.proc.stdout:
+            self.lines.put(ln.rstrip("\n"))
+        self.lines.put(None)
 
     def line(self, timeout=60):
         """The next line of output (the test fails after timeout)."""
-        r, _, _ = select.select([self.proc.stdout], [], [], timeout)
-        assert r, "no output within %s s: %s" % (timeout, self.out)
-        ln = self.proc.stdout.readline()
-        assert ln, "sandbox ended: %s" % self.out
-        self.out.append(ln.rstrip("\n"))
-        return self.out[-1]
+        try:
+            ln = self.lines.get(timeout=timeout)
+        except queue.Empty:
+            pytest.fail("no output within %s s: %s" % (timeout, self.out))
+        assert ln is not None, "sandbox ended: %s" % self.out
+        self.out.append(ln)
+        return ln
 
     def expect(self, prefix, timeout=120):
         while True:
@@ -159,11 +170,15 @@ class Sandbox:
         return self.expect(("OK ", "ERR "))
 
     def finish(self, timeout=60):
-        if self.proc.stdin and self.proc.stdin.closed:
-            self.proc.stdin = None
-        rest, _ = self.proc.communicate(timeout=timeout)
-        self.out += rest.splitlines()
-        return self.proc.returncode
+        if self.proc.stdin and not self.proc.stdin.closed:
+            self.proc.stdin.close()
+        self.proc.wait(timeout)
+        self.reader.join(timeout)
+        while True:
+            ln = self.lines.get(timeout=timeout)
+            if ln is None:
+                return self.proc.returncode
+            self.out.append(ln)
 
     def kill(self):
         if self.proc.poll() is None:
