@@ -33,8 +33,7 @@ import urllib.request
 
 import pytest
 
-from conftest import (TMP_PREFIX, ZENMLFS_BIN, ZENML_VERSION, TOKENS_BOUND,
-                      _base_env, read_file)
+from conftest import TMP_PREFIX, ZENMLFS_BIN, _base_env
 from test_containers import HostLayout, OPTS
 
 VENV = sys.prefix
@@ -108,7 +107,6 @@ class Sandbox:
     """A bubblewrap sandbox running one command as uid 65534."""
 
     def __init__(self, host_dir, argv, app_dir, stdin=subprocess.PIPE):
-        bindir = os.path.dirname(os.path.abspath(ZENMLFS_BIN))
         cmd = ["bwrap", "--unshare-pid", "--die-with-parent",
                "--proc", "/proc", "--dev", "/dev",
                "--perms", "1777", "--tmpfs", "/tmp",
@@ -129,7 +127,6 @@ class Sandbox:
                "--setenv", "ZENML_CONFIG_PATH", "/tmp/zenml",
                "setpriv", "--reuid=65534", "--regid=65534",
                "--clear-groups", "--"] + argv
-        del bindir
         self.proc = subprocess.Popen(cmd, stdin=stdin, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, text=True,
                                      bufsize=1)
