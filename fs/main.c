@@ -36,6 +36,7 @@
 #include "backend/token.h"
 #include "backend/util.h"
 #include "backend/zenml.h"
+#include "cli/exec.h"
 #include "fs/channel.h"
 #include "fs/defer.h"
 #include "fs/housekeeping.h"
@@ -671,6 +672,8 @@ int main(int argc, char **argv)
 
 	if (argc == 2 && !strcmp(argv[1], SELF_HELPER_ARG))
 		return self_helper_main();
+	if (argc > 1 && !strcmp(argv[1], "exec")) /* its own set-up: no */
+		return exec_main(argc - 1, argv + 1); /* rlimit for COMMAND */
 	harden();
 	if (sodium_init() < 0) {
 		fprintf(stderr, "zenmlfs: cannot initialise libsodium\n");

@@ -39,8 +39,7 @@ struct probe {
 	char why[PATH_MAX + 128];
 };
 
-/* The only zenmlfs mount in this namespace, into buf. */
-static int only_mount(char *buf, size_t size, char *why, size_t whysz)
+int status_only_mount(char *buf, size_t size, char *why, size_t whysz)
 {
 	char line[4096], mp[PATH_MAX], type[64];
 	int n = 0;
@@ -233,7 +232,7 @@ int status_main(int argc, char **argv)
 	}
 	if (argc == 2) {
 		path = argv[1];
-	} else if (only_mount(only, sizeof(only), why, sizeof(why))) {
+	} else if (status_only_mount(only, sizeof(only), why, sizeof(why))) {
 		fprintf(stderr, "zenmlfs: status: %s\n", why);
 		return STATUS_UNKNOWN;
 	} else {

@@ -10,7 +10,13 @@
 #define STATUS_DOWN 2
 #define STATUS_UNKNOWN 3
 
+#include <stddef.h>
+
 /* argv[0] is "status". */
 int status_main(int argc, char **argv);
+
+/* The path of the only zenmlfs mount in this namespace, into buf; else
+ * -ENOENT and why (none, or several) into why. */
+int status_only_mount(char *buf, size_t size, char *why, size_t whysz);
 
 #endif

@@ -998,8 +998,9 @@ def test_kubernetes_manifests_have_what_the_docs_say():
     assert vol["hostPath"]["path"] == HOST_DIR
     assert m["mountPropagation"] == "HostToContainer"
     assert m.get("readOnly") is True
-    assert path + "/zen/token" in " ".join(pc.get("command", []) +
-                                           pc.get("args", []))
+    # the workload runs through zenmlfs exec on the mount under the bind
+    cmd = pc.get("command", []) + pc.get("args", [])
+    assert cmd[:4] == ["zenmlfs", "exec", "--mount", path + "/zen"], cmd
     psc = pc.get("securityContext", {})
     assert not psc.get("privileged")
     assert psc.get("allowPrivilegeEscalation") is False
