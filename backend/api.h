@@ -11,7 +11,7 @@
  * Records and lists are immutable and reference-counted, so a reader can
  * hold one without a lock.
  *
- * Calls return 0 or -errno (DESIGN.md section 2) and fill the caller's
+ * Calls return 0 or -errno (docs/design.md, Errors) and fill the caller's
  * struct zen_err on failure.  A reply of the wrong shape is -EIO.
  */
 #ifndef ZENMLFS_API_H

@@ -110,7 +110,7 @@ void token_engine_note_error(struct token_engine *te, const char *why);
 enum token_state token_engine_state(struct token_engine *te);
 const char *token_state_name(enum token_state st);
 
-/* The status file: "key: value" lines (DESIGN.md section 5).  Returns the
+/* The status file: "key: value" lines (docs/design.md, Status).  Returns the
  * length written (truncated to size - 1). */
 size_t token_engine_status(struct token_engine *te, char *buf, size_t size);
 

@@ -116,7 +116,7 @@ int zerr_parse(const char *body, size_t len, char *cls, size_t clssz, char *msg,
 	       size_t msgsz);
 
 /*
- * The errno for a failed server call (DESIGN.md section 2):
+ * The errno for a failed server call (docs/design.md, Errors):
  * 401 -> -EKEYREVOKED when the message says the key/account/device is
  * inactive, deactivated, locked or deleted (revoked), else -EKEYREJECTED;
  * 403 -> -EPERM; 404 -> -ENOENT; 409 -> -EEXIST; 400, 422 -> -EINVAL;

@@ -5,7 +5,7 @@
  * once on a 401 CredentialsNotValid.  Used by the rest of backend/ only:
  * fs/ goes through the typed calls of backend/api.h.  Thread-safe.
  *
- * Every call returns 0 or -errno (DESIGN.md section 2) and, on failure,
+ * Every call returns 0 or -errno (docs/design.md, Errors) and, on failure,
  * fills the caller's struct zen_err with what failed and why: there is no
  * shared "last error".
  */

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Benchmark: does the cost of zenmlfs follow the work asked, not the size
-of the server?  (DESIGN.md section 7.)
+of the server?  (docs/design.md, Scale.)
 
 Starts a real ZenML server (tests/zenserver.py), the counting proxy
 (tests/proxy.py) and zenmlfs mounted through it as the server's admin (on

@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Stress: the token's path under hostile metadata load (DESIGN.md 9).
+"""Stress: the token's path under hostile metadata load (docs/design.md,
+"The token's path").
 
 The long version of tests/test_token_path.py (not run in CI).  Starts a
 real ZenML server (tests/zenserver.py), the fault proxy (tests/proxy.py)

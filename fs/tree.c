@@ -82,7 +82,8 @@ void content_unref(struct content *c)
 
 /* ---- the table ------------------------------------------------------- */
 
-/* Who may do what: the mode and owner a node gets (DESIGN.md 3.). */
+/* Who may do what: the mode and owner a node gets (docs/design.md,
+ * Security). */
 enum access {
 	A_ROOT, /* 0755, owner: the user who mounted (it renames new tokens
 		   into place: fs/publish.c) */

@@ -1143,8 +1143,9 @@ def test_own_device_expired(zenml_server, state, mount):
     time.sleep(1.5)
     assert os_error(lambda: m.read("whoami/name")) == errno.EKEYEXPIRED
     st = m.status()
-    # DESIGN.md 5. has both "expired" and "unauthenticated"; the issue
-    # says unauthenticated.  Either way, not ok, and the reason is named.
+    # docs/design.md (Status) has both "expired" and "unauthenticated";
+    # the issue says unauthenticated.  Either way, not ok, and the reason
+    # is named.
     assert st["state"] in ("unauthenticated", "expired"), m.text("status")
     assert re.search(r"expire", st.get("last_error", ""), re.I), \
         m.text("status")

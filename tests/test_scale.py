@@ -1,4 +1,4 @@
-"""Issue "Scale: cost grows with the work asked" (DESIGN.md sections 6, 7).
+"""Issue "Scale: cost grows with the work asked" (docs/design.md, Scale).
 
 Against 2,000 service accounts made once for the module (concurrently, over
 REST) on a server of the module's own (stopping it and removing its
@@ -672,7 +672,8 @@ def test_memory_flat_over_repeated_listings(scale_server, accounts, sproxy,
     kib = lambda v: ["%d KiB" % (a // KIB) for a in v]  # noqa: E731
     assert max(peaks[1:]) - peaks[1] <= MIB, kib(peaks)
     assert max(settled[1:]) - settled[1] <= 512 * KIB, kib(settled)
-    # what a listing takes is handed back once it expired (DESIGN.md 7)
+    # what a listing takes is handed back once it expired (docs/design.md,
+    # Scale)
     assert all(s - idle <= MIB for s in settled), (idle // KIB,
                                                    kib(settled))
 
@@ -680,9 +681,9 @@ def test_memory_flat_over_repeated_listings(scale_server, accounts, sproxy,
 @pytest.mark.skipif(SANITIZED, reason="ASan's allocator keeps freed "
                     "memory in quarantine: no memory goal holds")
 def test_listing_memory_goals(scale_server, accounts, sproxy, admin):
-    """DESIGN.md 7: right after ls -l of 2,000 accounts the daemon holds at
-    most 3x the list's wire size above idle, and within 2*meta_ttl of the
-    walk it is back within 1 MiB of idle."""
+    """docs/design.md, Scale: right after ls -l of 2,000 accounts the
+    daemon holds at most 3x the list's wire size above idle, and within
+    2*meta_ttl of the walk it is back within 1 MiB of idle."""
     ttl = 1
     r = scale_server.api("GET", SAS, params={"page": 1, "size": 10000,
                                              "hydrate": "true"},

@@ -28,7 +28,7 @@ RFC3339_Z = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?Z$")
 STATUS_KEYS = ("state", "server", "auth", "token_expires_at",
                "next_refresh_at", "last_refresh_at", "last_error",
                "refreshes", "refresh_failures")
-EXPIRY_MARGIN = 30      # never served within 30 s of exp (DESIGN.md 2.)
+EXPIRY_MARGIN = 30      # never served within 30 s of exp (docs/design.md)
 CLOCK_SLACK = 1.0       # exp is whole seconds
 DENIED = (errno.EACCES, errno.EPERM, errno.EBADF)
 

@@ -1,4 +1,4 @@
-"""Issue 18 (DESIGN.md section 9, "The token's path"): the token's path
+"""Issue 18 (docs/design.md, "The token's path"): the token's path
 depends on nothing else.  No queue shared with metadata work, no kernel
 lock a metadata lookup can hold, no free FUSE worker: a refresh write
 returns when the new token is what the next read gets, a token is never
@@ -33,7 +33,7 @@ from test_accounts import ADMIN_ENV, Cleanup
 from zenserver import jwt_claims
 
 SAS = "/api/v1/service_accounts"
-MARGIN = 30             # never served this close to exp (DESIGN.md 2.)
+MARGIN = 30             # never served this close to exp (docs/design.md)
 CLOCK_SLACK = 2.0       # exp is whole seconds; the machine is loaded
 FUSE_THREADS_MAX = 16   # fs/main.c: every FUSE worker
 REQUEST_TIMEOUT = 20    # the daemon's total timeout per server request

@@ -1,9 +1,9 @@
 """A real ZenML server for tests, benchmarks and scripts/up.
 
-Starts ``zenml.zen_server.zen_server_api:app`` under uvicorn exactly as
-../shared/ZENML-API.md describes: 127.0.0.1, SQLite in a directory of its
-own, OAUTH2_PASSWORD_BEARER, a fixed JWT secret (so tokens survive a
-restart) and auto-activation (user "default", password "").
+Starts ``zenml.zen_server.zen_server_api:app`` under uvicorn: 127.0.0.1,
+SQLite in a directory of its own, OAUTH2_PASSWORD_BEARER, a fixed JWT
+secret (so tokens survive a restart) and auto-activation (user "default",
+password "").
 
 Plain ``requests`` calls only: no Session, hence no cookie jar (a password
 login sets a cookie and the server prefers a cookie over the Authorization
