@@ -427,11 +427,13 @@ long zlist_find(const struct zlist *l, const char *name)
 	size_t mask = l->index_cap - 1, i;
 	uint32_t slot;
 
-	for (i = hash_str(name) & mask; (slot = l->index[i]);
-	     i = (i + 1) & mask)
+	for (i = hash_str(name) & mask;; i = (i + 1) & mask) {
+		slot = l->index[i];
+		if (!slot)
+			return -1;
 		if (!strcmp(zrec_name(l->v[slot - 1]), name))
 			return (long)slot - 1;
-	return -1;
+	}
 }
 
 /* A list of kind k taking over v[0..n) (the references), indexed; names

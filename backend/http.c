@@ -143,8 +143,11 @@ struct http_client *http_client_new(const struct http_opts *o)
 	n = strlen(c->base);
 	while (n > 8 && c->base[n - 1] == '/')
 		c->base[--n] = '\0';
-	if (o->cafile && !(c->cafile = strdup(o->cafile)))
-		goto fail;
+	if (o->cafile) {
+		c->cafile = strdup(o->cafile);
+		if (!c->cafile)
+			goto fail;
+	}
 	c->connect_ms = o->connect_timeout_ms ? o->connect_timeout_ms : 5000;
 	c->total_ms = o->timeout_ms ? o->timeout_ms : 20000;
 	c->max_response = o->max_response ? o->max_response : 16 << 20;

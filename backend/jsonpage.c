@@ -133,8 +133,10 @@ int jsonpage_parse(const char *buf, size_t len, jsonpage_item_fn each,
 		if (i >= len || buf[i] != '"')
 			goto out;
 		end = skip_string(buf, len, i);
-		if (!end || !(key = load_slice(buf, i, end)) ||
-		    !json_is_string(key))
+		if (!end)
+			goto out;
+		key = load_slice(buf, i, end);
+		if (!key || !json_is_string(key))
 			goto out;
 		i = skip_ws(buf, len, end);
 		if (i >= len || buf[i] != ':')
@@ -150,7 +152,10 @@ int jsonpage_parse(const char *buf, size_t len, jsonpage_item_fn each,
 			ret = -EIO;
 		} else {
 			end = skip_value(buf, len, i);
-			if (!end || !(val = load_slice(buf, i, end)))
+			if (!end)
+				goto out;
+			val = load_slice(buf, i, end);
+			if (!val)
 				goto out;
 			if (json_object_set_new(out, json_string_value(key),
 						val)) {

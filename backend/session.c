@@ -172,8 +172,12 @@ int session_load(const char *url, struct secret **token)
 		close(fd);
 		return -ENOMEM;
 	}
-	while ((n = read(fd, buf + len, FILE_MAX - len)) > 0)
+	for (;;) {
+		n = read(fd, buf + len, FILE_MAX - len);
+		if (n <= 0)
+			break;
 		len += n;
+	}
 	close(fd);
 	if (len < hdr + crypto_secretbox_MACBYTES + 1 || len == FILE_MAX ||
 	    memcmp(buf, MAGIC, MAGIC_LEN)) {

@@ -382,7 +382,8 @@ static bool has_token(const char *list, const char *tok)
 {
 	size_t n = strlen(tok);
 
-	for (const char *p = list; (p = strcasestr(p, tok)); p += n)
+	for (const char *p = strcasestr(list, tok); p;
+	     p = strcasestr(p + n, tok))
 		if ((p == list || strchr(" ,\t", p[-1])) &&
 		    (!p[n] || strchr(" ,\t", p[n])))
 			return true;
@@ -991,7 +992,10 @@ static int parse(int argc, char **argv, struct exec_opts *o)
 
 	o->wait_s = WAIT_DEFAULT_S;
 	/* "+": stop at COMMAND, whose options are its own. */
-	while ((opt = getopt_long(argc, argv, "+h", longs, NULL)) != -1) {
+	for (;;) {
+		opt = getopt_long(argc, argv, "+h", longs, NULL);
+		if (opt == -1)
+			break;
 		switch (opt) {
 		case 'm':
 			mount = optarg;
@@ -1182,9 +1186,13 @@ static int supervise(pid_t pid, const sigset_t *set)
 		if (sig < 0)
 			continue;
 		if (sig == SIGCHLD) {
-			while ((p = waitpid(-1, &st, WNOHANG)) > 0)
+			for (;;) {
+				p = waitpid(-1, &st, WNOHANG);
+				if (p <= 0)
+					break;
 				if (p == pid)
 					return st;
+			}
 			continue;
 		}
 		if (!pid)

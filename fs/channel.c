@@ -68,7 +68,7 @@ void channel_fds_snapshot(struct channel_fds *s)
 	d = opendir("/proc/self/fd");
 	if (!d)
 		return;
-	while ((e = readdir(d))) {
+	for (e = readdir(d); e; e = readdir(d)) {
 		char *end;
 		long n = strtol(e->d_name, &end, 10);
 

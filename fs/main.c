@@ -480,7 +480,8 @@ static int mount_main(int argc, char **argv)
 		goto out_opts;
 	}
 	log_set_debug(d.o.debug);
-	if (d.o.log_path && (ret = log_open(d.o.log_path))) {
+	ret = d.o.log_path ? log_open(d.o.log_path) : 0;
+	if (ret) {
 		fprintf(stderr, "zenmlfs: cannot open log file '%s': %s\n",
 			d.o.log_path,
 			ret == -ELOOP  ? "it is a symbolic link" :
@@ -502,7 +503,8 @@ static int mount_main(int argc, char **argv)
 			"allow_other: only you can enter the mount\n");
 
 	/* 4. The background, with the terminal waiting for the outcome. */
-	if (!d.o.foreground && (ret = service_daemonize())) {
+	ret = d.o.foreground ? 0 : service_daemonize();
+	if (ret) {
 		cred_release(&cred);
 		report("cannot go to the background: %s", strerror(-ret));
 		code = EXIT_RUNTIME;

@@ -66,9 +66,12 @@ struct notifier *notifier_new(const char *name, bool merge)
 
 	if (!q)
 		return NULL;
-	if (merge && !(q->buckets = calloc(BUCKETS, sizeof(*q->buckets)))) {
-		free(q);
-		return NULL;
+	if (merge) {
+		q->buckets = calloc(BUCKETS, sizeof(*q->buckets));
+		if (!q->buckets) {
+			free(q);
+			return NULL;
+		}
 	}
 	pthread_mutex_init(&q->lock, NULL);
 	cond_init_mono(&q->wake);
@@ -308,7 +311,7 @@ void notifier_stop(struct notifier *q)
 	pthread_mutex_unlock(&q->lock);
 	if (join)
 		pthread_join(q->thread, NULL);
-	while ((it = q->head)) {
+	for (it = q->head; it; it = q->head) {
 		q->head = it->next;
 		free(it);
 	}

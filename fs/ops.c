@@ -249,11 +249,13 @@ static int stat_content(struct fs *fs, const struct match *m, uint64_t *ino,
 	int ret;
 
 	*fresh_until = 0;
-	if (!lookup && !(tree_flags(m) & NF_TOKEN_JSON) &&
-	    (c = itab_snap_shown(*ino, &st->st_mtim))) {
-		st->st_size = (off_t)c->len;
-		content_unref(c);
-		return 0;
+	if (!lookup && !(tree_flags(m) & NF_TOKEN_JSON)) {
+		c = itab_snap_shown(*ino, &st->st_mtim);
+		if (c) {
+			st->st_size = (off_t)c->len;
+			content_unref(c);
+			return 0;
+		}
 	}
 	if (tree_flags(m) & NF_TOKEN_JSON)
 		ret = publish_render_json(fs, *ino, &c);

@@ -341,8 +341,11 @@ enum opt_result options_parse(int argc, char **argv, struct options *o)
 	opterr = 0;
 	optind = 1;
 	/* mount(8) helpers take -s -f -n -v -t TYPE -N NS; -f is "fake" */
-	while ((c = getopt_long(argc, argv, helper ? "sfnvo:t:N:hV" : "fdho:V",
-				longopts, NULL)) != -1) {
+	for (;;) {
+		c = getopt_long(argc, argv, helper ? "sfnvo:t:N:hV" : "fdho:V",
+				longopts, NULL);
+		if (c == -1)
+			break;
 		r = OPT_OK;
 		switch (c) {
 		case 'u':
