@@ -17,6 +17,8 @@
 #include "backend/secret.h"
 #include "backend/util.h"
 
+#include "backend/banned.h" /* always the last include */
+
 #define API "/api/v1"
 #define PAGE_SIZE_MAX 10000 /* the server's maximum page size */
 #define PAGES_MAX 100000

@@ -15,6 +15,8 @@
 #include "backend/session.h"
 #include "backend/util.h"
 
+#include "backend/banned.h" /* always the last include */
+
 extern char **environ;
 
 enum source {

@@ -15,6 +15,8 @@
 #include "backend/log.h"
 #include "backend/secret.h"
 
+#include "backend/banned.h" /* always the last include */
+
 #define SECRET_REPLY_MAX (64 * 1024)
 #define POOL_MAX 8
 /* more sockets than libcurl keeps for POOL_MAX handles and a few more in

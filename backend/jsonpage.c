@@ -5,6 +5,8 @@
 #include <stdbool.h>
 #include <string.h>
 
+#include "backend/banned.h" /* always the last include */
+
 /*
  * The scanner below only finds where each value ends (strings with their
  * escapes, nesting by bracket count); jansson parses every value it

@@ -16,6 +16,8 @@
 
 #include "backend/util.h"
 
+#include "backend/banned.h" /* always the last include */
+
 #define SYSLOG_SOCKET "/dev/log"
 
 /* log_lock protects log_fd, log_path and log_syslog, and orders whole

@@ -24,6 +24,8 @@
 #include "backend/session.h"
 #include "backend/util.h"
 
+#include "backend/banned.h" /* always the last include */
+
 #define DEVICE_GRANT "urn:ietf:params:oauth:grant-type:device_code"
 
 enum {

@@ -8,6 +8,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "backend/banned.h" /* always the last include */
+
 #define SECRET_MAX (16 * 1024)
 
 struct secret *secret_new(const char *s, size_t len)

@@ -14,6 +14,8 @@
 #include "backend/secret.h"
 #include "backend/util.h"
 
+#include "backend/banned.h" /* always the last include */
+
 #define MAGIC "ZMFS1\n"
 #define MAGIC_LEN 6
 #define FILE_MAX (32 * 1024)

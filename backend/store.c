@@ -13,6 +13,8 @@
 #include "backend/util.h"
 #include "backend/zenml.h"
 
+#include "backend/banned.h" /* always the last include */
+
 /*
  * A child looked up under an object (a key of an account): when the
  * object's record has expired and it is asked for again, the child is
@@ -687,9 +689,10 @@ void store_hint(struct store *s, enum zkind k, const char *name, const char *id,
 	slot->at = now;
 	slot->k = (unsigned char)k;
 	slot->ck = (unsigned char)ck;
-	strcpy(slot->name, name);
-	strcpy(slot->id, id);
-	strcpy(slot->cname, cname);
+	/* the lengths were checked above: nothing is cut */
+	strlcpy_z(slot->name, name, sizeof(slot->name));
+	strlcpy_z(slot->id, id, sizeof(slot->id));
+	strlcpy_z(slot->cname, cname, sizeof(slot->cname));
 	pthread_mutex_unlock(&s->lock);
 }
 
@@ -731,8 +734,9 @@ static int fetch_via_child(struct store *s, struct entry *o, enum zkind k,
 	struct entry *c;
 	int ret;
 
-	strcpy(id, h->id);
-	strcpy(cname, h->cname);
+	/* as large as the hint's own, terminated, fields: nothing is cut */
+	strlcpy_z(id, h->id, sizeof(id));
+	strlcpy_z(cname, h->cname, sizeof(cname));
 	make_key(ckey, sizeof(ckey), ck, id, cname);
 	c = get(s, ckey, false);
 	if (!c || c->fetching)

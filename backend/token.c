@@ -15,6 +15,8 @@
 #include "backend/util.h"
 #include "backend/zenml.h"
 
+#include "backend/banned.h" /* always the last include */
+
 #define BACKOFF_MIN 1
 #define BACKOFF_MAX 60
 /* While the token is expired, how often to ask whether the server is back

@@ -17,6 +17,8 @@
 #include <jansson.h>
 #include <sodium.h>
 
+#include "backend/banned.h" /* always the last include */
+
 /* Upper bounds on what we are willing to decode at all. */
 #define JWT_MAX_LEN 16384
 #define ZENKEY_MAX_LEN 4096

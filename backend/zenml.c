@@ -15,6 +15,8 @@
 #include "backend/secret.h"
 #include "backend/util.h"
 
+#include "backend/banned.h" /* always the last include */
+
 #define PROBE_TIMEOUT_MS 3000
 #define STACK_WIPE (16 * 1024) /* what parsing a reply may leave */
 

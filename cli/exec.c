@@ -63,6 +63,8 @@
 #include "backend/util.h"
 #include "fs/statuscmd.h"
 
+#include "backend/banned.h" /* always the last include */
+
 #define EXIT_EXEC_FAILED 125
 #define EXIT_CANNOT_RUN 126
 #define EXIT_NOT_FOUND 127

@@ -16,6 +16,8 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include "backend/banned.h" /* always the last include */
+
 static uint64_t init_unique; /* the INIT request's, once read */
 static bool want_parallel;
 

@@ -14,6 +14,8 @@
 #include "fs/newkeys.h"
 #include "fs/publish.h"
 
+#include "backend/banned.h" /* always the last include */
+
 #define NAME_MAX_LEN 255
 
 /* The object the match names (the last one found). */

@@ -7,6 +7,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "backend/banned.h" /* always the last include */
+
 /* lock protects the queue and the flags; wake wakes the threads. */
 struct defer {
 	pthread_mutex_t lock;

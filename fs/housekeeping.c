@@ -16,6 +16,8 @@
 #include "fs/newkeys.h"
 #include "fs/notify.h"
 
+#include "backend/banned.h" /* always the last include */
+
 /* Freed cache memory worth handing back to the system at once. */
 #define TRIM_MIN (64 * 1024)
 /* As many inodes forgotten since the last look (a swept listing's). */

@@ -9,6 +9,8 @@
 #include "backend/secret.h"
 #include "fs/fs.h"
 
+#include "backend/banned.h" /* always the last include */
+
 struct inode {
 	uint64_t ino;
 	char *path;

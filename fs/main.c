@@ -50,6 +50,8 @@
 #include "fs/service.h"
 #include "fs/statuscmd.h"
 
+#include "backend/banned.h" /* always the last include */
+
 #define FUSE_THREADS_MAX 16
 #define MALLOC_ARENAS 2
 /* what main writes to the stop eventfd to end the stopper thread */

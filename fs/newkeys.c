@@ -13,6 +13,8 @@
 #include "backend/util.h"
 #include "fs/fs.h"
 
+#include "backend/banned.h" /* always the last include */
+
 #define NEW_KEYS_MAX 64
 
 struct new_key {

@@ -15,6 +15,8 @@
 #include "backend/log.h"
 #include "backend/util.h"
 
+#include "backend/banned.h" /* always the last include */
+
 #define BUCKETS 1024
 
 struct item {

@@ -31,6 +31,8 @@
 #include "fs/self.h"
 #include "fs/tree.h"
 
+#include "backend/banned.h" /* always the last include */
+
 #define TIMEOUT_LONG 86400.0
 /* The kernel looks "token" up again this often while it is read: the
  * daemon learns the token is in use (token_engine_touch), and a dentry a

@@ -12,6 +12,8 @@
 #include "backend/token.h"
 #include "backend/util.h"
 
+#include "backend/banned.h" /* always the last include */
+
 enum otype {
 	O_NUM, /* decimal number into an unsigned */
 	O_MODE, /* octal mode */
@@ -282,13 +284,15 @@ static enum opt_result one_opt(struct options *o, const char *name,
 /* One -o list. */
 static enum opt_result parse_list(struct options *o, const char *list)
 {
-	char *copy = strdup(list), *save = NULL, *opt, *val;
+	char *copy = strdup(list), *rest = copy, *opt, *val;
 	enum opt_result r = OPT_OK;
 
 	if (!copy)
 		return usage_error("out of memory");
-	for (opt = strtok_r(copy, ",", &save); opt && r == OPT_OK;
-	     opt = strtok_r(NULL, ",", &save)) {
+	while (rest && r == OPT_OK) {
+		opt = strsep(&rest, ",");
+		if (!*opt)
+			continue; /* nothing between two commas, or at an end */
 		val = strchr(opt, '=');
 		if (val)
 			*val++ = '\0';

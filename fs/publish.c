@@ -19,6 +19,8 @@
 #include "fs/notify.h"
 #include "fs/self.h"
 
+#include "backend/banned.h" /* always the last include */
+
 /* A writer of refresh waits this long at most for the names to switch:
  * more than the helper's rename timeout, after which the publisher
  * switches them itself (fs/self.h). */

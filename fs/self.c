@@ -21,6 +21,8 @@
 
 #include "backend/log.h"
 
+#include "backend/banned.h" /* always the last include */
+
 #define HELPER_FD 3
 /* How long a caller waits for the helper's reply.  A rename of a new token
  * waits little: the publisher then switches the names itself (readers see

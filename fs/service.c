@@ -17,6 +17,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "backend/banned.h" /* always the last include */
+
 static int ready_fd = -1; /* the child's end of the pipe to the parent */
 
 int service_daemonize(void)
@@ -157,7 +159,7 @@ static int lexical_abspath(const char *path, char *out, size_t size)
 {
 	char tmp[PATH_MAX];
 	size_t len = 0;
-	char *save, *part;
+	char *rest, *part;
 	int n;
 
 	if (path[0] == '/') {
@@ -171,10 +173,14 @@ static int lexical_abspath(const char *path, char *out, size_t size)
 	}
 	if (n < 0 || (size_t)n >= sizeof(tmp) || size < 2)
 		return -ENAMETOOLONG;
-	for (part = strtok_r(tmp, "/", &save); part;
-	     part = strtok_r(NULL, "/", &save)) {
-		size_t plen = strlen(part);
+	rest = tmp;
+	while (rest) {
+		size_t plen;
 
+		part = strsep(&rest, "/");
+		if (!*part)
+			continue; /* "//", or a slash at an end */
+		plen = strlen(part);
 		if (!strcmp(part, "."))
 			continue;
 		if (!strcmp(part, "..")) {

@@ -30,6 +30,8 @@
 #include "backend/util.h"
 #include "fs/service.h"
 
+#include "backend/banned.h" /* always the last include */
+
 #define ANSWER_WAIT_S 2
 
 /* What the child found, sent whole through a pipe. */

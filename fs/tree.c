@@ -29,6 +29,8 @@
 #include "fs/control.h"
 #include "fs/publish.h"
 
+#include "backend/banned.h" /* always the last include */
+
 /* ---- content --------------------------------------------------------- */
 
 struct content *content_new(size_t len, bool secret)
