@@ -344,16 +344,17 @@ static int do_login(struct zen *z, struct zen_err *e)
 	pthread_mutex_unlock(&z->lock);
 
 	ret = login_as(z, &cred, &sess, e);
-	if (!ret) {
-		pthread_mutex_lock(&z->lock);
-		/* A credential installed meanwhile (zen_login_with) came with
-		 * its own session: that one stands. */
-		if (z->cred_gen == gen)
-			set_session(z, sess);
-		else
-			secret_unref(sess);
-		pthread_mutex_unlock(&z->lock);
+	pthread_mutex_lock(&z->lock);
+	/* A credential installed meanwhile (zen_login_with, SIGHUP) came
+	 * with its own session: that one stands, whatever this login with
+	 * the old credential got (a rotated key's refusal included). */
+	if (z->cred_gen != gen && z->session) {
+		secret_unref(sess);
+		ret = 0;
+	} else if (!ret) {
+		set_session(z, sess);
 	}
+	pthread_mutex_unlock(&z->lock);
 	secret_unref(cred.secret);
 	free(cred.username);
 	return ret;
