@@ -279,7 +279,10 @@ def test_long_sdk_follows_refreshes_restart_and_rotation(
                 f.write(new_key + "\n")
             before = h.token()
             h.daemons[-1].proc.send_signal(signal.SIGHUP)
+            deadline = time.monotonic() + 60
             while h.token() == before:      # the new key's first token
+                assert time.monotonic() < deadline, \
+                    "no token from the new key 60 s after SIGHUP"
                 time.sleep(0.2)
             rotated = True
             results.append(sb.call())
