@@ -504,6 +504,15 @@ int http_do(struct http_client *c, const struct http_req *rq,
 	}
 	sink.buf[sink.len] = '\0';
 	resp->status = status;
+	{
+		curl_off_t ra = 0;
+
+		/* delta-seconds or an HTTP date, as libcurl reads it */
+		if (curl_easy_getinfo(h, CURLINFO_RETRY_AFTER, &ra) ||
+		    ra < 0)
+			ra = 0;
+		resp->retry_after = ra > 86400 ? 86400 : (long)ra;
+	}
 	resp->body = sink.buf;
 	resp->len = sink.len;
 	resp->secret = secret_reply;

@@ -40,6 +40,7 @@ struct http_response {
 	char *body; /* NUL-terminated; free with http_response_release */
 	size_t len;
 	bool secret; /* body lives in guarded memory */
+	long retry_after; /* seconds the reply's Retry-After asks; 0: none */
 };
 
 struct http_req {

@@ -267,3 +267,184 @@ int session_client_id(char *out, size_t size)
 	strlcpy_z(out, id, size);
 	return 0;
 }
+
+/* ---- the session an API key's login gave -------------------------------
+ *
+ * "ZMFK1\n", a random salt, a nonce, and the session token in a secretbox
+ * under BLAKE2b(domain || salt || url || key): whoever holds the key can
+ * derive it, nobody else (not root without the key, not another machine
+ * with it).  The key is 256 random bits or more, so a slow KDF would buy
+ * nothing here; the salt makes every file's key a new one.
+ */
+#define KMAGIC "ZMFK1\n"
+#define SALT_LEN 16
+
+int session_state_dir(char *out, size_t size)
+{
+	const char *sd = getenv("STATE_DIRECTORY");
+	int n;
+
+	if (sd && sd[0] == '/') {
+		/* systemd's StateDirectory=: the first of them */
+		n = snprintf(out, size, "%.*s", (int)strcspn(sd, ":"), sd);
+		return n > 0 && (size_t)n < size ? 0 : -ENAMETOOLONG;
+	}
+	if (!getuid()) {
+		n = snprintf(out, size, "/var/lib/zenmlfs");
+		return n > 0 && (size_t)n < size ? 0 : -ENAMETOOLONG;
+	}
+	return state_dir(out, size);
+}
+
+int keysession_path(const char *dir, const char *url, const struct secret *key,
+		    char *out, size_t size)
+{
+	crypto_generichash_state st;
+	unsigned char h[16];
+	char hex[33];
+	int n;
+
+	crypto_generichash_init(&st, (const unsigned char *)"zenmlfs key file",
+				16, sizeof(h));
+	crypto_generichash_update(&st, (const unsigned char *)url,
+				  strlen(url) + 1);
+	crypto_generichash_update(&st, (const unsigned char *)key->buf,
+				  key->len);
+	crypto_generichash_final(&st, h, sizeof(h));
+	sodium_bin2hex(hex, sizeof(hex), h, sizeof(h));
+	n = snprintf(out, size, "%s/keysessions/%s", dir, hex);
+	return n > 0 && (size_t)n < size ? 0 : -ENAMETOOLONG;
+}
+
+static void key_derive(const unsigned char *salt, const char *url,
+		       const struct secret *key, unsigned char *out)
+{
+	crypto_generichash_state st;
+
+	crypto_generichash_init(&st, (const unsigned char *)"zenmlfs key session",
+				19, crypto_secretbox_KEYBYTES);
+	crypto_generichash_update(&st, salt, SALT_LEN);
+	crypto_generichash_update(&st, (const unsigned char *)url,
+				  strlen(url) + 1);
+	crypto_generichash_update(&st, (const unsigned char *)key->buf,
+				  key->len);
+	crypto_generichash_final(&st, out, crypto_secretbox_KEYBYTES);
+	sodium_memzero(&st, sizeof(st));
+}
+
+int keysession_save(const char *dir, const char *url, const struct secret *key,
+		    const struct secret *sess)
+{
+	unsigned char *k = NULL, *box = NULL;
+	unsigned char salt[SALT_LEN], nonce[crypto_secretbox_NONCEBYTES];
+	char path[PATH_MAX], tmp[PATH_MAX + 8], sub[PATH_MAX];
+	size_t boxlen = sess->len + crypto_secretbox_MACBYTES;
+	int fd = -1, ret, n;
+
+	ret = keysession_path(dir, url, key, path, sizeof(path));
+	if (ret)
+		return ret;
+	n = snprintf(sub, sizeof(sub), "%s/keysessions", dir);
+	if (n < 0 || (size_t)n >= sizeof(sub))
+		return -ENAMETOOLONG;
+	ret = make_dirs(sub);
+	if (ret)
+		return ret;
+	k = sodium_malloc(crypto_secretbox_KEYBYTES);
+	box = malloc(boxlen);
+	if (!k || !box) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	randombytes_buf(salt, sizeof(salt));
+	randombytes_buf(nonce, sizeof(nonce));
+	key_derive(salt, url, key, k);
+	crypto_secretbox_easy(box, (const unsigned char *)sess->buf, sess->len,
+			      nonce, k);
+	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW,
+		  0600);
+	if (fd < 0) {
+		ret = -errno;
+		goto out;
+	}
+	errno = 0;
+	if (fchmod(fd, 0600) || write(fd, KMAGIC, MAGIC_LEN) != MAGIC_LEN ||
+	    write(fd, salt, sizeof(salt)) != (ssize_t)sizeof(salt) ||
+	    write(fd, nonce, sizeof(nonce)) != (ssize_t)sizeof(nonce) ||
+	    write(fd, box, boxlen) != (ssize_t)boxlen || fsync(fd)) {
+		ret = errno ? -errno : -EIO;
+		unlink(tmp);
+		goto out;
+	}
+	if (rename(tmp, path)) {
+		ret = -errno;
+		unlink(tmp);
+	}
+out:
+	if (fd >= 0)
+		close(fd);
+	sodium_free(k);
+	free(box);
+	return ret;
+}
+
+int keysession_load(const char *dir, const char *url, const struct secret *key,
+		    struct secret **sess)
+{
+	unsigned char *k = NULL, *buf = NULL, *plain = NULL;
+	size_t len = 0, hdr = MAGIC_LEN + SALT_LEN + crypto_secretbox_NONCEBYTES;
+	char path[PATH_MAX];
+	ssize_t n;
+	int fd, ret;
+
+	ret = keysession_path(dir, url, key, path, sizeof(path));
+	if (ret)
+		return -ENOENT;
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0)
+		return errno == ENOENT ? -ENOENT : -errno;
+	buf = malloc(FILE_MAX);
+	if (!buf) {
+		close(fd);
+		return -ENOMEM;
+	}
+	while ((n = read(fd, buf + len, FILE_MAX - len)) > 0)
+		len += n;
+	close(fd);
+	if (len < hdr + crypto_secretbox_MACBYTES + 1 || len == FILE_MAX ||
+	    memcmp(buf, KMAGIC, MAGIC_LEN)) {
+		ret = -EBADMSG;
+		goto out;
+	}
+	k = sodium_malloc(crypto_secretbox_KEYBYTES);
+	plain = sodium_malloc(len);
+	if (!k || !plain) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	key_derive(buf + MAGIC_LEN, url, key, k);
+	if (crypto_secretbox_open_easy(plain, buf + hdr, len - hdr,
+				       buf + MAGIC_LEN + SALT_LEN, k)) {
+		ret = -EBADMSG;
+		goto out;
+	}
+	*sess = secret_new((char *)plain,
+			   len - hdr - crypto_secretbox_MACBYTES);
+	ret = *sess ? 0 : -ENOMEM;
+out:
+	free(buf);
+	sodium_free(k);
+	sodium_free(plain);
+	return ret;
+}
+
+int keysession_forget(const char *dir, const char *url,
+		      const struct secret *key)
+{
+	char path[PATH_MAX];
+
+	if (keysession_path(dir, url, key, path, sizeof(path)))
+		return -ENOENT;
+	return unlink(path) ? -errno : 0;
+}

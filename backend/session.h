@@ -27,4 +27,23 @@ int session_client_id(char *out, size_t size);
 /* The file that holds url's session (for messages). */
 int session_path(const char *url, char *out, size_t size);
 
+/*
+ * The session an API key's login gave, kept across restarts (a restart
+ * costs the server no login): one file per server and key under
+ * dir/keysessions, 0600, encrypted under a key derived from the API key
+ * itself and a random salt (nothing but the key opens it).
+ */
+/* Where: $STATE_DIRECTORY (systemd), /var/lib/zenmlfs for root, else
+ * $XDG_STATE_HOME/zenmlfs. */
+int session_state_dir(char *out, size_t size);
+/* 0, -ENOENT (none), -EBADMSG (another key's, or damaged). */
+int keysession_load(const char *dir, const char *url, const struct secret *key,
+		    struct secret **sess);
+int keysession_save(const char *dir, const char *url, const struct secret *key,
+		    const struct secret *sess);
+int keysession_forget(const char *dir, const char *url,
+		      const struct secret *key);
+int keysession_path(const char *dir, const char *url, const struct secret *key,
+		    char *out, size_t size);
+
 #endif

@@ -1018,3 +1018,23 @@ void mono_deadline(long long ms, struct timespec *ts)
 		ts->tv_nsec -= 1000000000L;
 	}
 }
+
+unsigned long backoff_ms(unsigned failures, unsigned long base_ms,
+			 unsigned long cap_ms, long retry_after_s)
+{
+	unsigned long d = base_ms, lo = base_ms / 10, ra;
+
+	for (unsigned i = 1; i < failures && d < cap_ms; i++)
+		d *= 2;
+	if (d > cap_ms)
+		d = cap_ms;
+	if (d > lo)
+		d = lo + randombytes_uniform((uint32_t)(d - lo) + 1);
+	if (retry_after_s > 0) {
+		ra = (unsigned long)retry_after_s * 1000;
+		ra += randombytes_uniform((uint32_t)(ra / 4) + 1);
+		if (d < ra)
+			d = ra;
+	}
+	return d;
+}

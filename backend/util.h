@@ -160,6 +160,16 @@ void url_redact(const char *url, char *out, size_t outsz);
  */
 int max_lifetime_of(const char *msg, unsigned long *out);
 
+/*
+ * How long to wait (ms) before retry number failures (1 for the first):
+ * exponential from base_ms, capped at cap_ms, with full jitter (uniform
+ * from a tenth of base_ms up to the exponential), so that nodes failing
+ * together do not retry together; never sooner than retry_after_s (a
+ * reply's Retry-After, 0: none) plus up to a quarter of it more.
+ */
+unsigned long backoff_ms(unsigned failures, unsigned long base_ms,
+			 unsigned long cap_ms, long retry_after_s);
+
 /* Now on CLOCK_MONOTONIC, in milliseconds. */
 long long mono_ms(void);
 

@@ -8,16 +8,21 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "backend/http.h"
 #include "backend/jsonpage.h"
 #include "backend/log.h"
 #include "backend/secret.h"
+#include "backend/session.h"
 #include "backend/util.h"
 
 #include "backend/banned.h" /* always the last include */
 
 #define PROBE_TIMEOUT_MS 3000
+/* A login costs a loaded server seconds of CPU (bcrypt): waiting for it
+ * is cheaper than abandoning it and asking again. */
+#define LOGIN_TIMEOUT_MS 90000
 #define STACK_WIPE (16 * 1024) /* what parsing a reply may leave */
 
 /* How each kind of server takes a credential and says it is up. */
@@ -56,7 +61,38 @@ struct zen {
 	bool logging_in;
 	int login_ret; /* result of the last login, for the waiters */
 	struct zen_err login_err;
+	char *state_dir; /* where an API key's session is kept; NULL: not */
+	struct zen_counts counts; /* atomic access */
 };
+
+#define COUNT(z, f) __atomic_add_fetch(&(z)->counts.f, 1, __ATOMIC_RELAXED)
+
+void zen_get_counts(struct zen *z, struct zen_counts *c)
+{
+	unsigned long *dst = (unsigned long *)c;
+	unsigned long *src = (unsigned long *)&z->counts;
+
+	for (size_t i = 0; i < sizeof(*c) / sizeof(unsigned long); i++)
+		dst[i] = __atomic_load_n(&src[i], __ATOMIC_RELAXED);
+}
+
+bool zen_err_transient(int err, const struct zen_err *e)
+{
+	if (e && e->status)
+		return e->status == 429 || e->status >= 500;
+	switch (-err) {
+	case ETIMEDOUT:
+	case ECONNREFUSED:
+	case ECONNRESET:
+	case EHOSTUNREACH:
+	case EAGAIN:
+		return true;
+	case EIO: /* no reply at all (reset, empty), not a bad one */
+		return e && e->no_reply;
+	default:
+		return false;
+	}
+}
 
 void zen_err_set(struct zen_err *e, const char *fmt, ...)
 {
@@ -65,6 +101,8 @@ void zen_err_set(struct zen_err *e, const char *fmt, ...)
 	if (!e)
 		return;
 	e->status = 0;
+	e->retry_after = 0;
+	e->no_reply = false;
 	e->cls[0] = '\0';
 	va_start(ap, fmt);
 	vsnprintf(e->msg, sizeof(e->msg), fmt, ap);
@@ -127,6 +165,7 @@ void zen_free(struct zen *z)
 	secret_unref(z->session);
 	secret_unref(z->cred.secret);
 	free(z->cred.username);
+	free(z->state_dir);
 	http_client_free(z->http);
 	free(z);
 }
@@ -211,6 +250,7 @@ static int reply_error(const char *what, const struct http_response *r,
 		zen_err_set(e, "%s: server said %ld (%s%s%s)", what, r->status,
 			    cls, cls[0] ? ": " : "", msg);
 		e->status = r->status;
+		e->retry_after = r->retry_after;
 		strlcpy_z(e->cls, cls, sizeof(e->cls));
 	}
 	return err;
@@ -219,6 +259,8 @@ static int reply_error(const char *what, const struct http_response *r,
 static int transport_error(const char *what, int err, struct zen_err *e)
 {
 	zen_err_set(e, "%s: %s", what, http_strerror(err));
+	if (e)
+		e->no_reply = true;
 	return err;
 }
 
@@ -290,8 +332,10 @@ static int login_as(struct zen *z, const struct zen_cred *cred,
 			      .body = form->buf,
 			      .body_len = form->len,
 			      .secret_reply = true,
+			      .timeout_ms = LOGIN_TIMEOUT_MS,
 		      },
 		      &r);
+	COUNT(z, logins);
 	if (ret) {
 		ret = transport_error("login", ret, e);
 		goto out;
@@ -329,6 +373,60 @@ static void set_session(struct zen *z, struct secret *sess)
 	learn_user_id(z);
 }
 
+/* Keep an API key's new session for the next start.  Caller holds lock
+ * (the file is small; a save is a few syscalls). */
+static void keep_session(struct zen *z, const struct zen_cred *cred,
+			 const struct secret *sess)
+{
+	int ret;
+
+	if (!z->state_dir || cred->kind != CRED_API_KEY)
+		return;
+	ret = keysession_save(z->state_dir, zen_url(z), cred->secret, sess);
+	if (ret)
+		log_warn("cannot keep the session in '%s': %s (the next start "
+			 "logs in again)",
+			 z->state_dir, strerror(-ret));
+}
+
+/* The server refused the key: its saved session goes too. */
+static void drop_session(struct zen *z, const struct zen_cred *cred)
+{
+	if (z->state_dir && cred->kind == CRED_API_KEY &&
+	    !keysession_forget(z->state_dir, zen_url(z), cred->secret))
+		log_info("the saved session of the refused key is deleted");
+}
+
+int zen_resume(struct zen *z, const char *dir)
+{
+	struct secret *sess = NULL;
+	struct jwt_info info;
+	int ret = -ENOENT;
+
+	pthread_mutex_lock(&z->lock);
+	free(z->state_dir);
+	z->state_dir = dir && dir[0] ? strdup(dir) : NULL;
+	if (!z->state_dir || z->cred.kind != CRED_API_KEY)
+		goto out;
+	ret = keysession_load(z->state_dir, zen_url(z), z->cred.secret, &sess);
+	if (ret == -EBADMSG)
+		keysession_forget(z->state_dir, zen_url(z), z->cred.secret);
+	if (ret)
+		goto out;
+	/* One that has expired is not worth a request. */
+	if (jwt_parse(sess->buf, sess->len, &info) ||
+	    (info.has_exp && info.exp <= time(NULL) + 60)) {
+		secret_unref(sess);
+		ret = -ESTALE;
+		goto out;
+	}
+	set_session(z, sess);
+	COUNT(z, resumed);
+out:
+	pthread_mutex_unlock(&z->lock);
+	return ret;
+}
+
 static int do_login(struct zen *z, struct zen_err *e)
 {
 	struct secret *sess = NULL;
@@ -353,6 +451,12 @@ static int do_login(struct zen *z, struct zen_err *e)
 		ret = 0;
 	} else if (!ret) {
 		set_session(z, sess);
+		keep_session(z, &cred, sess);
+	} else {
+		COUNT(z, login_failures);
+		if (ret == -EKEYREJECTED || ret == -EKEYREVOKED ||
+		    ret == -EPERM)
+			drop_session(z, &cred);
 	}
 	pthread_mutex_unlock(&z->lock);
 	secret_unref(cred.secret);
@@ -380,6 +484,11 @@ int zen_login_with(struct zen *z, struct zen_cred *cred, struct zen_err *e)
 	z->cred_gen++;
 	memset(cred, 0, sizeof(*cred));
 	set_session(z, sess);
+	keep_session(z, &z->cred, sess);
+	if (old.secret && (old.secret->len != z->cred.secret->len ||
+			   sodium_memcmp(old.secret->buf, z->cred.secret->buf,
+					 old.secret->len)))
+		drop_session(z, &old);
 	pthread_mutex_unlock(&z->lock);
 	secret_unref(old.secret);
 	free(old.username);
@@ -515,6 +624,7 @@ int zen_probe(struct zen *z)
 	struct http_response r = { 0 };
 	int ret;
 
+	COUNT(z, probes);
 	ret = http_do(z->http,
 		      &(struct http_req){ .method = "GET",
 					  .path = z->server->probe,
@@ -599,6 +709,13 @@ again:
 			}
 		}
 	}
+	if (strstr(rq->path, "api_token"))
+		COUNT(z, tokens);
+	else if (strstr(rq->path, "current-user") ||
+		 strstr(rq->path, "/users/me"))
+		COUNT(z, checks);
+	else
+		COUNT(z, others);
 	timeout_ms = rq->timeout_ms ? rq->timeout_ms : http_timeout_ms(z->http);
 	if (deadline && deadline - mono_ms() < timeout_ms)
 		timeout_ms = deadline - mono_ms();

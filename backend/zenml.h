@@ -19,6 +19,7 @@
 
 struct http_client;
 struct secret;
+struct zen;
 
 enum cred_kind {
 	CRED_NONE,
@@ -49,7 +50,20 @@ struct zen_err {
 	long status; /* HTTP status; 0: no reply (transport) or local */
 	char cls[64]; /* the server's error class, "" when none */
 	char msg[512]; /* "what: why" */
+	long retry_after; /* s, from the reply's Retry-After; 0: none */
+	bool no_reply; /* the server did not answer (transport) */
 };
+
+/* What the daemon asked the server, since it started (the metrics). */
+struct zen_counts {
+	unsigned long logins, login_failures, resumed;
+	unsigned long tokens, checks, probes, others;
+};
+void zen_get_counts(struct zen *z, struct zen_counts *c);
+
+/* Is this failure worth trying again later (no reply, a timeout, 429,
+ * 5xx), rather than a local mistake or a refusal of the credential? */
+bool zen_err_transient(int err, const struct zen_err *e);
 
 void zen_err_set(struct zen_err *e, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
@@ -74,6 +88,15 @@ void zen_api_key_id(struct zen *z, char *id, size_t idsz);
 void zen_user_id(struct zen *z, char *id, size_t idsz);
 /* The device a device-flow session belongs to, "" when none. */
 void zen_device_id(struct zen *z, char *id, size_t idsz);
+
+/*
+ * Keep an API key's session in dir across restarts (backend/session.h;
+ * dir NULL or "": never), and take the one kept there now: 0 when there
+ * was one, it is the session from now on (no login); -ENOENT etc. when
+ * there was none usable.  A session the server refuses is replaced by a
+ * login, as any; a login the server refuses deletes the file.
+ */
+int zen_resume(struct zen *z, const char *dir);
 
 /* Log in with the credential now.  Concurrent callers share one login. */
 int zen_login(struct zen *z, struct zen_err *e);

@@ -32,6 +32,7 @@
 #include "backend/log.h"
 #include "backend/login.h"
 #include "backend/secret.h"
+#include "backend/session.h"
 #include "backend/store.h"
 #include "backend/token.h"
 #include "backend/util.h"
@@ -53,6 +54,14 @@
 #include "backend/banned.h" /* always the last include */
 
 #define FUSE_THREADS_MAX 16
+/* The first token: retried from 1 s, doubling, capped at a minute, with
+ * full jitter, for as long as the server does not answer (or answers
+ * 429/5xx). */
+#define START_BACKOFF_MS 1000
+#define START_BACKOFF_MAX_MS 60000
+/* start_delay when started by systemd or Kubernetes: a fleet that boots
+ * together spreads its first logins over this many seconds. */
+#define START_DELAY_SERVICE 5
 #define MALLOC_ARENAS 2
 /* what main writes to the stop eventfd to end the stopper thread */
 #define STOPPER_QUIT (1ULL << 62)
@@ -336,32 +345,90 @@ static void unmount_ours(struct daemon *d)
 	}
 }
 
-/* Login and the first token, on the terminal. */
-static int first_token(struct daemon *d)
+/* Sleep ms, a stop signal ending the process meanwhile (none is
+ * caught yet). */
+static void nap_ms(unsigned long ms)
+{
+	struct timespec ts = { .tv_sec = ms / 1000,
+			       .tv_nsec = (long)(ms % 1000) * 1000000 };
+
+	while (nanosleep(&ts, &ts) && errno == EINTR)
+		;
+}
+
+/* Was the daemon started by a service manager, with others like it? */
+static bool in_a_fleet(void)
+{
+	return getenv("NOTIFY_SOCKET") || getenv("INVOCATION_ID") ||
+	       getenv("KUBERNETES_SERVICE_HOST");
+}
+
+static void say_failed(struct daemon *d, int ret, const struct zen_err *e,
+		       bool login)
+{
+	if (login)
+		report("cannot log in to '%s': %s", d->o.url, e->msg);
+	else if (zen_cred_kind(d->fs.zen) == CRED_SESSION &&
+		 exit_for(ret) == EXIT_AUTH)
+		report("cannot get a token from '%s': %s; run 'zenmlfs "
+		       "login %s' again",
+		       d->o.url, e->msg, d->o.url);
+	else
+		report("cannot get a token from '%s': %s", d->o.url, e->msg);
+}
+
+/*
+ * Login (or the session kept from the last start) and the first token, on
+ * the terminal.  A server that does not answer, or answers 429 or 5xx, is
+ * asked again with backoff for as long as it takes (the mount point stays
+ * as it is meanwhile; the terminal and the log say so); a refusal of the
+ * credential or a server that is not ZenML ends the start at once.
+ */
+static int first_token(struct daemon *d, const char *state_dir)
 {
 	struct zen_err e = { 0 };
+	unsigned long wait;
+	unsigned delay = d->o.start_delay;
+	bool have_session;
 	int ret;
 
-	if (zen_cred_kind(d->fs.zen) != CRED_SESSION) {
-		ret = zen_login(d->fs.zen, &e);
-		if (ret) {
-			report("cannot log in to '%s': %s", d->o.url, e.msg);
+	if (!d->o.start_delay_set && in_a_fleet())
+		delay = START_DELAY_SERVICE;
+	have_session = zen_cred_kind(d->fs.zen) == CRED_SESSION;
+	if (!have_session && !zen_resume(d->fs.zen, state_dir)) {
+		have_session = true;
+		log_info("using the session kept in '%s' (no login)",
+			 state_dir);
+	}
+	if (delay)
+		nap_ms(randombytes_uniform(delay * 1000 + 1));
+	for (unsigned attempt = 1;; attempt++) {
+		bool login = !have_session;
+
+		memset(&e, 0, sizeof(e));
+		ret = login ? zen_login(d->fs.zen, &e) : 0;
+		if (!ret) {
+			have_session = true;
+			ret = token_engine_mint(d->fs.te, &e);
+		}
+		if (!ret)
+			return EXIT_OK;
+		if (!zen_err_transient(ret, &e)) {
+			say_failed(d, ret, &e, login);
 			return exit_for(ret);
 		}
+		wait = backoff_ms(attempt, START_BACKOFF_MS,
+				  START_BACKOFF_MAX_MS, e.retry_after);
+		fprintf(stderr,
+			"zenmlfs: %s '%s' failed: %s; trying again in %.1f s\n",
+			login ? "login to" : "first token from", d->o.url,
+			e.msg, wait / 1000.0);
+		if (!log_is_stderr())
+			log_warn("%s '%s' failed: %s; trying again in %.1f s",
+				 login ? "login to" : "first token from",
+				 d->o.url, e.msg, wait / 1000.0);
+		nap_ms(wait);
 	}
-	ret = token_engine_mint(d->fs.te, &e);
-	if (ret) {
-		if (zen_cred_kind(d->fs.zen) == CRED_SESSION &&
-		    exit_for(ret) == EXIT_AUTH)
-			report("cannot get a token from '%s': %s; run 'zenmlfs "
-			       "login %s' again",
-			       d->o.url, e.msg, d->o.url);
-		else
-			report("cannot get a token from '%s': %s", d->o.url,
-			       e.msg);
-		return exit_for(ret);
-	}
-	return EXIT_OK;
 }
 
 /*
@@ -443,7 +510,7 @@ static int mount_main(int argc, char **argv)
 	struct http_client *http;
 	struct zen_cred cred;
 	const char *why_url;
-	char why[700];
+	char why[700], state_dir[PATH_MAX] = "";
 	sigset_t old;
 	struct channel_fds fds;
 	int code, ret, unmount_sock;
@@ -544,7 +611,13 @@ static int mount_main(int argc, char **argv)
 				   });
 	if (!d.fs.te)
 		goto out_zen;
-	code = first_token(&d);
+	if (!d.o.state_dir) {
+		if (session_state_dir(state_dir, sizeof(state_dir)))
+			state_dir[0] = '\0';
+	} else if (strcmp(d.o.state_dir, "none")) {
+		strlcpy_z(state_dir, d.o.state_dir, sizeof(state_dir));
+	}
+	code = first_token(&d, state_dir);
 	if (code)
 		goto out_engine;
 

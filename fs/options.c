@@ -54,6 +54,13 @@ static const struct opt opts[] = {
 	{ "check_interval", O_NUM, F(check_interval), 0, 86400, "N",
 	  "check the credential every N s while the token is read "
 	  "(default 60, 0: never)" },
+	{ "start_delay", O_NUM, F(start_delay), 0, 600, "N",
+	  "wait a random 0 to N s before the first request (default 5 "
+	  "under systemd or Kubernetes, else 0)" },
+	{ "state_dir", O_STR, F(state_dir), 0, 0, "DIR",
+	  "keep the API key's session in DIR across restarts (default "
+	  "$STATE_DIRECTORY, /var/lib/zenmlfs as root, else "
+	  "$XDG_STATE_HOME/zenmlfs; none: never)" },
 	{ "token_mode", O_MODE, F(token_mode), 0, 0777, "MODE",
 	  "mode of token and token.json (default 0400)" },
 	{ "tree_mode", O_MODE, F(tree_mode), 0, 0777, "MODE",
@@ -263,6 +270,10 @@ static enum opt_result one_opt(struct options *o, const char *name,
 				*(unsigned *)field = (unsigned)v;
 			if (op->off == F(token_mode))
 				o->token_mode_set = true;
+			if (op->off == F(check_interval))
+				o->check_interval_set = true;
+			if (op->off == F(start_delay))
+				o->start_delay_set = true;
 			return OPT_OK;
 		case O_STR:
 			return set_string(o, (const char **)field, val);

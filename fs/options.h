@@ -22,7 +22,11 @@ struct options {
 	bool auto_unmount; /* on unless -o no_auto_unmount */
 	bool fake; /* mount -f: check the options, mount nothing */
 	bool token_mode_set;
+	bool check_interval_set; /* given, not the default */
 	unsigned token_lifetime, meta_ttl, key_window, check_interval;
+	unsigned start_delay; /* s: the first request waits up to this */
+	bool start_delay_set;
+	const char *state_dir; /* "none": keep no session; NULL: default */
 	mode_t token_mode, tree_mode;
 	long uid, gid; /* -1: the caller's */
 	char fuse_opts[1024]; /* handed on to libfuse */
