@@ -508,8 +508,7 @@ int http_do(struct http_client *c, const struct http_req *rq,
 		curl_off_t ra = 0;
 
 		/* delta-seconds or an HTTP date, as libcurl reads it */
-		if (curl_easy_getinfo(h, CURLINFO_RETRY_AFTER, &ra) ||
-		    ra < 0)
+		if (curl_easy_getinfo(h, CURLINFO_RETRY_AFTER, &ra) || ra < 0)
 			ra = 0;
 		resp->retry_after = ra > 86400 ? 86400 : (long)ra;
 	}

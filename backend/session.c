@@ -321,7 +321,8 @@ static void key_derive(const unsigned char *salt, const char *url,
 {
 	crypto_generichash_state st;
 
-	crypto_generichash_init(&st, (const unsigned char *)"zenmlfs key session",
+	crypto_generichash_init(&st,
+				(const unsigned char *)"zenmlfs key session",
 				19, crypto_secretbox_KEYBYTES);
 	crypto_generichash_update(&st, salt, SALT_LEN);
 	crypto_generichash_update(&st, (const unsigned char *)url,
@@ -393,7 +394,8 @@ int keysession_load(const char *dir, const char *url, const struct secret *key,
 		    struct secret **sess)
 {
 	unsigned char *k = NULL, *buf = NULL, *plain = NULL;
-	size_t len = 0, hdr = MAGIC_LEN + SALT_LEN + crypto_secretbox_NONCEBYTES;
+	size_t len = 0,
+	       hdr = MAGIC_LEN + SALT_LEN + crypto_secretbox_NONCEBYTES;
 	char path[PATH_MAX];
 	ssize_t n;
 	int fd, ret;

@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <sodium.h>
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,11 +18,20 @@
 
 #include "backend/banned.h" /* always the last include */
 
-#define BACKOFF_MIN 1
-#define BACKOFF_MAX 60
-/* While the token is expired, how often to ask whether the server is back
- * (GET /health, no auth): recovery within this of the server answering. */
-#define PROBE_INTERVAL 2
+/* A failed refresh or check is retried from 1 s, doubling up to a minute,
+ * with full jitter (backoff_ms()), never sooner than a Retry-After. */
+#define BACKOFF_MIN_MS 1000
+#define BACKOFF_MAX_MS 60000
+/* While the token is expired, whether the server is back is asked (GET
+ * /health, no auth) from 2 s on, doubling up to 20 s, with full jitter:
+ * a fleet whose server is down sends each node's probe about every 10 s,
+ * never in step, and a node serves again within 20 s of its return. */
+#define PROBE_MIN_MS 2000
+#define PROBE_MAX_MS 20000
+/* Where the server rejects a revoked credential's tokens itself (a minted
+ * token names its API key or device), the check buys only an earlier
+ * "unauthenticated" in status: the default interval grows to this. */
+#define BOUND_CHECK 3600
 /* Refresh early enough that a retry or two fit before the margin. */
 #define REFRESH_MIN_LEFT (TOKEN_MARGIN + 15)
 /* Never plan the next refresh sooner than this after a mint. */
@@ -57,7 +67,12 @@ struct token_engine {
 	bool used; /* read since the last check */
 	time_t next_probe; /* 0: not probing */
 	unsigned failures; /* consecutive, for backoff */
-	unsigned long refreshes, refresh_failures, checks;
+	unsigned probe_failures; /* consecutive, for the probe's backoff */
+	unsigned long refreshes, refresh_failures, checks, check_failures;
+	unsigned long probes, retries;
+	unsigned long fail_network, fail_server, fail_auth, fail_token;
+	time_t last_ok; /* last successful mint */
+	bool bound; /* the server binds its tokens to their credential */
 	enum token_state state;
 	int auth_err; /* with TS_UNAUTH */
 	bool announced_expiry; /* on_change sent for the current expiry */
@@ -138,17 +153,30 @@ static time_t plan_refresh(time_t t, int64_t exp)
 	return (time_t)(exp - left);
 }
 
-static time_t backoff(unsigned failures)
+/* Seconds until retry number failures (rounded up: at least 1). */
+static time_t backoff(unsigned failures, long retry_after)
 {
-	unsigned s = BACKOFF_MIN;
+	unsigned long ms = backoff_ms(failures, BACKOFF_MIN_MS, BACKOFF_MAX_MS,
+				      retry_after);
 
-	for (unsigned i = 1; i < failures && s < BACKOFF_MAX; i++)
-		s *= 2;
-	if (s > BACKOFF_MAX)
-		s = BACKOFF_MAX;
-	/* +-25% jitter, never less than a second */
-	s = s * 3 / 4 + randombytes_uniform(s / 2 + 1);
-	return s ? s : 1;
+	return (time_t)((ms + 999) / 1000);
+}
+
+static time_t probe_backoff(unsigned failures)
+{
+	unsigned long ms = backoff_ms(failures, PROBE_MIN_MS, PROBE_MAX_MS, 0);
+
+	return (time_t)((ms + 999) / 1000);
+}
+
+/* The check interval in force.  Caller holds lock. */
+static unsigned check_interval(struct token_engine *te)
+{
+	unsigned ci = te->opts.check_interval;
+
+	if (ci && te->bound && te->opts.check_default && ci < BOUND_CHECK)
+		ci = BOUND_CHECK;
+	return ci;
 }
 
 /* Is tok a token we may serve?  Its expiry into *exp. */
@@ -170,6 +198,12 @@ static int validate(struct token_engine *te, const struct secret *tok,
 		return -EIO;
 	}
 	*exp = info.exp;
+	/* Does the server tie its tokens to the credential they came from
+	 * (ZenML 0.96.3 on)?  Then it refuses them itself once the key or
+	 * device is gone. */
+	pthread_mutex_lock(&te->lock);
+	te->bound = info.api_key_id[0] || info.device_id[0];
+	pthread_mutex_unlock(&te->lock);
 	return 0;
 }
 
@@ -211,7 +245,16 @@ static void mint_failed(struct token_engine *te, int ret,
 	pthread_mutex_lock(&te->lock);
 	te->refresh_failures++;
 	te->failures++;
-	te->next_refresh = now + backoff(te->failures);
+	te->retries++;
+	if (is_auth_error(ret))
+		te->fail_auth++;
+	else if (refused)
+		te->fail_token++;
+	else if (e->status)
+		te->fail_server++;
+	else
+		te->fail_network++;
+	te->next_refresh = now + backoff(te->failures, e->retry_after);
 	strlcpy_z(te->last_error, e->msg, sizeof(te->last_error));
 	te->last_error_at = now;
 	if (is_auth_error(ret)) {
@@ -222,7 +265,7 @@ static void mint_failed(struct token_engine *te, int ret,
 		te->state = TS_DEGRADED;
 	}
 	if (te->state == TS_EXPIRED && !te->next_probe && !refused)
-		te->next_probe = now + PROBE_INTERVAL;
+		te->next_probe = now + probe_backoff(++te->probe_failures);
 	pthread_cond_broadcast(&te->cond);
 	pthread_mutex_unlock(&te->lock);
 	/* Before the thread runs, the caller reports the failure itself
@@ -328,6 +371,8 @@ static int do_mint(struct token_engine *te, struct zen_err *e)
 	failures = te->failures;
 	te->failures = 0;
 	te->refreshes++;
+	te->last_ok = now;
+	te->probe_failures = 0;
 	te->state = TS_OK;
 	te->auth_err = 0;
 	te->next_probe = 0;
@@ -459,19 +504,21 @@ void token_engine_touch(struct token_engine *te)
 {
 	time_t now, at;
 
+	unsigned ci;
+
 	if (!te->opts.check_interval ||
 	    __atomic_load_n(&te->used, __ATOMIC_RELAXED))
 		return;
 	pthread_mutex_lock(&te->lock);
 	te->used = true;
+	ci = check_interval(te);
 	if (!te->next_check) {
 		now = time(NULL);
-		at = te->last_check + te->opts.check_interval;
+		at = te->last_check + ci;
 		if (at < now)
 			at = now;
 		/* nodes that start reading together do not check together */
-		te->next_check = at + randombytes_uniform(
-					      te->opts.check_interval / 5 + 1);
+		te->next_check = at + randombytes_uniform(ci / 5 + 1);
 		pthread_cond_broadcast(&te->cond);
 	}
 	pthread_mutex_unlock(&te->lock);
@@ -533,9 +580,15 @@ static void check_credential(struct token_engine *te)
 		strlcpy_z(te->last_error, e.msg, sizeof(te->last_error));
 		te->last_error_at = time(NULL);
 		te->failures++;
-		te->next_refresh = time(NULL) + backoff(te->failures);
+		te->next_refresh = time(NULL) + backoff(te->failures, 0);
 	} else if (!ret && te->state == TS_UNAUTH) {
 		recover = true;
+	}
+	if (ret) {
+		te->check_failures++;
+		/* the next check waits at least what the server asked */
+		if (e.retry_after > 0)
+			te->last_check = time(NULL) + e.retry_after;
 	}
 	pthread_mutex_unlock(&te->lock);
 	if (announce) {
@@ -594,9 +647,12 @@ static void *engine_main(void *arg)
 			te->announced_expiry = true;
 			if (te->state != TS_UNAUTH) {
 				te->state = TS_EXPIRED;
-				te->next_probe = now + PROBE_INTERVAL;
+				te->probe_failures = 0;
+				te->next_probe = now + probe_backoff(1);
 			}
 		}
+		if (do_probe)
+			te->probes++;
 		pthread_mutex_unlock(&te->lock);
 
 		if (expire) {
@@ -610,7 +666,10 @@ static void *engine_main(void *arg)
 			} else {
 				pthread_mutex_lock(&te->lock);
 				if (te->state == TS_EXPIRED)
-					te->next_probe = now + PROBE_INTERVAL;
+					te->next_probe =
+						now +
+						probe_backoff(
+							++te->probe_failures);
 				pthread_mutex_unlock(&te->lock);
 			}
 		}
@@ -734,4 +793,110 @@ size_t token_engine_status(struct token_engine *te, char *buf, size_t size)
 	if (n < 0)
 		return 0;
 	return (size_t)n < size ? (size_t)n : size - 1;
+}
+
+static void __attribute__((format(printf, 4, 5)))
+out(char *buf, size_t size, size_t *n, const char *fmt, ...)
+{
+	va_list ap;
+	int r;
+
+	if (*n + 1 >= size)
+		return;
+	va_start(ap, fmt);
+	r = vsnprintf(buf + *n, size - *n, fmt, ap);
+	va_end(ap);
+	if (r > 0)
+		*n = (size_t)r < size - *n ? *n + (size_t)r : size - 1;
+}
+
+size_t token_engine_metrics(struct token_engine *te, char *buf, size_t size)
+{
+	static const char *const states[] = { "ok", "degraded", "expired",
+					      "unauthenticated", "starting" };
+	struct zen_counts c;
+	enum token_state st;
+	const char *cur;
+	size_t n = 0;
+
+	zen_get_counts(te->zen, &c);
+	pthread_mutex_lock(&te->lock);
+	st = state_now(te, time(NULL));
+	cur = st == TS_NONE ? "starting" : token_state_name(st);
+	out(buf, size, &n,
+	    "# HELP zenmlfs_refreshes_total Tokens minted.\n"
+	    "# TYPE zenmlfs_refreshes_total counter\n"
+	    "zenmlfs_refreshes_total %lu\n",
+	    te->refreshes);
+	out(buf, size, &n,
+	    "# HELP zenmlfs_refresh_failures_total Failed mints, by cause.\n"
+	    "# TYPE zenmlfs_refresh_failures_total counter\n"
+	    "zenmlfs_refresh_failures_total{cause=\"network\"} %lu\n"
+	    "zenmlfs_refresh_failures_total{cause=\"server\"} %lu\n"
+	    "zenmlfs_refresh_failures_total{cause=\"auth\"} %lu\n"
+	    "zenmlfs_refresh_failures_total{cause=\"token\"} %lu\n",
+	    te->fail_network, te->fail_server, te->fail_auth, te->fail_token);
+	out(buf, size, &n,
+	    "# HELP zenmlfs_retries_total Refreshes planned again after a "
+	    "failure.\n"
+	    "# TYPE zenmlfs_retries_total counter\n"
+	    "zenmlfs_retries_total %lu\n",
+	    te->retries);
+	out(buf, size, &n,
+	    "# HELP zenmlfs_credential_checks_total Checks of the daemon's "
+	    "credential.\n"
+	    "# TYPE zenmlfs_credential_checks_total counter\n"
+	    "zenmlfs_credential_checks_total %lu\n"
+	    "# HELP zenmlfs_credential_check_failures_total Checks that "
+	    "failed.\n"
+	    "# TYPE zenmlfs_credential_check_failures_total counter\n"
+	    "zenmlfs_credential_check_failures_total %lu\n",
+	    te->checks, te->check_failures);
+	out(buf, size, &n,
+	    "# HELP zenmlfs_credential_check_interval_seconds The check "
+	    "interval in force.\n"
+	    "# TYPE zenmlfs_credential_check_interval_seconds gauge\n"
+	    "zenmlfs_credential_check_interval_seconds %u\n",
+	    check_interval(te));
+	out(buf, size, &n,
+	    "# HELP zenmlfs_last_refresh_success_timestamp_seconds When the "
+	    "last token was minted (0: never).\n"
+	    "# TYPE zenmlfs_last_refresh_success_timestamp_seconds gauge\n"
+	    "zenmlfs_last_refresh_success_timestamp_seconds %lld\n",
+	    (long long)te->last_ok);
+	out(buf, size, &n,
+	    "# HELP zenmlfs_token_expiry_timestamp_seconds When the token "
+	    "served expires (0: none, or it never does).\n"
+	    "# TYPE zenmlfs_token_expiry_timestamp_seconds gauge\n"
+	    "zenmlfs_token_expiry_timestamp_seconds %lld\n",
+	    te->tok && te->exp != TOKEN_NO_EXPIRY ? (long long)te->exp : 0LL);
+	out(buf, size, &n,
+	    "# HELP zenmlfs_state The daemon's state (status's \"state\").\n"
+	    "# TYPE zenmlfs_state gauge\n");
+	for (size_t i = 0; i < sizeof(states) / sizeof(states[0]); i++)
+		out(buf, size, &n, "zenmlfs_state{state=\"%s\"} %d\n",
+		    states[i], !strcmp(states[i], cur));
+	pthread_mutex_unlock(&te->lock);
+	out(buf, size, &n,
+	    "# HELP zenmlfs_requests_total Requests to the server, by kind.\n"
+	    "# TYPE zenmlfs_requests_total counter\n"
+	    "zenmlfs_requests_total{kind=\"login\"} %lu\n"
+	    "zenmlfs_requests_total{kind=\"token\"} %lu\n"
+	    "zenmlfs_requests_total{kind=\"check\"} %lu\n"
+	    "zenmlfs_requests_total{kind=\"probe\"} %lu\n"
+	    "zenmlfs_requests_total{kind=\"other\"} %lu\n",
+	    c.logins, c.tokens, c.checks, c.probes, c.others);
+	out(buf, size, &n,
+	    "# HELP zenmlfs_logins_total Logins with the credential.\n"
+	    "# TYPE zenmlfs_logins_total counter\n"
+	    "zenmlfs_logins_total %lu\n"
+	    "# HELP zenmlfs_login_failures_total Logins that failed.\n"
+	    "# TYPE zenmlfs_login_failures_total counter\n"
+	    "zenmlfs_login_failures_total %lu\n"
+	    "# HELP zenmlfs_sessions_resumed_total Starts that used the kept "
+	    "session instead of a login.\n"
+	    "# TYPE zenmlfs_sessions_resumed_total counter\n"
+	    "zenmlfs_sessions_resumed_total %lu\n",
+	    c.logins, c.login_failures, c.resumed);
+	return n;
 }

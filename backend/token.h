@@ -22,6 +22,7 @@
 #ifndef ZENMLFS_TOKEN_H
 #define ZENMLFS_TOKEN_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <time.h>
@@ -37,6 +38,9 @@ struct zen_err;
 struct token_opts {
 	unsigned lifetime; /* seconds, >= TOKEN_LIFETIME_MIN */
 	unsigned check_interval; /* seconds between credential checks; 0 off */
+	/* check_interval is the default: it may grow where the server
+	 * rejects a revoked credential's tokens itself (BOUND_CHECK) */
+	bool check_default;
 	/* Called (from any thread, no engine lock held) when what
 	 * token_engine_get() returns has changed: a new token, or the
 	 * current one stopped (or started again) being servable.  Must not
@@ -109,6 +113,10 @@ void token_engine_note_error(struct token_engine *te, const char *why);
 
 enum token_state token_engine_state(struct token_engine *te);
 const char *token_state_name(enum token_state st);
+
+/* The metrics file: the Prometheus text exposition format.  Returns the
+ * length written (truncated to size - 1). */
+size_t token_engine_metrics(struct token_engine *te, char *buf, size_t size);
 
 /* The status file: "key: value" lines (docs/design.md, Status).  Returns the
  * length written (truncated to size - 1). */

@@ -452,6 +452,11 @@ int jwt_parse(const char *jwt, size_t len, struct jwt_info *out)
 	    json_string_length(e) < sizeof(info.device_id))
 		memcpy(info.device_id, json_string_value(e),
 		       json_string_length(e) + 1);
+	e = json_object_get(pl, "api_key_id");
+	if (!ret && json_is_string(e) &&
+	    json_string_length(e) < sizeof(info.api_key_id))
+		memcpy(info.api_key_id, json_string_value(e),
+		       json_string_length(e) + 1);
 	json_decref(pl);
 	if (ret == 0)
 		*out = info;

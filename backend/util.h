@@ -69,6 +69,7 @@ struct jwt_info {
 	int64_t iat; /* "iat", when has_iat */
 	char sub[64]; /* "sub" ("" when absent or too long) */
 	char device_id[64]; /* "device_id" ("" when absent or too long) */
+	char api_key_id[64]; /* "api_key_id" ("" when absent or too long) */
 };
 
 /*

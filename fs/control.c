@@ -86,6 +86,16 @@ int render_status(struct fs *fs, const struct match *m, const struct objs *o,
 	return *out ? 0 : -ENOMEM;
 }
 
+int render_metrics(struct fs *fs, const struct match *m, const struct objs *o,
+		   struct content **out)
+{
+	char buf[8192];
+	size_t n = token_engine_metrics(fs->te, buf, sizeof(buf));
+
+	*out = content_text(buf, n, false, false);
+	return *out ? 0 : -ENOMEM;
+}
+
 /* ---- devices --------------------------------------------------------- */
 
 int render_lock(struct fs *fs, const struct match *m, const struct objs *o,

@@ -602,13 +602,14 @@ static int mount_main(int argc, char **argv)
 		http_client_free(http);
 		goto out_log;
 	}
-	d.fs.te = token_engine_new(d.fs.zen,
-				   &(struct token_opts){
-					   .lifetime = d.o.token_lifetime,
-					   .check_interval = d.o.check_interval,
-					   .on_change = token_changed,
-					   .arg = &d.fs,
-				   });
+	d.fs.te = token_engine_new(
+		d.fs.zen, &(struct token_opts){
+				  .lifetime = d.o.token_lifetime,
+				  .check_interval = d.o.check_interval,
+				  .check_default = !d.o.check_interval_set,
+				  .on_change = token_changed,
+				  .arg = &d.fs,
+			  });
 	if (!d.fs.te)
 		goto out_zen;
 	if (!d.o.state_dir) {

@@ -144,6 +144,8 @@ static const struct node nodes[] = {
 	  .on_means = "mint a new token" },
 	{ "/status", REG, 0444, A_PUBLIC, NF_STATIC, NK,
 	  .render = render_status },
+	{ "/metrics", REG, 0444, A_PUBLIC, NF_STATIC, NK,
+	  .render = render_metrics },
 
 	{ "/server", DIR, 0555, A_PUBLIC, NF_STATIC, ZK_SERVER },
 	{ "/server/@", REG, 0444, A_PUBLIC, NF_STATIC, ZK_SERVER },
