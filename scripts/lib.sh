@@ -77,16 +77,17 @@ ensure_venv() {
 	fi
 	if "$VENV/bin/python" - "$ZENML_VERSION" <<'PY' 2>/dev/null
 import sys
-import zenml, pytest, requests, uvicorn  # noqa: F401
+import zenml, pytest, requests, uvicorn, prometheus_client  # noqa: F401
 sys.exit(zenml.__version__ != sys.argv[1])
 PY
 	then
 		say "venv: $ZENML_PIN present"
 		return
 	fi
-	say "pip install $ZENML_PIN pytest requests"
+	say "pip install $ZENML_PIN pytest requests prometheus_client"
 	"$VENV/bin/python" -m pip install -q --upgrade pip
-	"$VENV/bin/python" -m pip install -q "$ZENML_PIN" pytest requests
+	"$VENV/bin/python" -m pip install -q "$ZENML_PIN" pytest requests \
+		prometheus_client
 }
 
 # meson setup (or reconfigure) with -Dwerror=true, then compile.

@@ -28,6 +28,8 @@ ZenML server and forwards every request, unless told otherwise:
     p.wait_held(n, prefix="", timeout=30)  until at least n are held;
                                True, or False at the timeout
     p.add_fault(prefix, "delay", delay=3.0)  wait delay s, then forward
+    p.add_fault(prefix, "status", status=429, headers={"Retry-After": "3"})
+                               a status fault's reply carries these headers
     p.remove_fault(prefix)     drop the faults added for exactly prefix
     p.count("/api/v1/api_token")  requests seen whose path starts with it
     p.count(prefix, method="PUT")  ... of that method only
@@ -66,10 +68,13 @@ MODES = ("pass", "refuse", "hang", "status", "garbage", "hold", "delay")
 
 
 class _Fault:
-    def __init__(self, mode, status=503, body=None, count=None, delay=0.0):
+    def __init__(self, mode, status=503, body=None, count=None, delay=0.0,
+                 headers=None):
         if mode not in MODES:
             raise ValueError("unknown mode %r" % mode)
         self.mode = mode
+        self.headers = list(headers or {}.items()) if isinstance(
+            headers, dict) or headers is None else list(headers)
         self.status = status
         self.body = body
         self.count = count
@@ -195,7 +200,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                                            "injected by test proxy"]})
             if isinstance(b, str):
                 b = b.encode()
-            self._reply(fault.status, b)
+            self._send(fault.status,
+                       [("Content-Type", "application/json")] + fault.headers,
+                       b)
             return
         if fault.mode == "garbage":
             self._reply(200, b"<html>this is not json")
@@ -345,13 +352,13 @@ class FaultProxy:
             return self._fault.mode
 
     def add_fault(self, prefix, mode, status=503, body=None, count=None,
-                  delay=0.0):
+                  delay=0.0, headers=None):
         """Fault for requests whose path starts with prefix; count=N: only
         the next N such requests.  "refuse" here drops the connection;
         "hold" waits for release(); "delay" waits delay s, then forwards."""
         with self._lock:
             self._faults.append((prefix, _Fault(mode, status, body, count,
-                                                delay)))
+                                                delay, headers)))
             self._mode_changed.notify_all()
 
     def remove_fault(self, prefix):

@@ -137,8 +137,8 @@ def test_pro_mount_serves_the_exchanged_token(standin, pro_mount, key,
     assert tj["expires_at"].endswith("Z")
     assert 3500 <= tj["expires_in"] <= 3600
     # whoami/ from /users/me; no admin trees, no server/.
-    assert sorted(os.listdir(m.path)) == ["refresh", "status", "token",
-                                         "token.json", "whoami"]
+    assert sorted(os.listdir(m.path)) == ["metrics", "refresh", "status",
+                                         "token", "token.json", "whoami"]
     assert sorted(os.listdir(m.join("whoami"))) == ["email", "id",
                                                     "info.json", "name"]
     assert m.text("whoami/id") == USER_ID + "\n"

@@ -228,8 +228,8 @@ def test_whoami_files(zenml_server, service_account, mount):
     assert sorted(doc) == ["active", "id", "is_service_account", "name"]
     assert os_error(lambda: os.stat(m.join("whoami/email"))) == errno.ENOENT
     assert sorted(os.listdir(m.path)) == [
-        "devices", "refresh", "server", "service-accounts", "status",
-        "token", "token.json", "whoami"]
+        "devices", "metrics", "refresh", "server", "service-accounts",
+        "status", "token", "token.json", "whoami"]
 
 
 def test_status_healthy(zenml_server, service_account, mount):
