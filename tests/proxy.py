@@ -73,8 +73,9 @@ class _Fault:
         if mode not in MODES:
             raise ValueError("unknown mode %r" % mode)
         self.mode = mode
-        self.headers = list(headers or {}.items()) if isinstance(
-            headers, dict) or headers is None else list(headers)
+        if isinstance(headers, dict):
+            headers = headers.items()
+        self.headers = list(headers or ())
         self.status = status
         self.body = body
         self.count = count
