@@ -985,6 +985,15 @@ def test_kubernetes_manifests_have_what_the_docs_say():
         "ZENKEY_REPLACE", ""), "a real-looking key in the template"
     live = " ".join(c["livenessProbe"]["exec"]["command"])
     assert "zenmlfs status " + HOST_DIR + "/zen" in live
+    # Ready only while the token is served; a starting daemon (nothing
+    # mounted while its server does not answer) is not restarted.
+    ready = " ".join(c["readinessProbe"]["exec"]["command"])
+    assert "zenmlfs status " + HOST_DIR + "/zen" in ready
+    assert "test $? -le 1" in ready
+    assert c["startupProbe"]["failureThreshold"] * \
+        c["startupProbe"]["periodSeconds"] >= 600
+    assert spec["priorityClassName"] == "system-node-critical"
+    assert spec["nodeSelector"] == {"kubernetes.io/os": "linux"}
     pre = c["lifecycle"]["preStop"]["exec"]["command"]
     assert pre[0] == "fusermount3" and pre[-1] == HOST_DIR + "/zen"
     assert pre[1].startswith("-u")

@@ -285,6 +285,12 @@ def test_unit_settings(installed):
     assert kv["CapabilityBoundingSet"] == ["CAP_SYS_ADMIN"]
     assert kv["DeviceAllow"] == ["/dev/fuse rw"]
     assert kv["RestrictNamespaces"] == ["mnt"]
+    # A fleet's restart: the OOM killer takes the daemon last, the API
+    # key's session survives the restart, and startup has no deadline
+    # (the daemon retries a server that does not answer).
+    assert int(kv["OOMScoreAdjust"][0]) < 0
+    assert kv["StateDirectory"] == ["zenmlfs/state"]
+    assert kv["TimeoutStartSec"] == ["infinity"]
 
 
 # --------------------------------------------------------------- man page
