@@ -411,8 +411,12 @@ int keysession_load(const char *dir, const char *url, const struct secret *key,
 		close(fd);
 		return -ENOMEM;
 	}
-	while ((n = read(fd, buf + len, FILE_MAX - len)) > 0)
+	for (;;) {
+		n = read(fd, buf + len, FILE_MAX - len);
+		if (n <= 0)
+			break;
 		len += n;
+	}
 	close(fd);
 	if (len < hdr + crypto_secretbox_MACBYTES + 1 || len == FILE_MAX ||
 	    memcmp(buf, KMAGIC, MAGIC_LEN)) {

@@ -235,7 +235,7 @@ static void note_lifetime(struct token_engine *te, int64_t exp, time_t now)
  * A failed mint: backoff, state, log.  Caller holds no lock.  refused: the
  * server answered, with a token (or a lifetime) the daemon cannot serve;
  * it is up, so asking whether it is back (the probe of an expired token)
- * would only mint the same again every PROBE_INTERVAL: backoff alone.
+ * would only mint the same again at every probe: backoff alone.
  */
 static void mint_failed(struct token_engine *te, int ret,
 			const struct zen_err *e, time_t now, bool refused)
