@@ -23,11 +23,11 @@
 #define BACKOFF_MIN_MS 1000
 #define BACKOFF_MAX_MS 60000
 /* While the token is expired, whether the server is back is asked (GET
- * /health, no auth) from 2 s on, doubling up to 20 s, with full jitter:
- * a fleet whose server is down sends each node's probe about every 10 s,
- * never in step, and a node serves again within 20 s of its return. */
+ * /health, no auth, no database) from 2 s on, the bound doubling up to
+ * 14 s (probe_backoff()): a node whose server is down asks about every
+ * 10 s, never in step, and serves within 15 s of the server's return. */
 #define PROBE_MIN_MS 2000
-#define PROBE_MAX_MS 20000
+#define PROBE_MAX_MS 14000
 /* Where the server rejects a revoked credential's tokens itself (a minted
  * token names its API key or device), the check buys only an earlier
  * "unauthenticated" in status: the default interval grows to this. */
@@ -162,10 +162,20 @@ static time_t backoff(unsigned failures, long retry_after)
 	return (time_t)((ms + 999) / 1000);
 }
 
+/* Seconds until probe number failures.  A probe only notices the server's
+ * return: its bound doubles from PROBE_MIN_MS to PROBE_MAX_MS, and the wait
+ * is drawn in the upper half of it, so a node serves again within
+ * PROBE_MAX_MS of the return while asking as seldom as that allows, never
+ * in step with the others. */
 static time_t probe_backoff(unsigned failures)
 {
-	unsigned long ms = backoff_ms(failures, PROBE_MIN_MS, PROBE_MAX_MS, 0);
+	unsigned long d = PROBE_MIN_MS, ms;
 
+	for (unsigned i = 1; i < failures && d < PROBE_MAX_MS; i++)
+		d *= 2;
+	if (d > PROBE_MAX_MS)
+		d = PROBE_MAX_MS;
+	ms = d / 2 + randombytes_uniform((uint32_t)(d / 2) + 1);
 	return (time_t)((ms + 999) / 1000);
 }
 

@@ -278,7 +278,8 @@ def test_pro_server_errors_keep_the_token(standin, pro_mount):
 
 def test_pro_startup_failures(standin, tmp_path):
     """Exit codes on the terminal, nothing mounted: a refused key 4, no key
-    2, a bad or unreachable URL 3, tokens too short to serve 3, two URLs 1.
+    2, a bad URL 3, tokens too short to serve 3, two URLs 1; an unreachable
+    server is tried again.
     """
     mnt = str(tmp_path)
     r = run_zenmlfs(["--pro-api", standin.url, mnt],
@@ -290,12 +291,27 @@ def test_pro_startup_failures(standin, tmp_path):
     r = run_zenmlfs(["--pro-api", "https://u:pw@cloudapi.example", mnt],
                     env={"ZENML_STORE_API_KEY": PAT})
     assert r.returncode == 3 and "pw" not in r.stderr, r.stderr
+    # A server that does not answer is tried again (issue 20), not an
+    # exit: the terminal says so, nothing is mounted meanwhile.
     closed = ProStandIn(keys=[]).start()
     url = closed.url
     closed.stop()
-    r = run_zenmlfs(["--pro-api", url, mnt],
-                    env={"ZENML_STORE_API_KEY": PAT})
-    assert r.returncode == 3, r.stderr
+    p = subprocess.Popen([ZENMLFS_BIN, "-f", "--pro-api", url, "-o",
+                          "start_delay=0", mnt],
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.PIPE, text=True,
+                         env=dict(_base_env(_tmpdir("home")),
+                                  ZENML_STORE_API_KEY=PAT))
+    try:
+        line = p.stderr.readline()
+        assert p.poll() is None, line
+        assert line.startswith("zenmlfs: login to '%s' failed: " % url), line
+        assert "trying again in" in line and PAT not in line, line
+        assert not is_mounted(mnt)
+    finally:
+        p.terminate()
+        p.wait(10)
+        p.stderr.close()
     standin.expires_in = 30
     r = run_zenmlfs(["--pro-api", standin.url, mnt],
                     env={"ZENML_STORE_API_KEY": PAT})
