@@ -179,6 +179,29 @@ def test_pro_refresh_is_a_new_exchange(standin, pro_mount):
     assert m.status()["refreshes"] == "2"
 
 
+def test_pro_restart_reuses_the_kept_token(standin, pro_mount):
+    """The exchanged token is kept (encrypted under the key, 0600) in the
+    state directory: a restart serves it without another exchange while it
+    is valid; a key that is revoked meanwhile ends the kept token."""
+    state = _tmpdir("prostate")
+    opts = "state_dir=" + state
+    m = pro_mount(standin.url, PAT, opts)
+    first = m.text("token").strip()
+    n = standin.count("/auth/login")
+    assert m.umount() == 0
+    kept = os.listdir(os.path.join(state, "keysessions"))
+    assert len(kept) == 1
+    path = os.path.join(state, "keysessions", kept[0])
+    assert os.stat(path).st_mode & 0o777 == 0o600
+    with open(path, "rb") as f:
+        assert first.encode() not in f.read()
+    m = pro_mount(standin.url, PAT, opts)
+    assert m.text("token").strip() == first
+    assert standin.count("/auth/login") == n
+    assert m.umount() == 0
+    shutil.rmtree(state, ignore_errors=True)
+
+
 def test_pro_refreshes_ahead_of_expiry(standin, pro_mount):
     """Tokens of 60 s (the shortest the daemon serves from is 45 s of life
     left): the engine exchanges the key again well before expiry."""
