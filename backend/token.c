@@ -179,6 +179,15 @@ static time_t probe_backoff(unsigned failures)
 	return (time_t)((ms + 999) / 1000);
 }
 
+/* Seconds until the next probe of an expired token, never sooner than a
+ * Retry-After.  Caller holds lock. */
+static time_t expired_wait(struct token_engine *te, long retry_after)
+{
+	time_t w = probe_backoff(++te->probe_failures);
+
+	return retry_after > w ? (time_t)retry_after : w;
+}
+
 /* The check interval in force.  Caller holds lock. */
 static unsigned check_interval(struct token_engine *te)
 {
@@ -264,7 +273,15 @@ static void mint_failed(struct token_engine *te, int ret,
 		te->fail_server++;
 	else
 		te->fail_network++;
-	te->next_refresh = now + backoff(te->failures, e->retry_after);
+	if (te->state == TS_EXPIRED && !refused) {
+		/* The probe asks whether the server is back; the mint follows
+		 * its answer (engine_main), not a schedule of its own. */
+		te->next_refresh = 0;
+		if (!te->next_probe)
+			te->next_probe = now + expired_wait(te, e->retry_after);
+	} else {
+		te->next_refresh = now + backoff(te->failures, e->retry_after);
+	}
 	strlcpy_z(te->last_error, e->msg, sizeof(te->last_error));
 	te->last_error_at = now;
 	if (is_auth_error(ret)) {
@@ -274,8 +291,6 @@ static void mint_failed(struct token_engine *te, int ret,
 	} else if (te->state == TS_OK) {
 		te->state = TS_DEGRADED;
 	}
-	if (te->state == TS_EXPIRED && !te->next_probe && !refused)
-		te->next_probe = now + probe_backoff(++te->probe_failures);
 	pthread_cond_broadcast(&te->cond);
 	pthread_mutex_unlock(&te->lock);
 	/* Before the thread runs, the caller reports the failure itself
@@ -656,9 +671,12 @@ static void *engine_main(void *arg)
 		if (expire) {
 			te->announced_expiry = true;
 			if (te->state != TS_UNAUTH) {
+				/* From now on the probe, not the refresh's
+				 * backoff, says when to mint again. */
 				te->state = TS_EXPIRED;
 				te->probe_failures = 0;
-				te->next_probe = now + probe_backoff(1);
+				te->next_refresh = 0;
+				te->next_probe = now + expired_wait(te, 0);
 			}
 		}
 		if (do_probe)
@@ -677,9 +695,7 @@ static void *engine_main(void *arg)
 				pthread_mutex_lock(&te->lock);
 				if (te->state == TS_EXPIRED)
 					te->next_probe =
-						now +
-						probe_backoff(
-							++te->probe_failures);
+						now + expired_wait(te, 0);
 				pthread_mutex_unlock(&te->lock);
 			}
 		}

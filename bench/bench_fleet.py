@@ -23,9 +23,11 @@ Phases, each against a baseline measured in the same run:
   restart  all N stopped (SIGTERM), then started again at once: their kept
            sessions are still good, so no login: CPU-s per node, time
            until every node is serving again
-  idle     --window s with no reader: requests by route, per node per hour
-  reading  --window s with one reader per node (open, read, close the
-           token every second): the same, and its ratio to idle
+  steady   --window s (several refresh periods) with half the nodes
+           idle and the other half each with a reader (open, read, close
+           the token every second), in the same window so that both halves
+           have the same refresh phases: each node's requests by kind (its
+           metrics file), per node per hour, and the ratio of the two
   outage   the proxy answers 503 to everything for --outage s (a server
            down behind its load balancer): requests per node during it
            (refreshes, probes), then the time until every node serves a
@@ -37,13 +39,14 @@ and probes all happen within the run).
 
 Run as root (FUSE mounts), after scripts/test or scripts/up built
 everything:
-    .venv/bin/python bench/bench_fleet.py [--nodes 100] [--window 180]
+    .venv/bin/python bench/bench_fleet.py [--nodes 100] [--window 600]
                                           [--outage 300] [--lifetime 300]
 """
 
 import argparse
 import collections
 import os
+import re
 import shutil
 import signal
 import socket
@@ -199,6 +202,20 @@ class Node:
         subprocess.run(["fusermount3", "-u", "-q", "-z", self.mnt],
                        stderr=subprocess.DEVNULL)
 
+    def requests(self):
+        """{kind: requests} from the node's metrics file."""
+        out = {}
+        try:
+            with open(os.path.join(self.mnt, "metrics")) as f:
+                for line in f:
+                    m = re.match(r'zenmlfs_requests_total\{kind="(\w+)"\} '
+                                 r'(\d+)', line)
+                    if m:
+                        out[m.group(1)] = int(m.group(2))
+        except OSError:
+            pass
+        return out
+
     def token(self):
         try:
             with open(os.path.join(self.mnt, "token")) as f:
@@ -303,9 +320,15 @@ class Fleet:
         for t in threads:
             t.join()
 
-    def steady(self, seconds, readers):
+    def steady(self, seconds):
+        """Half the nodes idle, the other half with a reader each (open,
+        read, close the token every second), in the same window, so that
+        both halves have the same refresh phases.  Each node's requests
+        by kind come from its own metrics file."""
         stop = threading.Event()
         reads = [0]
+        readers = self.nodes[1::2]
+        idle = self.nodes[0::2]
 
         def reader(n):
             while not stop.is_set():
@@ -313,21 +336,25 @@ class Fleet:
                     reads[0] += 1
                 stop.wait(1.0)
 
+        before = {n.i: n.requests() for n in self.nodes}
         ts = [threading.Thread(target=reader, args=(n,), daemon=True)
-              for n in self.nodes] if readers else []
-        self.proxy.reset_counts()
+              for n in readers]
         for t in ts:
             t.start()
-        end = time.monotonic() + seconds
-        while time.monotonic() < end:
-            time.sleep(1)
+        stop.wait(seconds)
         stop.set()
         for t in ts:
             t.join()
-        counts = collections.Counter()
-        for (method, path), c in self.proxy.method_counts.items():
-            counts["%s %s" % (method, route(path))] += c
-        return counts, reads[0]
+
+        def group(nodes):
+            c = collections.Counter()
+            for n in nodes:
+                after = n.requests()
+                for k, v in after.items():
+                    c[k] += v - before[n.i].get(k, 0)
+            return per_hour(c, seconds, len(nodes))
+
+        return group(idle), group(readers), reads[0]
 
     def outage(self, seconds, recover_s):
         """The proxy answers 503 for `seconds`; then, how long until every
@@ -382,12 +409,13 @@ def per_hour(counts, seconds, nodes):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--nodes", type=int, default=100)
-    ap.add_argument("--window", type=float, default=180,
-                    help="seconds of each steady-state measure")
+    ap.add_argument("--window", type=float, default=600,
+                    help="seconds of the steady-state measure (several "
+                    "refresh periods)")
     ap.add_argument("--outage", type=float, default=300)
     ap.add_argument("--lifetime", type=int, default=300)
     ap.add_argument("--skip", default="",
-                    help="phases to skip: curl,idle,reading,outage")
+                    help="phases to skip: curl,steady,outage")
     args = ap.parse_args()
     skip = set(filter(None, args.skip.split(",")))
     if os.geteuid() != 0:
@@ -414,13 +442,9 @@ def main():
             "(%.3f per node), logins %d"
             % (r["ready"], N, r["time"], r["cpu"], r["cpu"] / N,
                r["logins"]))
-        if "idle" not in skip:
-            c, _ = f.steady(args.window, readers=False)
-            res["idle"] = per_hour(c, args.window, N)
-        if "reading" not in skip:
-            c, reads = f.steady(args.window, readers=True)
-            res["reading"] = per_hour(c, args.window, N)
-            res["reads"] = reads
+        if "steady" not in skip:
+            log("steady state: %d s, half the nodes reading" % args.window)
+            res["idle"], res["reading"], res["reads"] = f.steady(args.window)
         if "outage" not in skip:
             log("outage: %d s of 503" % args.outage)
             res["outage"] = f.outage(args.outage, 120)
@@ -462,8 +486,10 @@ def report(args, res):
     idle, reading = res.get("idle"), res.get("reading")
     if idle is not None:
         ti = sum(idle.values())
-        print("\nrequests per node per hour (window %d s):" % args.window)
-        print("| route | idle | reading |")
+        print("\nrequests per node per hour by kind (window %d s; half the "
+              "nodes idle, half reading, from their metrics files):"
+              % args.window)
+        print("| kind | idle | reading |")
         print("|---|---|---|")
         for k in sorted(set(idle) | set(reading or {})):
             print("| %s | %.1f | %.1f |" % (k, idle.get(k, 0),
