@@ -345,6 +345,11 @@ static int login_as(struct zen *z, const struct zen_cred *cred,
 		/* Any refusal of the login is about the credential. */
 		if (r.status == 401 || r.status == 403)
 			ret = ret == -EKEYREVOKED ? ret : z->server->refused;
+		/* No login route there (a ZenML server's pages answer a POST
+		 * to a path they do not serve with 405): not a ZenML server
+		 * at this URL. */
+		if (r.status == 404 || r.status == 405)
+			ret = -ENOENT;
 		goto out;
 	}
 	root = json_loadb(r.body, r.len, 0, NULL);
