@@ -159,7 +159,7 @@ const char *zkind_name(enum zkind k)
 /* ---- records --------------------------------------------------------- */
 
 struct zrec {
-	int refs; /* atomic */
+	struct ref refs;
 	unsigned char kind;
 	unsigned char nf;
 	bool partial; /* no metadata in the reply */
@@ -176,13 +176,13 @@ static const char *rec_text(const struct zrec *r)
 struct zrec *zrec_ref(struct zrec *r)
 {
 	if (r)
-		__atomic_add_fetch(&r->refs, 1, __ATOMIC_RELAXED);
+		ref_get(&r->refs);
 	return r;
 }
 
 void zrec_unref(struct zrec *r)
 {
-	if (r && !__atomic_sub_fetch(&r->refs, 1, __ATOMIC_ACQ_REL))
+	if (r && ref_put(&r->refs))
 		free(r);
 }
 
@@ -345,7 +345,7 @@ struct zrec *zrec_parse(enum zkind k, const void *json_obj, const char *url)
 	r = malloc(sizeof(*r) + kd->nfields * sizeof(uint32_t) + used);
 	if (!r)
 		goto out;
-	r->refs = 1;
+	ref_init(&r->refs);
 	r->kind = (unsigned char)k;
 	r->nf = (unsigned char)kd->nfields;
 	r->partial = false;
@@ -372,7 +372,7 @@ out:
 /* ---- lists ----------------------------------------------------------- */
 
 struct zlist {
-	int refs; /* atomic */
+	struct ref refs;
 	enum zkind kind;
 	size_t n;
 	struct zrec **v;
@@ -382,25 +382,16 @@ struct zlist {
 	size_t bytes;
 };
 
-static uint64_t hash_str(const char *s)
-{
-	uint64_t h = 1469598103934665603ULL;
-
-	while (*s)
-		h = (h ^ (unsigned char)*s++) * 1099511628211ULL;
-	return h;
-}
-
 struct zlist *zlist_ref(struct zlist *l)
 {
 	if (l)
-		__atomic_add_fetch(&l->refs, 1, __ATOMIC_RELAXED);
+		ref_get(&l->refs);
 	return l;
 }
 
 void zlist_unref(struct zlist *l)
 {
-	if (!l || __atomic_sub_fetch(&l->refs, 1, __ATOMIC_ACQ_REL))
+	if (!l || !ref_put(&l->refs))
 		return;
 	for (size_t i = 0; i < l->n; i++)
 		zrec_unref(l->v[i]);
@@ -453,7 +444,7 @@ static struct zlist *list_make(enum zkind k, struct zrec **v, size_t n)
 	l->index = calloc(cap, sizeof(*l->index));
 	if (!l->index)
 		goto fail;
-	l->refs = 1;
+	ref_init(&l->refs);
 	l->kind = k;
 	l->index_cap = cap;
 	l->v = v;

@@ -19,7 +19,7 @@
 
 struct new_key {
 	char account[TREE_PARAM_MAX], key[TREE_PARAM_MAX];
-	char id[40]; /* the key's id: a key re-created elsewhere is another */
+	char id[UUID_BUF]; /* the key's id: a key re-created elsewhere is another */
 	struct secret *value;
 	long long at; /* CLOCK_MONOTONIC ms */
 };

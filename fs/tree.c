@@ -47,7 +47,7 @@ struct content *content_new(size_t len, bool secret)
 	c->data[len] = '\0';
 	c->len = len;
 	c->secret = secret;
-	c->refs = 1;
+	ref_init(&c->refs);
 	return c;
 }
 
@@ -67,13 +67,13 @@ struct content *content_text(const char *s, size_t len, bool nl, bool secret)
 struct content *content_ref(struct content *c)
 {
 	if (c)
-		__atomic_add_fetch(&c->refs, 1, __ATOMIC_RELAXED);
+		ref_get(&c->refs);
 	return c;
 }
 
 void content_unref(struct content *c)
 {
-	if (!c || __atomic_sub_fetch(&c->refs, 1, __ATOMIC_ACQ_REL))
+	if (!c || !ref_put(&c->refs))
 		return;
 	if (c->secret)
 		sodium_free(c->data);
