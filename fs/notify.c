@@ -1,6 +1,5 @@
 // SPDX-License-Identifier: MIT
 #define _GNU_SOURCE /* pthread_setname_np */
-#define FUSE_USE_VERSION 314
 #include "fs/notify.h"
 
 #include <errno.h>

@@ -1,7 +1,6 @@
 // SPDX-License-Identifier: MIT
 #include "fs/publish.h"
 
-#define FUSE_USE_VERSION 314
 #include <errno.h>
 #include <fuse_lowlevel.h>
 #include <limits.h>
