@@ -594,10 +594,23 @@ static void check_credential(struct token_engine *te)
 		token_engine_mint(te, NULL);
 }
 
+/* Sleep until the wall-clock second wake (at most; a broadcast on cond
+ * ends it sooner), now being the wall clock's time, on CLOCK_MONOTONIC.
+ * Caller holds lock. */
+static void sleep_until(struct token_engine *te, const struct timespec *now,
+			time_t wake)
+{
+	struct timespec ts;
+
+	mono_deadline((wake - now->tv_sec) * 1000LL - now->tv_nsec / 1000000,
+		      &ts);
+	pthread_cond_timedwait(&te->cond, &te->lock, &ts);
+}
+
 static void *engine_main(void *arg)
 {
 	struct token_engine *te = arg;
-	struct timespec ts, wall;
+	struct timespec wall;
 	bool do_refresh, do_check, do_probe, expire;
 	time_t now, wake;
 
@@ -616,10 +629,7 @@ static void *engine_main(void *arg)
 		    !te->announced_expiry && te->exp - TOKEN_MARGIN < wake)
 			wake = te->exp - TOKEN_MARGIN;
 		if (wake > now && !te->kick && !te->mint_wanted) {
-			mono_deadline((wake - now) * 1000LL -
-					      wall.tv_nsec / 1000000,
-				      &ts);
-			pthread_cond_timedwait(&te->cond, &te->lock, &ts);
+			sleep_until(te, &wall, wake);
 			continue;
 		}
 		do_refresh = (te->next_refresh && te->next_refresh <= now) ||
