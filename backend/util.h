@@ -71,9 +71,10 @@ struct jwt_info {
 	int64_t exp; /* "exp", when has_exp */
 	bool has_iat;
 	int64_t iat; /* "iat", when has_iat */
-	char sub[UUID_BUF]; /* "sub" ("" when absent or too long) */
-	char device_id[UUID_BUF]; /* "device_id" ("" when absent or too long) */
-	char api_key_id[UUID_BUF]; /* "api_key_id" ("" when absent or too long) */
+	/* "" when absent or too long: */
+	char sub[UUID_BUF]; /* "sub" */
+	char device_id[UUID_BUF]; /* "device_id" */
+	char api_key_id[UUID_BUF]; /* "api_key_id" */
 };
 
 /*

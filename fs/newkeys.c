@@ -19,7 +19,8 @@
 
 struct new_key {
 	char account[TREE_PARAM_MAX], key[TREE_PARAM_MAX];
-	char id[UUID_BUF]; /* the key's id: a key re-created elsewhere is another */
+	/* the key's id: a key re-created elsewhere is another */
+	char id[UUID_BUF];
 	struct secret *value;
 	long long at; /* CLOCK_MONOTONIC ms */
 };
