@@ -35,13 +35,16 @@ enum zkind {
 	ZK_NKINDS,
 };
 
-/* What a kind is (a kind has exactly one of the first two): */
-#define ZKF_SINGLETON 0x1 /* one object, at its route (the server, the
-			   * current user) */
-#define ZKF_LISTED 0x2 /* many objects, in a listing, each named by a path
-			* component */
-#define ZKF_CHILD 0x4 /* listed under an object of another kind (a key
-		       * under its service account): calls take its UUID */
+/*
+ * What a kind is (a kind has exactly one of the first two):
+ * ZKF_SINGLETON: one object, at its route (the server, the current user);
+ * ZKF_LISTED: many objects, in a listing, each named by a path component;
+ * ZKF_CHILD: listed under an object of another kind (a key under its
+ * service account), so calls take that object's UUID.
+ */
+#define ZKF_SINGLETON 0x1
+#define ZKF_LISTED 0x2
+#define ZKF_CHILD 0x4
 /* The flags of kind k; 0 for anything else (ZK_NKINDS: no object). */
 unsigned zkind_flags(enum zkind k);
 

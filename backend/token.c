@@ -408,8 +408,8 @@ int token_engine_mint(struct token_engine *te, struct zen_err *e)
 			    &ret);
 	} else {
 		/* Share the mint in flight, or make it. */
-		shared = flight_join(&te->mint, &te->lock, &te->cond,
-				     &te->stop, &ret);
+		shared = flight_join(&te->mint, &te->lock, &te->cond, &te->stop,
+				     &ret);
 	}
 	if (shared) {
 		if (te->mint.landed == since)

@@ -45,7 +45,6 @@ static struct table by_path, by_ino;
 static struct inode *tokens; /* token inodes, live */
 static uint64_t next_ino = ITAB_ROOT;
 
-
 static uint64_t hash_ino(uint64_t ino)
 {
 	return ino * 0x9E3779B97F4A7C15ULL;

@@ -512,8 +512,7 @@ static int resolve(struct fs *fs, const struct match *m, bool whole,
 				   m->params[1]);
 	}
 	/* A file of a singleton (server, whoami) reads its record. */
-	if (!ret && !m->nparams &&
-	    zkind_flags(m->node->kind) & ZKF_SINGLETON &&
+	if (!ret && !m->nparams && zkind_flags(m->node->kind) & ZKF_SINGLETON &&
 	    m->node->type == REG) {
 		ret = store_find(fs->store, m->node->kind, NULL, "", true,
 				 &o->rec[0], &o->fresh_until, &e);

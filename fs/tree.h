@@ -70,12 +70,13 @@ int tree_render(struct fs *fs, const struct match *m, struct content **out,
  * and, for a directory of server objects, the listing (a walk over it is
  * served from that listing: backend/store.h).
  */
+struct dir_fixed {
+	const char *name; /* static: a row's or a field's */
+	bool is_dir;
+};
 struct dir_snap {
 	size_t nfixed, cap;
-	struct dir_fixed {
-		const char *name; /* static: a row's or a field's */
-		bool is_dir;
-	} *fixed; /* nfixed of them; freed by tree_closedir() */
+	struct dir_fixed *fixed; /* nfixed of them; tree_closedir() frees */
 	struct zlist *list; /* NULL for a directory of fixed names */
 };
 /* *out is set up on success and must then be closed; on failure it holds

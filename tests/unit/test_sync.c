@@ -27,8 +27,8 @@ static void test_hash(void)
 	CHECK(hash_fnv1a("foobarX", 6) == hash_fnv1a("foobar", 6));
 	CHECK(hash_fnv1a("a\0b", 3) != hash_fnv1a("a\0c", 3));
 	/* high bytes are taken unsigned */
-	CHECK(hash_fnv1a("\xff", 1) == ((0xcbf29ce484222325ULL ^ 0xff) *
-					1099511628211ULL));
+	CHECK(hash_fnv1a("\xff", 1) ==
+	      ((0xcbf29ce484222325ULL ^ 0xff) * 1099511628211ULL));
 }
 
 #define REF_THREADS 4
@@ -207,8 +207,8 @@ static void test_flight(void)
 	CHECK(flight_wait(&fl.f, fl.f.landed, &fl.lock, &fl.cond, &fl.stop,
 			  &ret) == -ECANCELED);
 	CHECK(ret == -ECANCELED);
-	CHECK(flight_wait(&fl.f, since, &fl.lock, &fl.cond, &fl.stop,
-			  &ret) == 0);
+	CHECK(flight_wait(&fl.f, since, &fl.lock, &fl.cond, &fl.stop, &ret) ==
+	      0);
 	CHECK(ret == 7);
 	fl.stop = false;
 	pthread_mutex_unlock(&fl.lock);

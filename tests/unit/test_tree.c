@@ -66,8 +66,8 @@ static void kind_paths(void)
 	      -ENOENT);
 	CHECK(tree_kind_path(ZK_NKINDS, NULL, NULL, 0, path, sizeof(path)) ==
 	      -ENOENT);
-	CHECK(tree_kind_path(ZK_DEVICE, "rotate", ak, 1, path,
-			     sizeof(path)) == -ENOENT);
+	CHECK(tree_kind_path(ZK_DEVICE, "rotate", ak, 1, path, sizeof(path)) ==
+	      -ENOENT);
 	CHECK(tree_kind_path(ZK_KEY, "key", ak, 1, path, sizeof(path)) ==
 	      -EINVAL);
 	CHECK(tree_kind_path(ZK_KEY, NULL, NULL, 0, path, sizeof(path)) ==
