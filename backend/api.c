@@ -94,22 +94,32 @@ static const struct zfield key_fields[] = {
 
 static const struct kind {
 	const char *what;
-	/* The list route; "%s" is the parent's UUID.  Items are at
-	 * list "/" id, except the singletons. */
+	/* The route of the object (a singleton) or of the listing; items
+	 * are at listing "/" id.  A child kind's is below its parent's
+	 * object: parent's route "/" parent's UUID, then this. */
 	const char *route;
 	const struct zfield *fields;
 	size_t nfields;
 	const char *name_field; /* what the object is listed by */
+	unsigned flags; /* ZKF_* */
+	enum zkind parent; /* with ZKF_CHILD */
 } kinds[ZK_NKINDS] = {
-	[ZK_SERVER] = { "server", API "/info", FIELDS(server_fields), "id" },
+	[ZK_SERVER] = { "server", API "/info", FIELDS(server_fields), "id",
+			ZKF_SINGLETON },
 	[ZK_USER] = { "current user", API "/current-user", FIELDS(user_fields),
-		      "name" },
-	[ZK_DEVICE] = { "device", API "/devices", FIELDS(device_fields), "id" },
+		      "name", ZKF_SINGLETON },
+	[ZK_DEVICE] = { "device", API "/devices", FIELDS(device_fields), "id",
+			ZKF_LISTED },
 	[ZK_ACCOUNT] = { "service account", API "/service_accounts",
-			 FIELDS(account_fields), "name" },
-	[ZK_KEY] = { "API key", API "/service_accounts/%s/api_keys",
-		     FIELDS(key_fields), "name" },
+			 FIELDS(account_fields), "name", ZKF_LISTED },
+	[ZK_KEY] = { "API key", "/api_keys", FIELDS(key_fields), "name",
+		     ZKF_LISTED | ZKF_CHILD, ZK_ACCOUNT },
 };
+
+unsigned zkind_flags(enum zkind k)
+{
+	return k < ZK_NKINDS ? kinds[k].flags : 0;
+}
 
 /* What differs by server in the calls below. */
 static const struct api_server {
@@ -159,7 +169,7 @@ const char *zkind_name(enum zkind k)
 /* ---- records --------------------------------------------------------- */
 
 struct zrec {
-	int refs; /* atomic */
+	struct ref refs;
 	unsigned char kind;
 	unsigned char nf;
 	bool partial; /* no metadata in the reply */
@@ -176,13 +186,13 @@ static const char *rec_text(const struct zrec *r)
 struct zrec *zrec_ref(struct zrec *r)
 {
 	if (r)
-		__atomic_add_fetch(&r->refs, 1, __ATOMIC_RELAXED);
+		ref_get(&r->refs);
 	return r;
 }
 
 void zrec_unref(struct zrec *r)
 {
-	if (r && !__atomic_sub_fetch(&r->refs, 1, __ATOMIC_ACQ_REL))
+	if (r && ref_put(&r->refs))
 		free(r);
 }
 
@@ -345,7 +355,7 @@ struct zrec *zrec_parse(enum zkind k, const void *json_obj, const char *url)
 	r = malloc(sizeof(*r) + kd->nfields * sizeof(uint32_t) + used);
 	if (!r)
 		goto out;
-	r->refs = 1;
+	ref_init(&r->refs);
 	r->kind = (unsigned char)k;
 	r->nf = (unsigned char)kd->nfields;
 	r->partial = false;
@@ -359,7 +369,7 @@ struct zrec *zrec_parse(enum zkind k, const void *json_obj, const char *url)
 	memcpy(r->off, off, kd->nfields * sizeof(uint32_t));
 	memcpy((char *)rec_text(r), text, used);
 	/* A listed object must have a name that can be a path component. */
-	if (k >= ZK_DEVICE && !name_ok(zrec_field(r, kd->name_field))) {
+	if (kd->flags & ZKF_LISTED && !name_ok(zrec_field(r, kd->name_field))) {
 		free(r);
 		r = NULL;
 	}
@@ -372,7 +382,7 @@ out:
 /* ---- lists ----------------------------------------------------------- */
 
 struct zlist {
-	int refs; /* atomic */
+	struct ref refs;
 	enum zkind kind;
 	size_t n;
 	struct zrec **v;
@@ -382,25 +392,16 @@ struct zlist {
 	size_t bytes;
 };
 
-static uint64_t hash_str(const char *s)
-{
-	uint64_t h = 1469598103934665603ULL;
-
-	while (*s)
-		h = (h ^ (unsigned char)*s++) * 1099511628211ULL;
-	return h;
-}
-
 struct zlist *zlist_ref(struct zlist *l)
 {
 	if (l)
-		__atomic_add_fetch(&l->refs, 1, __ATOMIC_RELAXED);
+		ref_get(&l->refs);
 	return l;
 }
 
 void zlist_unref(struct zlist *l)
 {
-	if (!l || __atomic_sub_fetch(&l->refs, 1, __ATOMIC_ACQ_REL))
+	if (!l || !ref_put(&l->refs))
 		return;
 	for (size_t i = 0; i < l->n; i++)
 		zrec_unref(l->v[i]);
@@ -453,7 +454,7 @@ static struct zlist *list_make(enum zkind k, struct zrec **v, size_t n)
 	l->index = calloc(cap, sizeof(*l->index));
 	if (!l->index)
 		goto fail;
-	l->refs = 1;
+	ref_init(&l->refs);
 	l->kind = k;
 	l->index_cap = cap;
 	l->v = v;
@@ -571,24 +572,26 @@ static int path_escape(const char *s, char *out, size_t outsz)
 	return 0;
 }
 
-/* The route of kind k's collection (parent: the account's UUID for keys),
- * plus "/" + the escaped item and a suffix when item is not NULL. */
+/* The route of kind k's collection (parent: for a child kind, the UUID of
+ * the object it is listed under), plus "/" + the escaped item and a suffix
+ * when item is not NULL. */
 static int route(enum zkind k, const char *parent, const char *item,
 		 const char *suffix, char *out, size_t size)
 {
 	char pe[3 * NAME_MAX_LEN + 1], ie[3 * NAME_MAX_LEN + 1];
+	const struct kind *kd = &kinds[k];
 	int n;
 
-	if (k == ZK_KEY && (!parent || path_escape(parent, pe, sizeof(pe))))
+	if (kd->flags & ZKF_CHILD &&
+	    (!parent || path_escape(parent, pe, sizeof(pe))))
 		return -EINVAL;
 	if (item && path_escape(item, ie, sizeof(ie)))
 		return -ENAMETOOLONG;
-	/* the only "%s" in a route is a key's account */
-	if (k == ZK_KEY)
-		n = snprintf(out, size, API "/service_accounts/%s/api_keys",
-			     pe);
+	if (kd->flags & ZKF_CHILD)
+		n = snprintf(out, size, "%s/%s%s", kinds[kd->parent].route, pe,
+			     kd->route);
 	else
-		n = snprintf(out, size, "%s", kinds[k].route);
+		n = snprintf(out, size, "%s", kd->route);
 	if (n < 0 || (size_t)n >= size)
 		return -ENAMETOOLONG;
 	if (item)
@@ -885,7 +888,8 @@ int api_delete(struct zen *z, enum zkind k, const char *parent, const char *id,
 {
 	char path[1024];
 
-	if (k < ZK_DEVICE || route(k, parent, id, NULL, path, sizeof(path)))
+	if (!(zkind_flags(k) & ZKF_LISTED) ||
+	    route(k, parent, id, NULL, path, sizeof(path)))
 		return -EINVAL;
 	return zen_request(z, &(struct zen_req){ "DELETE", path, NULL, ZR_ANY },
 			   NULL, e);

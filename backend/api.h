@@ -24,6 +24,8 @@
 
 struct secret;
 
+/* The kinds of server object; what each is, is zkind_flags(), not its
+ * place in this list. */
 enum zkind {
 	ZK_SERVER, /* GET /info */
 	ZK_USER, /* the current user */
@@ -32,6 +34,19 @@ enum zkind {
 	ZK_KEY, /* API keys of a service account, listed by name */
 	ZK_NKINDS,
 };
+
+/*
+ * What a kind is (a kind has exactly one of the first two):
+ * ZKF_SINGLETON: one object, at its route (the server, the current user);
+ * ZKF_LISTED: many objects, in a listing, each named by a path component;
+ * ZKF_CHILD: listed under an object of another kind (a key under its
+ * service account), so calls take that object's UUID.
+ */
+#define ZKF_SINGLETON 0x1
+#define ZKF_LISTED 0x2
+#define ZKF_CHILD 0x4
+/* The flags of kind k; 0 for anything else (ZK_NKINDS: no object). */
+unsigned zkind_flags(enum zkind k);
 
 enum ftype {
 	FT_STR,

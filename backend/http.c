@@ -22,7 +22,6 @@
 /* more sockets than libcurl keeps for POOL_MAX handles and a few more in
  * flight; one past it is still used, but not cut at a stop */
 #define SOCKS_MAX 64
-#define STACK_WIPE (64 * 1024) /* what a transfer may leave on the stack */
 
 struct http_client {
 	char *base;

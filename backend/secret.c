@@ -28,20 +28,20 @@ struct secret *secret_new(const char *s, size_t len)
 		memcpy(sec->buf, s, len);
 	sec->buf[len] = '\0';
 	sec->len = len;
-	sec->refs = 1;
+	ref_init(&sec->refs);
 	return sec;
 }
 
 struct secret *secret_ref(struct secret *s)
 {
 	if (s)
-		__atomic_add_fetch(&s->refs, 1, __ATOMIC_RELAXED);
+		ref_get(&s->refs);
 	return s;
 }
 
 void secret_unref(struct secret *s)
 {
-	if (!s || __atomic_sub_fetch(&s->refs, 1, __ATOMIC_ACQ_REL))
+	if (!s || !ref_put(&s->refs))
 		return;
 	sodium_free(s->buf); /* wipes */
 	free(s);

@@ -12,10 +12,22 @@
 
 #include <stddef.h>
 
+#include "backend/util.h"
+
+/*
+ * How much of the stack to wipe (sodium_stackzero) below the frame of a
+ * function that called something which handled a secret: the frames of a
+ * libcurl transfer (TLS records, headers, a bearer token) and of jansson
+ * parsing a reply (a minted token) fit in it.  One size for every such
+ * place; zeroing it costs microseconds, and only after a call with a
+ * secret.
+ */
+#define STACK_WIPE (64 * 1024)
+
 struct secret {
 	size_t len;
 	char *buf; /* sodium_malloc'd, len + 1 bytes */
-	int refs; /* atomic */
+	struct ref refs;
 };
 
 /* A new secret holding a copy of s[0..len); NULL when out of memory. */

@@ -223,7 +223,7 @@ int session_forget(const char *url)
 int session_client_id(char *out, size_t size)
 {
 	unsigned char r[16];
-	char dir[PATH_MAX], path[PATH_MAX + 16], id[64] = "";
+	char dir[PATH_MAX], path[PATH_MAX + 16], id[UUID_BUF] = "";
 	ssize_t n;
 	int fd, ret;
 

@@ -48,7 +48,7 @@ struct hint {
 	long long at; /* CLOCK_MONOTONIC ms; 0: unused */
 	unsigned char k, ck;
 	char name[HINT_NAME]; /* the object's */
-	char id[64]; /* its UUID then */
+	char id[UUID_BUF]; /* its UUID then */
 	char cname[HINT_NAME]; /* the child's */
 };
 
@@ -99,15 +99,6 @@ struct store {
 	/* children looked up lately (see store_hint) */
 	struct hint hints[NHINTS];
 };
-
-static uint64_t hash_key(const char *s)
-{
-	uint64_t h = 1469598103934665603ULL;
-
-	while (*s)
-		h = (h ^ (unsigned char)*s++) * 1099511628211ULL;
-	return h;
-}
 
 struct store *store_new(struct zen *z, unsigned ttl)
 {
@@ -247,7 +238,7 @@ static void make_key(char *buf, size_t size, enum zkind k, const char *parent,
 /* Caller holds lock. */
 static struct entry *find(struct store *s, const char *key)
 {
-	struct entry *e = s->tab[hash_key(key) & (s->cap - 1)];
+	struct entry *e = s->tab[hash_str(key) & (s->cap - 1)];
 
 	while (e && strcmp(e->key, key))
 		e = e->next;
@@ -265,7 +256,7 @@ static void grow(struct store *s)
 	for (size_t i = 0; i < s->cap; i++)
 		while (s->tab[i]) {
 			struct entry *e = s->tab[i];
-			size_t j = hash_key(e->key) & (cap - 1);
+			size_t j = hash_str(e->key) & (cap - 1);
 
 			s->tab[i] = e->next;
 			e->next = tab[j];
@@ -296,7 +287,7 @@ static struct entry *get(struct store *s, const char *key, bool is_list)
 	e->last_i = -1;
 	if (s->n >= s->cap)
 		grow(s);
-	i = hash_key(key) & (s->cap - 1);
+	i = hash_str(key) & (s->cap - 1);
 	e->next = s->tab[i];
 	s->tab[i] = e;
 	s->n++;
@@ -648,7 +639,8 @@ static int fetch_into(struct store *s, struct entry *o, enum zkind k,
 	zrec_unref(o->rec);
 	o->rec = ret ? NULL : r;
 	o->fetched = ret ? 0 : mono_ms();
-	set_absent(s, o, ret == -ENOENT && k > ZK_USER, mono_ms());
+	set_absent(s, o, ret == -ENOENT && zkind_flags(k) & ZKF_LISTED,
+		   mono_ms());
 	if (!ret)
 		o->stale_at = 0;
 	s->bytes += entry_bytes(o);
@@ -809,13 +801,13 @@ int store_find(struct store *s, enum zkind k, const char *parent,
 
 	if (fresh_until)
 		*fresh_until = 0;
-	if (k <= ZK_USER)
+	if (zkind_flags(k) & ZKF_SINGLETON)
 		name = "";
 	pthread_mutex_lock(&s->lock);
 again:
 	now = mono_ms();
 	make_key(key, sizeof(key), k, parent, NULL);
-	le_list = k > ZK_USER ? find(s, key) : NULL;
+	le_list = zkind_flags(k) & ZKF_LISTED ? find(s, key) : NULL;
 	make_key(key, sizeof(key), k, parent, name);
 	o = find(s, key);
 	/* A partial record (learned from a child) is newer than the

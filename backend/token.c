@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "backend/api.h"
+#include "backend/flight.h"
 #include "backend/log.h"
 #include "backend/secret.h"
 #include "backend/util.h"
@@ -41,7 +42,11 @@
  * server whose tokens are shorter cannot be served from: each is refused
  * (a failed refresh, with backoff), not refreshed every second. */
 #define TOKEN_SHORTEST (TOKEN_MARGIN + REFRESH_FLOOR + 5)
-#define STACK_WIPE (64 * 1024)
+/* The schedule is in wall-clock seconds (a token's "exp" is), the waits
+ * for it on CLOCK_MONOTONIC: the thread looks at the wall clock at least
+ * this often (s), so a clock stepped or a machine resumed from suspend is
+ * noticed within it. */
+#define WALL_LOOK 60
 /* A refresh asked this soon after a failed mint shares its failure. */
 #define REFRESH_SHARE_MS 1000
 /* A lifetime this far from the one asked for is worth a warning. */
@@ -85,28 +90,23 @@ struct token_engine {
 	 * thread runs, every mint is made on it (mint_wanted asks it): the
 	 * secrets a mint leaves on a stack, and the stack it wipes, are
 	 * that thread's alone, not one more of every FUSE worker's. */
-	bool minting, mint_wanted;
-	unsigned long mint_gen;
-	int mint_ret;
-	struct zen_err mint_err;
-	struct timespec mint_end; /* CLOCK_MONOTONIC */
+	struct flight mint;
+	bool mint_wanted;
+	struct zen_err mint_err; /* the last mint's, beside mint.ret */
+	long long mint_end; /* CLOCK_MONOTONIC ms */
 };
 
 struct token_engine *token_engine_new(struct zen *z,
 				      const struct token_opts *opts)
 {
 	struct token_engine *te = calloc(1, sizeof(*te));
-	pthread_condattr_t ca;
 
 	if (!te)
 		return NULL;
 	te->zen = z;
 	te->opts = *opts;
 	pthread_mutex_init(&te->lock, NULL);
-	pthread_condattr_init(&ca);
-	pthread_condattr_setclock(&ca, CLOCK_REALTIME);
-	pthread_cond_init(&te->cond, &ca);
-	pthread_condattr_destroy(&ca);
+	cond_init_mono(&te->cond);
 	return te;
 }
 
@@ -418,44 +418,40 @@ static int do_mint(struct token_engine *te, struct zen_err *e)
 int token_engine_mint(struct token_engine *te, struct zen_err *e)
 {
 	struct zen_err err = { 0 };
-	unsigned long gen;
+	unsigned long since;
+	bool shared = true;
 	int ret;
 
 	pthread_mutex_lock(&te->lock);
-	if (te->minting ||
-	    (te->started && !pthread_equal(pthread_self(), te->thread))) {
-		/* Share the mint in flight, or have the thread make one;
-		 * either started after we were asked. */
-		if (!te->minting) {
-			te->mint_wanted = true;
-			pthread_cond_broadcast(&te->cond);
-		}
-		gen = te->mint_gen;
-		while (te->mint_gen == gen && !te->stop)
-			pthread_cond_wait(&te->cond, &te->lock);
-		if (te->mint_gen == gen) {
-			ret = -ECANCELED;
+	since = te->mint.landed;
+	if (!te->mint.busy && te->started &&
+	    !pthread_equal(pthread_self(), te->thread)) {
+		/* Have the thread make one, started after we were asked. */
+		te->mint_wanted = true;
+		pthread_cond_broadcast(&te->cond);
+		flight_wait(&te->mint, since, &te->lock, &te->cond, &te->stop,
+			    &ret);
+	} else {
+		/* Share the mint in flight, or make it. */
+		shared = flight_join(&te->mint, &te->lock, &te->cond, &te->stop,
+				     &ret);
+	}
+	if (shared) {
+		if (te->mint.landed == since)
 			zen_err_set(e, "the daemon is stopping");
-		} else {
-			ret = te->mint_ret;
-			if (ret && e)
-				*e = te->mint_err;
-		}
+		else if (ret && e)
+			*e = te->mint_err;
 		pthread_mutex_unlock(&te->lock);
 		return ret;
 	}
-	te->minting = true;
 	pthread_mutex_unlock(&te->lock);
 
 	ret = do_mint(te, &err);
 
 	pthread_mutex_lock(&te->lock);
-	te->minting = false;
-	te->mint_ret = ret;
 	te->mint_err = err;
-	te->mint_gen++;
-	clock_gettime(CLOCK_MONOTONIC, &te->mint_end);
-	pthread_cond_broadcast(&te->cond);
+	te->mint_end = mono_ms();
+	flight_land(&te->mint, &te->cond, ret);
 	pthread_mutex_unlock(&te->lock);
 	if (ret && e)
 		*e = err;
@@ -464,8 +460,6 @@ int token_engine_mint(struct token_engine *te, struct zen_err *e)
 
 int token_engine_refresh(struct token_engine *te, struct zen_err *e)
 {
-	struct timespec now;
-	long long ago_ms;
 	int ret = 0;
 
 	/*
@@ -475,13 +469,11 @@ int token_engine_refresh(struct token_engine *te, struct zen_err *e)
 	 * instead of each waiting out a timeout of their own.
 	 */
 	pthread_mutex_lock(&te->lock);
-	clock_gettime(CLOCK_MONOTONIC, &now);
-	ago_ms = (now.tv_sec - te->mint_end.tv_sec) * 1000LL +
-		 (now.tv_nsec - te->mint_end.tv_nsec) / 1000000;
-	if (!te->minting && te->mint_gen && ago_ms < REFRESH_SHARE_MS &&
-	    (te->mint_ret == -ETIMEDOUT || te->mint_ret == -ECONNREFUSED ||
-	     te->mint_ret == -EHOSTUNREACH)) {
-		ret = te->mint_ret;
+	if (!te->mint.busy && te->mint.landed &&
+	    mono_ms() - te->mint_end < REFRESH_SHARE_MS &&
+	    (te->mint.ret == -ETIMEDOUT || te->mint.ret == -ECONNREFUSED ||
+	     te->mint.ret == -EHOSTUNREACH)) {
+		ret = te->mint.ret;
 		if (e)
 			*e = te->mint_err;
 	}
@@ -627,17 +619,31 @@ static void check_credential(struct token_engine *te)
 		token_engine_mint(te, NULL);
 }
 
+/* Sleep until the wall-clock second wake (at most; a broadcast on cond
+ * ends it sooner), now being the wall clock's time, on CLOCK_MONOTONIC.
+ * Caller holds lock. */
+static void sleep_until(struct token_engine *te, const struct timespec *now,
+			time_t wake)
+{
+	struct timespec ts;
+
+	mono_deadline((wake - now->tv_sec) * 1000LL - now->tv_nsec / 1000000,
+		      &ts);
+	pthread_cond_timedwait(&te->cond, &te->lock, &ts);
+}
+
 static void *engine_main(void *arg)
 {
 	struct token_engine *te = arg;
-	struct timespec ts = { 0 };
+	struct timespec wall;
 	bool do_refresh, do_check, do_probe, expire;
 	time_t now, wake;
 
 	pthread_mutex_lock(&te->lock);
 	while (!te->stop) {
-		now = time(NULL);
-		wake = now + 3600;
+		clock_gettime(CLOCK_REALTIME, &wall);
+		now = wall.tv_sec;
+		wake = now + WALL_LOOK;
 		if (te->next_refresh && te->next_refresh < wake)
 			wake = te->next_refresh;
 		if (te->next_check && te->next_check < wake)
@@ -648,8 +654,7 @@ static void *engine_main(void *arg)
 		    !te->announced_expiry && te->exp - TOKEN_MARGIN < wake)
 			wake = te->exp - TOKEN_MARGIN;
 		if (wake > now && !te->kick && !te->mint_wanted) {
-			ts.tv_sec = wake;
-			pthread_cond_timedwait(&te->cond, &te->lock, &ts);
+			sleep_until(te, &wall, wake);
 			continue;
 		}
 		do_refresh = (te->next_refresh && te->next_refresh <= now) ||

@@ -1003,6 +1003,21 @@ void url_redact(const char *url, char *out, size_t outsz)
 		snprintf(out, outsz, "%.*s***%s", (int)(auth - url), url, at);
 }
 
+uint64_t hash_fnv1a(const void *p, size_t n)
+{
+	const unsigned char *b = p;
+	uint64_t h = 14695981039346656037ULL; /* the offset basis */
+
+	for (size_t i = 0; i < n; i++)
+		h = (h ^ b[i]) * 1099511628211ULL;
+	return h;
+}
+
+uint64_t hash_str(const char *s)
+{
+	return hash_fnv1a(s, strlen(s));
+}
+
 long long mono_ms(void)
 {
 	struct timespec ts;

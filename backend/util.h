@@ -61,15 +61,20 @@ int b64_decode(const char *in, size_t len, bool urlsafe, unsigned char *out,
  */
 int jwt_exp(const char *jwt, size_t len, int64_t *exp);
 
+/* A buffer for an object's id: a UUID as text, "8-4-4-4-12" hex digits,
+ * and its NUL.  A longer id is no id (it is not the server's). */
+#define UUID_BUF 37
+
 /* What a JWT says about itself (the signature is not checked). */
 struct jwt_info {
 	bool has_exp;
 	int64_t exp; /* "exp", when has_exp */
 	bool has_iat;
 	int64_t iat; /* "iat", when has_iat */
-	char sub[64]; /* "sub" ("" when absent or too long) */
-	char device_id[64]; /* "device_id" ("" when absent or too long) */
-	char api_key_id[64]; /* "api_key_id" ("" when absent or too long) */
+	/* "" when absent or too long: */
+	char sub[UUID_BUF]; /* "sub" */
+	char device_id[UUID_BUF]; /* "device_id" */
+	char api_key_id[UUID_BUF]; /* "api_key_id" */
 };
 
 /*
@@ -91,7 +96,7 @@ int jwt_check_minted(const struct jwt_info *ji, const char *me, int64_t now,
 
 /*
  * The key id inside a "ZENKEY_" + base64({"id":"<uuid>","key":"<hex>"})
- * value.  id must hold 37 bytes (a canonical lowercase UUID and its NUL).
+ * value.  id must hold UUID_BUF bytes (a canonical lowercase UUID).
  * Only the id is extracted; the decoded secret half is wiped before return.
  */
 int zenkey_id(const char *key, size_t len, char *id, size_t idsz);
@@ -178,6 +183,37 @@ long long mono_ms(void);
  * waits (sem_clockwait, a condvar set to CLOCK_MONOTONIC): a step of the
  * wall clock moves it neither way. */
 void mono_deadline(long long ms, struct timespec *ts);
+
+/* The 64-bit FNV-1a hash of n bytes at p, for hash tables (not for
+ * anything an attacker may choose to collide where that costs more than a
+ * longer probe). */
+uint64_t hash_fnv1a(const void *p, size_t n);
+/* hash_fnv1a() of a string, without its NUL. */
+uint64_t hash_str(const char *s);
+
+/*
+ * A reference count for an object shared between threads: ref_init() sets
+ * it to 1 (the creator's), ref_get() takes one more, ref_put() drops one
+ * and is true when it was the last (the caller then frees the object).
+ */
+struct ref {
+	int n; /* atomic */
+};
+
+static inline void ref_init(struct ref *r)
+{
+	__atomic_store_n(&r->n, 1, __ATOMIC_RELAXED);
+}
+
+static inline void ref_get(struct ref *r)
+{
+	__atomic_add_fetch(&r->n, 1, __ATOMIC_RELAXED);
+}
+
+static inline bool ref_put(struct ref *r)
+{
+	return __atomic_sub_fetch(&r->n, 1, __ATOMIC_ACQ_REL) == 0;
+}
 
 /* Copy src into dst (size dstsz >= 1), truncating; always terminated. */
 size_t strlcpy_z(char *dst, const char *src, size_t dstsz);

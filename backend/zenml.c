@@ -10,6 +10,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "backend/flight.h"
 #include "backend/http.h"
 #include "backend/jsonpage.h"
 #include "backend/log.h"
@@ -23,7 +24,6 @@
 /* A login costs a loaded server seconds of CPU (bcrypt): waiting for it
  * is cheaper than abandoning it and asking again. */
 #define LOGIN_TIMEOUT_MS 90000
-#define STACK_WIPE (16 * 1024) /* what parsing a reply may leave */
 
 /* How each kind of server takes a credential and says it is up. */
 static const struct server_kind {
@@ -53,14 +53,13 @@ struct zen {
 	pthread_cond_t login_done;
 	struct zen_cred cred;
 	struct secret *session;
-	char user_id[64]; /* the session's "sub" */
-	char device_id[64]; /* and its "device_id" */
+	char user_id[UUID_BUF]; /* the session's "sub" */
+	char device_id[UUID_BUF]; /* and its "device_id" */
 	unsigned long session_gen; /* bumped by each successful login */
 	unsigned long handed_gen; /* the session zen_exchange() handed out */
 	unsigned long cred_gen; /* bumped by each new credential */
-	bool logging_in;
-	int login_ret; /* result of the last login, for the waiters */
-	struct zen_err login_err;
+	struct flight login;
+	struct zen_err login_err; /* the last login's, beside login.ret */
 	char *state_dir; /* where an API key's session is kept; NULL: not */
 	struct zen_counts counts; /* atomic access */
 };
@@ -212,7 +211,7 @@ void zen_set_cred(struct zen *z, struct zen_cred *cred)
 
 void zen_api_key_id(struct zen *z, char *id, size_t idsz)
 {
-	char tmp[40];
+	char tmp[UUID_BUF];
 
 	id[0] = '\0';
 	pthread_mutex_lock(&z->lock);
@@ -514,26 +513,20 @@ static int relogin(struct zen *z, unsigned long gen, struct zen_err *e)
 		pthread_mutex_unlock(&z->lock);
 		return 0;
 	}
-	if (z->logging_in) {
-		while (z->logging_in)
-			pthread_cond_wait(&z->login_done, &z->lock);
-		ret = z->login_ret;
+	if (flight_join(&z->login, &z->lock, &z->login_done, NULL, &ret)) {
 		if (ret && e)
 			*e = z->login_err;
 		pthread_mutex_unlock(&z->lock);
 		return ret;
 	}
-	z->logging_in = true;
 	pthread_mutex_unlock(&z->lock);
 
 	struct zen_err err = { 0 };
 
 	ret = do_login(z, &err);
 	pthread_mutex_lock(&z->lock);
-	z->logging_in = false;
-	z->login_ret = ret;
 	z->login_err = err;
-	pthread_cond_broadcast(&z->login_done);
+	flight_land(&z->login, &z->login_done, ret);
 	pthread_mutex_unlock(&z->lock);
 	if (ret && e)
 		*e = err;

@@ -1,5 +1,4 @@
 // SPDX-License-Identifier: MIT
-#define FUSE_USE_VERSION 314
 #include "fs/channel.h"
 
 #include <dirent.h>
@@ -18,8 +17,13 @@
 
 #include "backend/banned.h" /* always the last include */
 
-static uint64_t init_unique; /* the INIT request's, once read */
 static bool want_parallel;
+
+/* The libfuse built with needs the INIT reply fixed (see channel.h). */
+#define CHANNEL_FIX_INIT (FUSE_VERSION < CHANNEL_INIT_FIXED)
+
+#if CHANNEL_FIX_INIT
+static uint64_t init_unique; /* the INIT request's, once read */
 
 static ssize_t ch_read(int fd, void *buf, size_t len, void *userdata)
 {
@@ -46,6 +50,8 @@ static ssize_t ch_writev(int fd, struct iovec *iov, int count, void *userdata)
 	return writev(fd, iov, count);
 }
 
+#endif
+
 void channel_want_parallel_dirops(bool on)
 {
 	__atomic_store_n(&want_parallel, on, __ATOMIC_RELEASE);
@@ -53,12 +59,19 @@ void channel_want_parallel_dirops(bool on)
 
 int channel_setup(struct fuse_session *se)
 {
+#if CHANNEL_FIX_INIT
 	static const struct fuse_custom_io io = {
 		.read = ch_read,
 		.writev = ch_writev,
 	};
 
+	/* a newer libfuse than the headers said: it does it itself */
+	if (fuse_version() >= CHANNEL_INIT_FIXED)
+		return 0;
 	return fuse_session_custom_io(se, &io, fuse_session_fd(se));
+#else
+	return 0;
+#endif
 }
 
 void channel_fds_snapshot(struct channel_fds *s)

@@ -42,7 +42,7 @@ static int content_bool(bool on, struct content **out)
  * end the daemon's own credential: check it now. */
 static void own_object_changed(struct fs *fs, const struct zrec *r)
 {
-	char me[64] = "";
+	char me[UUID_BUF] = "";
 
 	if (zrec_kind(r) == ZK_KEY)
 		zen_api_key_id(fs->zen, me, sizeof(me));
@@ -152,7 +152,7 @@ static const char *parent_id(const struct objs *o)
 
 static bool is_own_key(struct fs *fs, const struct zrec *r)
 {
-	char own[40];
+	char own[UUID_BUF];
 
 	if (zrec_kind(r) != ZK_KEY)
 		return false;

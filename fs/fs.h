@@ -13,6 +13,7 @@
 #include <time.h>
 
 #include "backend/api.h"
+#include "backend/util.h"
 
 struct token_engine;
 struct store;
@@ -65,7 +66,7 @@ struct objs {
 /* Rendered file content, reference-counted so a reply can use it without
  * holding a lock. */
 struct content {
-	int refs;
+	struct ref refs;
 	bool secret; /* data in guarded memory */
 	size_t len;
 	char *data;

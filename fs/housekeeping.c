@@ -3,6 +3,7 @@
 #include "fs/housekeeping.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <malloc.h>
 #include <pthread.h>
 #include <semaphore.h>
@@ -15,6 +16,7 @@
 #include "fs/inode.h"
 #include "fs/newkeys.h"
 #include "fs/notify.h"
+#include "fs/tree.h"
 
 #include "backend/banned.h" /* always the last include */
 
@@ -37,10 +39,15 @@ static volatile sig_atomic_t hup_pending, stopping;
 static size_t inodes_high; /* the most inodes seen since the last trim */
 
 /* A new key value's page may be in the kernel: drop it. */
-static void key_gone(const char *path, void *arg)
+static void key_gone(const char *account, const char *key, void *arg)
 {
-	uint64_t ino = itab_ino_of(path);
+	const char *const names[] = { account, key };
+	char path[PATH_MAX];
+	uint64_t ino;
 
+	if (tree_kind_path(ZK_KEY, "key", names, 2, path, sizeof(path)))
+		return;
+	ino = itab_ino_of(path);
 	if (ino) {
 		itab_snap_stale(ino);
 		notify_inval(hk_fs->meta, ino);

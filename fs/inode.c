@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "backend/secret.h"
+#include "backend/util.h"
 #include "fs/fs.h"
 
 #include "backend/banned.h" /* always the last include */
@@ -44,20 +45,6 @@ static struct table by_path, by_ino;
 static struct inode *tokens; /* token inodes, live */
 static uint64_t next_ino = ITAB_ROOT;
 
-static uint64_t hash_bytes(const char *s, size_t n)
-{
-	uint64_t h = 1469598103934665603ULL;
-
-	for (size_t i = 0; i < n; i++)
-		h = (h ^ (unsigned char)s[i]) * 1099511628211ULL;
-	return h;
-}
-
-static uint64_t hash_path(const char *p)
-{
-	return hash_bytes(p, strlen(p));
-}
-
 static uint64_t hash_ino(uint64_t ino)
 {
 	return ino * 0x9E3779B97F4A7C15ULL;
@@ -65,7 +52,7 @@ static uint64_t hash_ino(uint64_t ino)
 
 static struct inode **pchain(struct table *t, const struct inode *in, bool path)
 {
-	return &t->b[(path ? hash_path(in->path) : hash_ino(in->ino)) &
+	return &t->b[(path ? hash_str(in->path) : hash_ino(in->ino)) &
 		     (t->cap - 1)];
 }
 
@@ -152,7 +139,7 @@ static void unlink_path(struct inode *in)
 
 static struct inode *find_path(const char *path)
 {
-	struct inode *in = by_path.b[hash_path(path) & (by_path.cap - 1)];
+	struct inode *in = by_path.b[hash_str(path) & (by_path.cap - 1)];
 
 	while (in && strcmp(in->path, path))
 		in = in->pnext;
@@ -324,7 +311,7 @@ uint64_t itab_dirent_ino(const char *path)
 
 	/* Above any number the counter hands out; never 0 (libc skips
 	 * entries whose inode number is 0). */
-	return ino ? ino : (hash_path(path) | (1ULL << 62)) & ~(1ULL << 63);
+	return ino ? ino : (hash_str(path) | (1ULL << 62)) & ~(1ULL << 63);
 }
 
 bool itab_retired(uint64_t ino)
@@ -475,7 +462,7 @@ time_t itab_tokens_next(int margin)
 void itab_snap_set(uint64_t ino, struct content *c, struct timespec *mtime)
 {
 	struct inode *in;
-	uint64_t h = c ? hash_bytes(c->data, c->len) ^ c->len : 0;
+	uint64_t h = c ? hash_fnv1a(c->data, c->len) ^ c->len : 0;
 
 	pthread_mutex_lock(&lock);
 	in = find_ino(ino);
@@ -515,7 +502,7 @@ int itab_snap_bind(uint64_t ino, struct content *c, uint64_t *out,
 		   struct timespec *mtime)
 {
 	struct inode *in, *fresh;
-	uint64_t h = hash_bytes(c->data, c->len) ^ c->len;
+	uint64_t h = hash_fnv1a(c->data, c->len) ^ c->len;
 
 	pthread_mutex_lock(&lock);
 	in = find_ino(ino);

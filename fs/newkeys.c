@@ -19,7 +19,8 @@
 
 struct new_key {
 	char account[TREE_PARAM_MAX], key[TREE_PARAM_MAX];
-	char id[40]; /* the key's id: a key re-created elsewhere is another */
+	/* the key's id: a key re-created elsewhere is another */
+	char id[UUID_BUF];
 	struct secret *value;
 	long long at; /* CLOCK_MONOTONIC ms */
 };
@@ -115,9 +116,11 @@ bool newkey_has(const char *account, const char *key, const char *key_id,
 }
 
 long long newkey_expire(unsigned window,
-			void (*gone)(const char *path, void *arg), void *arg)
+			void (*gone)(const char *account, const char *key,
+				     void *arg),
+			void *arg)
 {
-	char path[2 * TREE_PARAM_MAX + 40];
+	char account[TREE_PARAM_MAX], key[TREE_PARAM_MAX];
 	long long now = mono_ms(), next = 0;
 
 	pthread_mutex_lock(&lock);
@@ -129,14 +132,14 @@ long long newkey_expire(unsigned window,
 				next = due;
 			continue;
 		}
-		snprintf(path, sizeof(path), "/service-accounts/%s/keys/%s/key",
-			 keys[i].account, keys[i].key);
 		log_info("the new value of key '%s/%s' was wiped (key_window)",
 			 keys[i].account, keys[i].key);
+		strlcpy_z(account, keys[i].account, sizeof(account));
+		strlcpy_z(key, keys[i].key, sizeof(key));
 		drop(i--);
 		/* the kernel may hold it in the page cache: drop that too */
 		if (gone)
-			gone(path, arg);
+			gone(account, key, arg);
 	}
 	pthread_mutex_unlock(&lock);
 	return next ? next + 1 : 0;

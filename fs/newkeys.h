@@ -25,12 +25,14 @@ bool newkey_has(const char *account, const char *key, const char *key_id,
 /* Forget account/key's value (key NULL: all of the account's). */
 void newkey_forget(const char *account, const char *key);
 /*
- * Wipe the values older than window; for each, gone(path of its key
- * file, arg).  Returns when the next one is due (CLOCK_MONOTONIC ms), 0
- * when none is kept.
+ * Wipe the values older than window; for each, gone(its account, its key,
+ * arg).  Returns when the next one is due (CLOCK_MONOTONIC ms), 0 when
+ * none is kept.
  */
 long long newkey_expire(unsigned window,
-			void (*gone)(const char *path, void *arg), void *arg);
+			void (*gone)(const char *account, const char *key,
+				     void *arg),
+			void *arg);
 void newkey_release(void);
 
 #endif

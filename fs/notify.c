@@ -1,6 +1,5 @@
 // SPDX-License-Identifier: MIT
 #define _GNU_SOURCE /* pthread_setname_np */
-#define FUSE_USE_VERSION 314
 #include "fs/notify.h"
 
 #include <errno.h>
@@ -12,6 +11,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "backend/flight.h"
 #include "backend/log.h"
 #include "backend/util.h"
 
@@ -46,21 +46,6 @@ struct notifier {
 	pthread_t thread;
 	char name[16];
 };
-
-static void cond_init_mono(pthread_cond_t *c)
-{
-	pthread_condattr_t a;
-
-	pthread_condattr_init(&a);
-	pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
-	pthread_cond_init(c, &a);
-	pthread_condattr_destroy(&a);
-}
-
-static struct timespec mono_at(long long at_ms)
-{
-	return (struct timespec){ at_ms / 1000, (at_ms % 1000) * 1000000L };
-}
 
 struct notifier *notifier_new(const char *name, bool merge)
 {
@@ -195,9 +180,10 @@ uint64_t notify_last(struct notifier *q)
 
 bool notify_wait(struct notifier *q, uint64_t seq, int timeout_ms)
 {
-	struct timespec until = mono_at(mono_ms() + timeout_ms);
+	struct timespec until;
 	bool sent;
 
+	mono_deadline(timeout_ms, &until);
 	pthread_mutex_lock(&q->lock);
 	while (q->started && !q->stopping && q->sent < seq &&
 	       !pthread_cond_timedwait(&q->done, &q->lock, &until))
@@ -260,7 +246,7 @@ static void *notifier_main(void *arg)
 		}
 		if (!q->head) {
 			if (q->timer_fn) {
-				at = mono_at(q->timer_at);
+				mono_deadline(q->timer_at - mono_ms(), &at);
 				pthread_cond_timedwait(&q->wake, &q->lock, &at);
 			} else {
 				pthread_cond_wait(&q->wake, &q->lock);

@@ -417,14 +417,13 @@ static int entry_for(struct fs *fs, const char *path,
 void ops_object_gone(void *arg, enum zkind kind, const char *parent,
 		     const char *name)
 {
-	const char *dir = kind == ZK_ACCOUNT ? "/service-accounts" :
-			  kind == ZK_DEVICE  ? "/devices" :
-					       NULL;
 	struct fs *fs = arg;
+	char dir[PATH_MAX];
 	uint64_t ino;
 
-	/* fresh_timeout() caches only these */
-	if (!dir || parent)
+	/* fresh_timeout() caches only the objects listed at the top (no
+	 * parent, a directory without '*') */
+	if (parent || tree_kind_path(kind, NULL, NULL, 0, dir, sizeof(dir)))
 		return;
 	ino = itab_ino_of(dir);
 	if (ino)

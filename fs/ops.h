@@ -6,7 +6,6 @@
 #ifndef ZENMLFS_OPS_H
 #define ZENMLFS_OPS_H
 
-#define FUSE_USE_VERSION 314
 #include <fuse_lowlevel.h>
 #include <stdbool.h>
 #include <sys/types.h>

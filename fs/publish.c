@@ -1,7 +1,6 @@
 // SPDX-License-Identifier: MIT
 #include "fs/publish.h"
 
-#define FUSE_USE_VERSION 314
 #include <errno.h>
 #include <fuse_lowlevel.h>
 #include <limits.h>
@@ -54,8 +53,8 @@ struct rename_job {
 };
 
 static const struct rename_job jobs[] = {
-	{ TOKEN_JSON_STAGED, "token.json" },
-	{ TOKEN_STAGED, "token" },
+	{ TOKEN_JSON_STAGED, TOKEN_JSON_NAME },
+	{ TOKEN_STAGED, TOKEN_NAME },
 };
 
 /* our mount, once up: where to rename, and how to know it is ours */
@@ -149,9 +148,9 @@ static int publish(struct secret *tok, int64_t exp, bool tell_kernel)
 	int ret;
 
 	if (!tell_kernel) {
-		ret = itab_publish("/token", tok, exp, &old);
+		ret = itab_publish("/" TOKEN_NAME, tok, exp, &old);
 		if (!ret)
-			ret = itab_publish("/token.json", tok, exp, &old);
+			ret = itab_publish("/" TOKEN_JSON_NAME, tok, exp, &old);
 	} else {
 		ret = itab_publish("/" TOKEN_JSON_STAGED, tok, exp, &old);
 		if (!ret)

@@ -24,8 +24,11 @@
 struct fuse_session;
 struct secret;
 
-/* The names a new token waits under before it is renamed over token and
- * token.json (never listed). */
+/* The token's names in the root (the node table's rows, fs/tree.c), and
+ * the names a new token waits under before it is renamed over them (never
+ * listed). */
+#define TOKEN_NAME "token"
+#define TOKEN_JSON_NAME "token.json"
 #define TOKEN_STAGED ".token-new"
 #define TOKEN_JSON_STAGED ".token.json-new"
 

@@ -47,7 +47,7 @@ struct content *content_new(size_t len, bool secret)
 	c->data[len] = '\0';
 	c->len = len;
 	c->secret = secret;
-	c->refs = 1;
+	ref_init(&c->refs);
 	return c;
 }
 
@@ -67,13 +67,13 @@ struct content *content_text(const char *s, size_t len, bool nl, bool secret)
 struct content *content_ref(struct content *c)
 {
 	if (c)
-		__atomic_add_fetch(&c->refs, 1, __ATOMIC_RELAXED);
+		ref_get(&c->refs);
 	return c;
 }
 
 void content_unref(struct content *c)
 {
-	if (!c || __atomic_sub_fetch(&c->refs, 1, __ATOMIC_ACQ_REL))
+	if (!c || !ref_put(&c->refs))
 		return;
 	if (c->secret)
 		sodium_free(c->data);
@@ -132,9 +132,10 @@ struct node {
 
 static const struct node nodes[] = {
 	{ "/", DIR, 0755, A_ROOT, NF_STATIC, NK },
-	{ "/token", REG, 0, A_TOKEN, NF_TOKEN | NF_SECRET | NF_STATIC, NK },
-	{ "/token.json", REG, 0, A_TOKEN, NF_TOKEN_JSON | NF_SECRET | NF_STATIC,
+	{ "/" TOKEN_NAME, REG, 0, A_TOKEN, NF_TOKEN | NF_SECRET | NF_STATIC,
 	  NK },
+	{ "/" TOKEN_JSON_NAME, REG, 0, A_TOKEN,
+	  NF_TOKEN_JSON | NF_SECRET | NF_STATIC, NK },
 	{ "/" TOKEN_STAGED, REG, 0, A_TOKEN, NF_TOKEN | NF_SECRET | NF_HIDDEN,
 	  NK },
 	{ "/" TOKEN_JSON_STAGED, REG, 0, A_TOKEN,
@@ -316,6 +317,46 @@ static const struct node *parent_row(const struct node *nd)
 	return row(nd->pattern, n ? n : 1);
 }
 
+int tree_kind_path(enum zkind k, const char *leaf, const char *const *params,
+		   int nparams, char *buf, size_t size)
+{
+	const struct node *star = NULL, *nd;
+	struct match m = { .leaf = "" };
+	char pattern[256];
+	int n, stars = 0;
+
+	for (size_t i = 0; i < NNODES && !star; i++)
+		if (nodes[i].kind == k && nodes[i].type == DIR &&
+		    !strcmp(strrchr(nodes[i].pattern, '/'), "/*"))
+			star = &nodes[i];
+	if (!star)
+		return -ENOENT;
+	if (!leaf) {
+		nd = parent_row(star);
+	} else if (!leaf[0]) {
+		nd = star;
+	} else {
+		n = snprintf(pattern, sizeof(pattern), "%s/%s", star->pattern,
+			     leaf);
+		nd = n > 0 && (size_t)n < sizeof(pattern) ? row(pattern, n) :
+							    NULL;
+	}
+	if (!nd)
+		return -ENOENT;
+	for (const char *c = nd->pattern; *c; c++)
+		stars += *c == '*';
+	if (stars != nparams || nparams > TREE_MAX_PARAMS)
+		return -EINVAL;
+	m.node = nd;
+	m.nparams = nparams;
+	for (int i = 0; i < nparams; i++)
+		if (strlcpy_z(m.params[i], params[i], TREE_PARAM_MAX) >=
+		    TREE_PARAM_MAX)
+			return -ENAMETOOLONG;
+	tree_path(&m, buf, size);
+	return strlen(buf) + 1 < size ? 0 : -ENAMETOOLONG;
+}
+
 void tree_object_files(const struct match *m,
 		       void (*fn)(const char *path, void *arg), void *arg)
 {
@@ -471,7 +512,7 @@ static int resolve(struct fs *fs, const struct match *m, bool whole,
 				   m->params[1]);
 	}
 	/* A file of a singleton (server, whoami) reads its record. */
-	if (!ret && !m->nparams && m->node->kind < ZK_DEVICE &&
+	if (!ret && !m->nparams && zkind_flags(m->node->kind) & ZKF_SINGLETON &&
 	    m->node->type == REG) {
 		ret = store_find(fs->store, m->node->kind, NULL, "", true,
 				 &o->rec[0], &o->fresh_until, &e);
@@ -606,6 +647,23 @@ int tree_render(struct fs *fs, const struct match *m, struct content **out,
 
 /* ---- directories ----------------------------------------------------- */
 
+/* One more fixed name in d: 0 or -ENOMEM. */
+static int dir_add(struct dir_snap *d, const char *name, bool is_dir)
+{
+	struct dir_fixed *v;
+
+	if (d->nfixed == d->cap) {
+		v = reallocarray(d->fixed, d->cap ? 2 * d->cap : 16,
+				 sizeof(*v));
+		if (!v)
+			return -ENOMEM;
+		d->fixed = v;
+		d->cap = d->cap ? 2 * d->cap : 16;
+	}
+	d->fixed[d->nfixed++] = (struct dir_fixed){ name, is_dir };
+	return 0;
+}
+
 int tree_opendir(struct fs *fs, const struct match *m, struct dir_snap *d)
 {
 	const struct node *dir = m->node, *star = NULL;
@@ -619,7 +677,7 @@ int tree_opendir(struct fs *fs, const struct match *m, struct dir_snap *d)
 	ret = resolve(fs, m, false, &o);
 	if (ret)
 		return ret;
-	for (size_t i = 0; i < NNODES; i++) {
+	for (size_t i = 0; i < NNODES && !ret; i++) {
 		const struct node *nd = &nodes[i];
 		const char *leaf = strrchr(nd->pattern, '/') + 1;
 
@@ -633,12 +691,11 @@ int tree_opendir(struct fs *fs, const struct match *m, struct dir_snap *d)
 			size_t nf;
 
 			f = zkind_fields(nd->kind, &nf);
-			for (size_t j = 0; j < nf && d->nfixed < DIR_FIXED_MAX;
-			     j++)
+			for (size_t j = 0; j < nf && !ret; j++)
 				if (f[j].flags & ZF_FILE &&
 				    served(fs, nd, (int)j))
-					d->fixed[d->nfixed++] = f[j].name;
-		} else if (d->nfixed < DIR_FIXED_MAX) {
+					ret = dir_add(d, f[j].name, false);
+		} else {
 			/* A transient file is listed only while it exists. */
 			if (nd->flags & NF_TRANSIENT) {
 				struct match km = *m;
@@ -647,17 +704,20 @@ int tree_opendir(struct fs *fs, const struct match *m, struct dir_snap *d)
 				if (!key_value_exists(fs, &km, &o))
 					continue;
 			}
-			d->fixed_dir[d->nfixed] = nd->type == DIR;
-			d->fixed[d->nfixed++] = leaf;
+			ret = dir_add(d, leaf, nd->type == DIR);
 		}
 	}
-	if (star)
+	if (star && !ret)
 		ret = store_list(fs->store, star->kind,
 				 o.n ? zrec_id(o.rec[o.n - 1]) : NULL, true,
 				 &d->list, &e);
+	if (ret == -ENOMEM && !e.msg[0])
+		zen_err_set(&e, "out of memory");
 	if (ret && ret != -ZEN_WOULD_WAIT)
 		log_warn("cannot list '%s': %s", m->leaf[0] ? m->leaf : "/",
 			 e.msg);
+	if (ret)
+		tree_closedir(d);
 	objs_release(&o);
 	return ret;
 }
@@ -670,8 +730,8 @@ size_t tree_dir_len(const struct dir_snap *d)
 const char *tree_dir_entry(const struct dir_snap *d, size_t i, bool *is_dir)
 {
 	if (i < d->nfixed) {
-		*is_dir = d->fixed_dir[i];
-		return d->fixed[i];
+		*is_dir = d->fixed[i].is_dir;
+		return d->fixed[i].name;
 	}
 	*is_dir = true;
 	return zrec_name(zlist_at(d->list, i - d->nfixed));
@@ -680,7 +740,8 @@ const char *tree_dir_entry(const struct dir_snap *d, size_t i, bool *is_dir)
 void tree_closedir(struct dir_snap *d)
 {
 	zlist_unref(d->list);
-	d->list = NULL;
+	free(d->fixed);
+	memset(d, 0, sizeof(*d));
 }
 
 /* ---- changes --------------------------------------------------------- */

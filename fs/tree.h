@@ -31,6 +31,17 @@ int tree_match(const char *path, struct match *m);
 /* The concrete path of a match (the pattern with its '*' filled in). */
 void tree_path(const struct match *m, char *buf, size_t size);
 
+/*
+ * A path of kind k's objects, from the node table: leaf NULL, the
+ * directory that lists them ("/devices"); "", an object's directory; else
+ * the file leaf in it ("key").  params fill the '*' components, outermost
+ * first (a key's file: its account's name, then its own).  0; -ENOENT
+ * when no row has that shape (k is not listed, or has no such file);
+ * -EINVAL when nparams is not the number of '*' in it; -ENAMETOOLONG.
+ */
+int tree_kind_path(enum zkind k, const char *leaf, const char *const *params,
+		   int nparams, char *buf, size_t size);
+
 /* The path of every file in the directory of the one object m names (m:
  * that directory or a file in it, one '*' component): fn(path, arg). */
 void tree_object_files(const struct match *m,
@@ -59,13 +70,17 @@ int tree_render(struct fs *fs, const struct match *m, struct content **out,
  * and, for a directory of server objects, the listing (a walk over it is
  * served from that listing: backend/store.h).
  */
-#define DIR_FIXED_MAX 40
+struct dir_fixed {
+	const char *name; /* static: a row's or a field's */
+	bool is_dir;
+};
 struct dir_snap {
-	size_t nfixed;
-	const char *fixed[DIR_FIXED_MAX];
-	bool fixed_dir[DIR_FIXED_MAX];
+	size_t nfixed, cap;
+	struct dir_fixed *fixed; /* nfixed of them; tree_closedir() frees */
 	struct zlist *list; /* NULL for a directory of fixed names */
 };
+/* *out is set up on success and must then be closed; on failure it holds
+ * nothing. */
 int tree_opendir(struct fs *fs, const struct match *m, struct dir_snap *out);
 size_t tree_dir_len(const struct dir_snap *d);
 /* Entry i: its name, and whether it is a directory. */

@@ -216,6 +216,19 @@ static void kinds(void)
 	CHECK(n > 10 && f[zkind_field(ZK_DEVICE, "hostname")].flags & ZF_FILE);
 	CHECK(!(f[zkind_field(ZK_DEVICE, "id")].flags & ZF_FILE));
 	CHECK(!strcmp(zkind_name(ZK_KEY), "API key"));
+
+	/* a kind is one object or a listing, never both; a child kind is
+	 * listed; what is not a kind has no flags */
+	for (int k = 0; k < ZK_NKINDS; k++) {
+		unsigned fl = zkind_flags((enum zkind)k);
+
+		CHECK(!(fl & ZKF_SINGLETON) != !(fl & ZKF_LISTED));
+		CHECK(!(fl & ZKF_CHILD) || fl & ZKF_LISTED);
+	}
+	CHECK(zkind_flags(ZK_USER) == ZKF_SINGLETON);
+	CHECK(zkind_flags(ZK_DEVICE) == ZKF_LISTED);
+	CHECK(zkind_flags(ZK_KEY) == (ZKF_LISTED | ZKF_CHILD));
+	CHECK(zkind_flags(ZK_NKINDS) == 0);
 }
 
 /* What each kind of server serves: a workspace everything, the Pro

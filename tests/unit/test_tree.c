@@ -41,6 +41,42 @@ static void no_match(const char *path)
 	CHECK(tree_match(path, &m) == -ENOENT);
 }
 
+/* Paths derived from the node table, and back. */
+static void kind_paths(void)
+{
+	const char *const ak[] = { "ci", "deploy" };
+	char path[512], small[12];
+	struct match m;
+
+	CHECK(!tree_kind_path(ZK_DEVICE, NULL, NULL, 0, path, sizeof(path)));
+	CHECK(!strcmp(path, "/devices"));
+	CHECK(!tree_kind_path(ZK_ACCOUNT, NULL, NULL, 0, path, sizeof(path)));
+	CHECK(!strcmp(path, "/service-accounts"));
+	CHECK(!tree_kind_path(ZK_ACCOUNT, "", ak, 1, path, sizeof(path)));
+	CHECK(!strcmp(path, "/service-accounts/ci"));
+	CHECK(!tree_kind_path(ZK_KEY, NULL, ak, 1, path, sizeof(path)));
+	CHECK(!strcmp(path, "/service-accounts/ci/keys"));
+	CHECK(!tree_kind_path(ZK_KEY, "key", ak, 2, path, sizeof(path)));
+	CHECK(!strcmp(path, "/service-accounts/ci/keys/deploy/key"));
+	/* the path is the node it was made from */
+	CHECK(!tree_match(path, &m) && tree_flags(&m) & NF_TRANSIENT &&
+	      m.nparams == 2 && !strcmp(m.params[1], "deploy"));
+	/* shapes the table does not have */
+	CHECK(tree_kind_path(ZK_USER, NULL, NULL, 0, path, sizeof(path)) ==
+	      -ENOENT);
+	CHECK(tree_kind_path(ZK_NKINDS, NULL, NULL, 0, path, sizeof(path)) ==
+	      -ENOENT);
+	CHECK(tree_kind_path(ZK_DEVICE, "rotate", ak, 1, path, sizeof(path)) ==
+	      -ENOENT);
+	CHECK(tree_kind_path(ZK_KEY, "key", ak, 1, path, sizeof(path)) ==
+	      -EINVAL);
+	CHECK(tree_kind_path(ZK_KEY, NULL, NULL, 0, path, sizeof(path)) ==
+	      -EINVAL);
+	/* too long for the buffer: an error, not a shorter path */
+	CHECK(tree_kind_path(ZK_KEY, "key", ak, 2, small, sizeof(small)) ==
+	      -ENAMETOOLONG);
+}
+
 int main(void)
 {
 	const char *uuid = "0b7a1f4e-9c2d-4e8a-8f1b-2c3d4e5f6a7b";
@@ -138,5 +174,6 @@ int main(void)
 	CHECK(!tree_match("/server/version", &m));
 	CHECK((tree_mode(&fs, &m) & 07777) == 0444);
 
+	kind_paths();
 	return CHECK_DONE();
 }
