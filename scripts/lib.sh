@@ -68,7 +68,8 @@ ensure_packages() {
 	as_root apt-get install -y -q --no-install-recommends "${missing[@]}"
 }
 
-# The git-ignored venv with the pinned ZenML server, pytest and requests;
+# The git-ignored venv with the pinned ZenML server, pytest (and
+# pytest-xdist: scripts/test runs each suite as two workers) and requests;
 # pip runs only when something is missing.
 ensure_venv() {
 	if [ ! -x "$VENV/bin/python" ]; then
@@ -77,17 +78,17 @@ ensure_venv() {
 	fi
 	if "$VENV/bin/python" - "$ZENML_VERSION" <<'PY' 2>/dev/null
 import sys
-import zenml, pytest, requests, uvicorn, prometheus_client  # noqa: F401
+import zenml, pytest, xdist, requests, uvicorn, prometheus_client  # noqa: F401
 sys.exit(zenml.__version__ != sys.argv[1])
 PY
 	then
 		say "venv: $ZENML_PIN present"
 		return
 	fi
-	say "pip install $ZENML_PIN pytest requests prometheus_client"
+	say "pip install $ZENML_PIN pytest pytest-xdist requests prometheus_client"
 	"$VENV/bin/python" -m pip install -q --upgrade pip
-	"$VENV/bin/python" -m pip install -q "$ZENML_PIN" pytest requests \
-		prometheus_client
+	"$VENV/bin/python" -m pip install -q "$ZENML_PIN" pytest pytest-xdist \
+		requests prometheus_client
 }
 
 # meson setup (or reconfigure) with -Dwerror=true, then compile.

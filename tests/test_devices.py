@@ -48,9 +48,8 @@ import uuid
 import pytest
 import requests
 
-from conftest import (TOKENS_BOUND, TMP_PREFIX, ZENMLFS_BIN, is_mounted,
-                      nobody_op, os_error, read_file, run_zenmlfs,
-                      running_server)
+from conftest import (TOKENS_BOUND, TMP_PREFIX, ZENMLFS_BIN, attr,
+                      is_mounted, nobody_op, os_error, read_file, run_zenmlfs)
 from zenserver import ZenServer, clean_env, free_port, jwt_claims
 
 POLL_INTERVAL = 1          # ZENML_SERVER_DEVICE_AUTH_POLLING_INTERVAL
@@ -102,12 +101,9 @@ class DeviceServer(ZenServer):
         return os.path.join(self.workdir, "zenml.db")
 
 
-@pytest.fixture(scope="module")
-def zenml_server():
-    """Overrides conftest's session server for this module (so `mount`,
-    `proxy` and `service_account` use it too)."""
-    with running_server(DeviceServer, "zenmlfs-devserver-") as srv:
-        yield srv
+# This module's own server (conftest's zenml_server; `mount`, `proxy` and
+# `service_account` use it too).
+ZENML_SERVER_CLASS = DeviceServer
 
 
 # ------------------------------------------------------- REST helpers
@@ -417,14 +413,6 @@ def mount_session(mount, root, opts=""):
 
 
 # ----------------------------------------------------------- file helpers
-
-
-def attr(m, rel):
-    """An attribute file: exactly one line ending in one newline."""
-    s = m.text(rel)
-    assert s.endswith("\n"), "%s does not end with a newline: %r" % (rel, s)
-    assert "\n" not in s[:-1], "%s is not one line: %r" % (rel, s)
-    return s[:-1]
 
 
 def iso_to_rfc3339(v):

@@ -19,7 +19,7 @@ import time
 
 import pytest
 
-from conftest import (TOKENS_BOUND, is_mounted, os_error, read_file,
+from conftest import (TOKENS_BOUND, attr, is_mounted, os_error, read_file,
                       run_zenmlfs)
 from zenserver import fake_api_key, free_port, jwt_claims, jwt_header, jwt_sign
 
@@ -59,15 +59,6 @@ def assert_authenticates(server, tok, sa):
     me = r.json()
     assert me["id"] == sa.id and me["name"] == sa.name
     return me
-
-
-def attr(m, name):
-    """Content of an attribute file: exactly one trailing newline."""
-    s = m.text(name)
-    assert s.endswith("\n"), "%s does not end with a newline: %r" % (name, s)
-    assert not s.endswith("\n\n"), "%s ends with two newlines" % name
-    assert "\n" not in s[:-1], "%s has more than one line: %r" % (name, s)
-    return s[:-1]
 
 
 def rfc3339_to_epoch(s):
