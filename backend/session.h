@@ -2,7 +2,7 @@
 /*
  * The session saved by "zenmlfs login URL": one file per server under
  * $XDG_STATE_HOME/zenmlfs (default ~/.local/state/zenmlfs), mode 0600,
- * encrypted with XChaCha20-Poly1305 (libsodium secretbox) under a key
+ * encrypted with XSalsa20-Poly1305 (libsodium secretbox) under a key
  * derived from this machine's /etc/machine-id, the user's uid and the
  * server URL.  A copy of the file on another machine (a backup, a leaked
  * home directory) cannot be decrypted.  It does not protect against root

@@ -23,11 +23,11 @@
 #define BACKOFF_MIN_MS 1000
 #define BACKOFF_MAX_MS 60000
 /* While the token is expired, whether the server is back is asked (GET
- * /health, no auth) from 2 s on, doubling up to 20 s, with full jitter:
- * a fleet whose server is down sends each node's probe about every 10 s,
- * never in step, and a node serves again within 20 s of its return. */
+ * /health, no auth, no database) from 2 s on, the bound doubling up to
+ * 14 s (probe_backoff()): a node whose server is down asks about every
+ * 10 s, never in step, and serves within 15 s of the server's return. */
 #define PROBE_MIN_MS 2000
-#define PROBE_MAX_MS 20000
+#define PROBE_MAX_MS 14000
 /* Where the server rejects a revoked credential's tokens itself (a minted
  * token names its API key or device), the check buys only an earlier
  * "unauthenticated" in status: the default interval grows to this. */
@@ -162,11 +162,30 @@ static time_t backoff(unsigned failures, long retry_after)
 	return (time_t)((ms + 999) / 1000);
 }
 
+/* Seconds until probe number failures.  A probe only notices the server's
+ * return: its bound doubles from PROBE_MIN_MS to PROBE_MAX_MS, and the wait
+ * is drawn in the upper half of it, so a node serves again within
+ * PROBE_MAX_MS of the return while asking as seldom as that allows, never
+ * in step with the others. */
 static time_t probe_backoff(unsigned failures)
 {
-	unsigned long ms = backoff_ms(failures, PROBE_MIN_MS, PROBE_MAX_MS, 0);
+	unsigned long d = PROBE_MIN_MS, ms;
 
+	for (unsigned i = 1; i < failures && d < PROBE_MAX_MS; i++)
+		d *= 2;
+	if (d > PROBE_MAX_MS)
+		d = PROBE_MAX_MS;
+	ms = d / 2 + randombytes_uniform((uint32_t)(d / 2) + 1);
 	return (time_t)((ms + 999) / 1000);
+}
+
+/* Seconds until the next probe of an expired token, never sooner than a
+ * Retry-After.  Caller holds lock. */
+static time_t expired_wait(struct token_engine *te, long retry_after)
+{
+	time_t w = probe_backoff(++te->probe_failures);
+
+	return retry_after > w ? (time_t)retry_after : w;
 }
 
 /* The check interval in force.  Caller holds lock. */
@@ -254,7 +273,15 @@ static void mint_failed(struct token_engine *te, int ret,
 		te->fail_server++;
 	else
 		te->fail_network++;
-	te->next_refresh = now + backoff(te->failures, e->retry_after);
+	if (te->state == TS_EXPIRED && !refused) {
+		/* The probe asks whether the server is back; the mint follows
+		 * its answer (engine_main), not a schedule of its own. */
+		te->next_refresh = 0;
+		if (!te->next_probe)
+			te->next_probe = now + expired_wait(te, e->retry_after);
+	} else {
+		te->next_refresh = now + backoff(te->failures, e->retry_after);
+	}
 	strlcpy_z(te->last_error, e->msg, sizeof(te->last_error));
 	te->last_error_at = now;
 	if (is_auth_error(ret)) {
@@ -264,8 +291,6 @@ static void mint_failed(struct token_engine *te, int ret,
 	} else if (te->state == TS_OK) {
 		te->state = TS_DEGRADED;
 	}
-	if (te->state == TS_EXPIRED && !te->next_probe && !refused)
-		te->next_probe = now + probe_backoff(++te->probe_failures);
 	pthread_cond_broadcast(&te->cond);
 	pthread_mutex_unlock(&te->lock);
 	/* Before the thread runs, the caller reports the failure itself
@@ -646,9 +671,12 @@ static void *engine_main(void *arg)
 		if (expire) {
 			te->announced_expiry = true;
 			if (te->state != TS_UNAUTH) {
+				/* From now on the probe, not the refresh's
+				 * backoff, says when to mint again. */
 				te->state = TS_EXPIRED;
 				te->probe_failures = 0;
-				te->next_probe = now + probe_backoff(1);
+				te->next_refresh = 0;
+				te->next_probe = now + expired_wait(te, 0);
 			}
 		}
 		if (do_probe)
@@ -667,9 +695,7 @@ static void *engine_main(void *arg)
 				pthread_mutex_lock(&te->lock);
 				if (te->state == TS_EXPIRED)
 					te->next_probe =
-						now +
-						probe_backoff(
-							++te->probe_failures);
+						now + expired_wait(te, 0);
 				pthread_mutex_unlock(&te->lock);
 			}
 		}

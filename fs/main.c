@@ -427,6 +427,10 @@ static int first_token(struct daemon *d, const char *state_dir)
 			log_warn("%s '%s' failed: %s; trying again in %.1f s",
 				 login ? "login to" : "first token from",
 				 d->o.url, e.msg, wait / 1000.0);
+		service_notify("STATUS=state: starting (%s '%s' failed: %s; "
+			       "trying again in %.1f s)",
+			       login ? "login to" : "first token from",
+			       d->o.url, e.msg, wait / 1000.0);
 		nap_ms(wait);
 	}
 }

@@ -163,8 +163,9 @@ void options_help(FILE *f)
 		"defaults, x-* and comment= are accepted and ignored.\n"
 		"\n"
 		"exit status: 0 clean unmount, 1 usage, 2 no credential, 3 "
-		"server unreachable\nor bad URL, 4 credential rejected, 5 "
-		"mount failed, 6 other failure.\n"
+		"server unreachable\nfor good or bad URL (a server that does "
+		"not answer is tried again), 4 credential\nrejected, 5 mount "
+		"failed, 6 other failure.\n"
 		"Unmount with: fusermount3 -u MOUNTPOINT (or umount)\n");
 }
 

@@ -158,13 +158,16 @@ def _fusermount_u(path):
 
 def _base_env(home):
     """Environment for the daemon: no ZENML_* from the developer, and a
-    private HOME/XDG dirs so no saved `zenmlfs login` session is found."""
+    private HOME/XDG dirs so no saved `zenmlfs login` session is found;
+    the API key's kept session goes under it too (STATE_DIRECTORY, as
+    systemd would set it), never to the machine's /var/lib/zenmlfs."""
     env = clean_env()
     for k in ("XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_STATE_HOME",
-              "XDG_CACHE_HOME", "XDG_RUNTIME_DIR"):
+              "XDG_CACHE_HOME", "XDG_RUNTIME_DIR", "STATE_DIRECTORY"):
         env.pop(k, None)
     env["HOME"] = home
     env["XDG_CONFIG_HOME"] = os.path.join(home, ".config")
+    env["STATE_DIRECTORY"] = os.path.join(home, "state")
     return env
 
 

@@ -16,7 +16,8 @@ import time
 
 import pytest
 
-from conftest import ZENMLFS_BIN, _fusermount_u, is_mounted, run_zenmlfs
+from conftest import (ZENMLFS_BIN, _base_env, _fusermount_u, _tmpdir,
+                      is_mounted, run_zenmlfs)
 from test_devices import (DeviceServer, new_state, server_device, state_env,
                           verify)
 from zenserver import clean_env, fake_api_key, free_port
@@ -107,7 +108,10 @@ def test_exit_2_key_file_others_may_read(zenml_server, mnt, tmp_path):
     assert not is_mounted(mnt)
 
 
-def test_exit_3_bad_url_and_unreachable(mnt, tmp_path):
+def test_exit_3_bad_url_unreachable_retried(mnt, tmp_path):
+    """A bad URL ends the start with 3; a server that does not answer is
+    not a failure: the daemon says so on the terminal and tries again,
+    mounting nothing meanwhile, until it is stopped."""
     kf = keyfile(tmp_path, fake_api_key())
     r = run_zenmlfs(["--url", "notaurl", "--api-key-file", kf, mnt])
     assert r.returncode == 3
@@ -115,10 +119,24 @@ def test_exit_3_bad_url_and_unreachable(mnt, tmp_path):
         "zenmlfs: invalid server URL 'notaurl': it must start with http:// "
         "or https://"]
     url = "http://127.0.0.1:%d" % free_port()
-    r = run_zenmlfs(["--url", url, "--api-key-file", kf, mnt])
-    assert r.returncode == 3
-    assert lines(r.stderr) == [
-        "zenmlfs: cannot log in to '%s': login: connection refused" % url]
+    p = subprocess.Popen([ZENMLFS_BIN, "-f", "--url", url, "--api-key-file",
+                          kf, "-o", "start_delay=0", mnt],
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.PIPE, text=True,
+                         env=_base_env(_tmpdir("home")))
+    try:
+        said = [p.stderr.readline().rstrip("\n") for _ in range(2)]
+        assert p.poll() is None, said
+        for line in said:
+            assert re.fullmatch(
+                r"zenmlfs: login to '%s' failed: login: connection refused; "
+                r"trying again in [0-9.]+ s" % re.escape(url), line), said
+        assert not is_mounted(mnt)
+    finally:
+        p.terminate()
+        p.wait(10)
+        p.stderr.close()
+    assert not is_mounted(mnt)
 
 
 def test_exit_4_rejected(zenml_server, mnt, tmp_path):

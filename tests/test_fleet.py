@@ -9,6 +9,7 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import stat
 import subprocess
 import time
@@ -26,8 +27,10 @@ class Daemon:
     """zenmlfs -f started by the test itself, so that the test chooses
     its state directory and sees its terminal output while it starts."""
 
-    def __init__(self, url, key, state_dir, opts=""):
+    def __init__(self, url, key, state_dir, opts="", notify=False):
         self.dir = _tmpdir("fleet")
+        self.notes = []
+        self.sock = None
         self.mnt = os.path.join(self.dir, "mnt")
         os.mkdir(self.mnt)
         self.log_path = os.path.join(self.dir, "zenmlfs.log")
@@ -41,8 +44,15 @@ class Daemon:
         o = ",".join(x for x in (FAST, "state_dir=" + state_dir, opts) if x)
         cmd = [ZENMLFS_BIN, "-f", "--log", self.log_path, "--url", url,
                "--api-key-file", kf, "-o", o, self.mnt]
+        env = _base_env(home)
+        if notify:
+            # what the daemon tells systemd (sd_notify), as the unit sees it
+            env["NOTIFY_SOCKET"] = os.path.join(self.dir, "notify")
+            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            self.sock.bind(env["NOTIFY_SOCKET"])
+            self.sock.setblocking(False)
         with open(self.stdio, "wb") as out:
-            self.proc = subprocess.Popen(cmd, env=_base_env(home),
+            self.proc = subprocess.Popen(cmd, env=env,
                                          stdin=subprocess.DEVNULL,
                                          stdout=out,
                                          stderr=subprocess.STDOUT)
@@ -71,6 +81,15 @@ class Daemon:
         pytest.fail("no %s after %s s\n%s\n%s" % (what, timeout,
                                                  self.output(), self.log()))
 
+    def notified(self):
+        """Every sd_notify message so far, one string each."""
+        while self.sock:
+            try:
+                self.notes.append(self.sock.recv(4096).decode())
+            except BlockingIOError:
+                break
+        return self.notes
+
     def wait_mounted(self, timeout=60):
         self.wait(lambda: is_mounted(self.mnt), timeout, "mount")
 
@@ -79,6 +98,9 @@ class Daemon:
 
     def stop(self):
         """Unmount; the daemon's exit code."""
+        if self.sock:
+            self.sock.close()
+            self.sock = None
         if is_mounted(self.mnt):
             _fusermount_u(self.mnt)
         try:
@@ -121,13 +143,24 @@ def test_startup_waits_for_a_server_that_is_down(zenml_server,
                                                  service_account, proxy,
                                                  state_dir, daemons):
     proxy.set_mode("refuse")
-    d = daemons(proxy.url, service_account.key, state_dir)
+    d = daemons(proxy.url, service_account.key, state_dir, notify=True)
     # It says on its terminal that it tries again, and does not exit.
     d.wait(lambda: d.output().count("trying again") >= 2, 30,
            "second retry")
     assert not is_mounted(d.mnt)
+    # systemd is told why it waits, and is not told it is ready
+    d.wait(lambda: any(n.startswith("STATUS=state: starting (login to '%s' "
+                                    "failed: " % proxy.url)
+                       for n in d.notified()), 30, "STATUS=starting")
+    assert not any("READY=1" in n.split("\n") for n in d.notified())
+    # zenmlfs status: nothing mounted there (3)
+    r = subprocess.run([ZENMLFS_BIN, "status", d.mnt], capture_output=True,
+                       text=True, timeout=30)
+    assert r.returncode == 3, r
     proxy.set_mode("pass")
-    d.wait_mounted(timeout=90)
+    # READY=1 once the token is readable through the mount
+    d.wait(lambda: any("READY=1" in n.split("\n") for n in d.notified()),
+           90, "READY=1")
     assert jwt_claims(d.read("token").decode())["sub"]
     assert d.stop() == 0
 

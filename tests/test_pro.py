@@ -15,15 +15,16 @@ import errno
 import json
 import os
 import secrets
+import shutil
 import subprocess
 import threading
 import time
 
 import pytest
 
-from conftest import (ZENMLFS_BIN, _tmpdir, finish_mounts, is_mounted,
-                      jwt_claims, os_error, read_file, run_zenmlfs,
-                      start_mount)
+from conftest import (ZENMLFS_BIN, _base_env, _tmpdir, finish_mounts,
+                      is_mounted, jwt_claims, os_error, read_file,
+                      run_zenmlfs, start_mount)
 from prostandin import USER_ID, ProStandIn
 
 PAT = "zenpat_" + secrets.token_hex(16)
@@ -137,6 +138,29 @@ def test_pro_refresh_is_a_new_exchange(standin, pro_mount):
     assert m.status()["refreshes"] == "2"
 
 
+def test_pro_restart_reuses_the_kept_token(standin, pro_mount):
+    """The exchanged token is kept (encrypted under the key, 0600) in the
+    state directory: a restart serves it without another exchange while it
+    is valid; a key that is revoked meanwhile ends the kept token."""
+    state = _tmpdir("prostate")
+    opts = "state_dir=" + state
+    m = pro_mount(standin.url, PAT, opts)
+    first = m.text("token").strip()
+    n = standin.count("/auth/login")
+    assert m.umount() == 0
+    kept = os.listdir(os.path.join(state, "keysessions"))
+    assert len(kept) == 1
+    path = os.path.join(state, "keysessions", kept[0])
+    assert os.stat(path).st_mode & 0o777 == 0o600
+    with open(path, "rb") as f:
+        assert first.encode() not in f.read()
+    m = pro_mount(standin.url, PAT, opts)
+    assert m.text("token").strip() == first
+    assert standin.count("/auth/login") == n
+    assert m.umount() == 0
+    shutil.rmtree(state, ignore_errors=True)
+
+
 def test_pro_refreshes_ahead_of_expiry(standin, pro_mount):
     """Tokens of 60 s (the shortest the daemon serves from is 45 s of life
     left): the engine exchanges the key again well before expiry."""
@@ -236,7 +260,8 @@ def test_pro_server_errors_keep_the_token(standin, pro_mount):
 
 def test_pro_startup_failures(standin, tmp_path):
     """Exit codes on the terminal, nothing mounted: a refused key 4, no key
-    2, a bad or unreachable URL 3, tokens too short to serve 3, two URLs 1.
+    2, a bad URL 3, tokens too short to serve 3, two URLs 1; an unreachable
+    server is tried again.
     """
     mnt = str(tmp_path)
     r = run_zenmlfs(["--pro-api", standin.url, mnt],
@@ -248,12 +273,27 @@ def test_pro_startup_failures(standin, tmp_path):
     r = run_zenmlfs(["--pro-api", "https://u:pw@cloudapi.example", mnt],
                     env={"ZENML_STORE_API_KEY": PAT})
     assert r.returncode == 3 and "pw" not in r.stderr, r.stderr
+    # A server that does not answer is tried again (issue 20), not an
+    # exit: the terminal says so, nothing is mounted meanwhile.
     closed = ProStandIn(keys=[]).start()
     url = closed.url
     closed.stop()
-    r = run_zenmlfs(["--pro-api", url, mnt],
-                    env={"ZENML_STORE_API_KEY": PAT})
-    assert r.returncode == 3, r.stderr
+    p = subprocess.Popen([ZENMLFS_BIN, "-f", "--pro-api", url, "-o",
+                          "start_delay=0", mnt],
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.PIPE, text=True,
+                         env=dict(_base_env(_tmpdir("home")),
+                                  ZENML_STORE_API_KEY=PAT))
+    try:
+        line = p.stderr.readline()
+        assert p.poll() is None, line
+        assert line.startswith("zenmlfs: login to '%s' failed: " % url), line
+        assert "trying again in" in line and PAT not in line, line
+        assert not is_mounted(mnt)
+    finally:
+        p.terminate()
+        p.wait(10)
+        p.stderr.close()
     standin.expires_in = 30
     r = run_zenmlfs(["--pro-api", standin.url, mnt],
                     env={"ZENML_STORE_API_KEY": PAT})

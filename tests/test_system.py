@@ -471,7 +471,8 @@ case("mount_t", ["mount", "-t", "fuse.zenmlfs", url, m1,
 fstab = os.path.join(d, "fstab")
 with open(fstab, "w") as f:
     f.write("# a temporary fstab\n%s %s fuse.zenmlfs %s,log=%s,_netdev,"
-            "nofail 0 0\n" % (url, m2, opts, l2))
+            "nofail,x-systemd.mount-timeout=infinity 0 0\n"
+            % (url, m2, opts, l2))
 case("fstab", ["mount", "-v", "-T", fstab, m2], m2, l2)
 case("unknown", ["mount", "-t", "fuse.zenmlfs", url, m3,
                  "-o", opts + ",log=" + l3 + ",bogus"], m3, l3)
