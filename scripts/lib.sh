@@ -107,6 +107,15 @@ ensure_fuse() {
 	[ -e /dev/fuse ] || die "/dev/fuse missing: this machine cannot mount FUSE"
 }
 
+# Run "$@" with its output shown only if it fails (ninja prints a compile
+# error on standard output).
+quiet() {
+	local out rc=0
+	out=$("$@" 2>&1) || rc=$?
+	[ "$rc" = 0 ] || printf '%s\n' "$out" >&2
+	return "$rc"
+}
+
 # The ASan+UBSan build of the daemon, in build-asan/.
 build_asan() {
 	say "building build-asan (address, undefined)"
@@ -114,7 +123,7 @@ build_asan() {
 		meson setup build-asan -Db_sanitize=address,undefined \
 			-Db_lundef=false >/dev/null
 	fi
-	meson compile -C build-asan >/dev/null
+	quiet meson compile -C build-asan
 }
 
 # A sanitizer report, a leak included, makes the daemon exit non-zero,
@@ -131,7 +140,7 @@ build_fuzz() {
 	if [ ! -f build-fuzz/build.ninja ]; then
 		CC=clang meson setup build-fuzz -Dfuzz=true >/dev/null
 	fi
-	meson compile -C build-fuzz >/dev/null
+	quiet meson compile -C build-fuzz
 }
 
 # Each fuzz target for $1 seconds from its seed corpus (two at a time);
