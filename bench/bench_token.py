@@ -29,15 +29,7 @@ import sys
 import tempfile
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(HERE)
-sys.path.insert(0, os.path.join(REPO, "tests"))
-
-from proxy import FaultProxy  # noqa: E402
-from zenserver import ServiceAccount, ZenServer, clean_env  # noqa: E402
-
-ZENMLFS_BIN = os.environ.get("ZENMLFS_BIN",
-                             os.path.join(REPO, "build", "zenmlfs"))
+from benchlib import bench_mount, clean_env
 
 C_LOOP = r"""
 #include <fcntl.h>
@@ -120,11 +112,6 @@ def median_time(cmd, env, runs):
     return statistics.median(times) * 1e6
 
 
-def is_mounted(path):
-    with open("/proc/self/mounts") as f:
-        return any(line.split()[1] == path for line in f)
-
-
 def status(mnt):
     d = {}
     with open(os.path.join(mnt, "status")) as f:
@@ -150,141 +137,104 @@ def main():
     ap.add_argument("--cli-runs", type=int, default=5)
     ap.add_argument("--curl-runs", type=int, default=20)
     args = ap.parse_args()
-    if not os.access(ZENMLFS_BIN, os.X_OK):
-        sys.exit("no %s: build first (scripts/test or scripts/up)"
-                 % ZENMLFS_BIN)
 
-    work = tempfile.mkdtemp(prefix="zenmlfs-bench-", dir="/tmp")
-    os.chmod(work, 0o755)
-    srv = ZenServer(os.path.join(work, "server"))
-    proxy = None
-    proc = None
-    mnt = os.path.join(work, "mnt")
-    os.mkdir(mnt)
-    try:
-        print("starting the ZenML server ...", file=sys.stderr)
-        srv.start()
-        sa = ServiceAccount(srv, name="zenmlfs-bench")
-        proxy = FaultProxy("127.0.0.1", srv.port).start()
-        keyfile = os.path.join(work, "api-key")
-        fd = os.open(keyfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(sa.key + "\n")
-        proc = subprocess.Popen(
-            [ZENMLFS_BIN, "-f", "--log", os.path.join(work, "zenmlfs.log"),
-             "--url", proxy.url, "--api-key-file", keyfile,
-             "-o", "token_lifetime=%d" % args.lifetime, mnt],
-            env=clean_env(), stdin=subprocess.DEVNULL)
-        deadline = time.time() + 30
-        while not is_mounted(mnt):
-            if proc.poll() is not None or time.time() > deadline:
-                sys.exit("zenmlfs did not mount; see %s/zenmlfs.log" % work)
-            time.sleep(0.05)
+    with bench_mount("zenmlfs-bench", proxy=True,
+                     opts="token_lifetime=%d" % args.lifetime) as b:
+        run(args, b)
 
-        token_path = os.path.join(mnt, "token")
-        with open(token_path, "rb") as f:
-            token = f.read()
-        shm_dir = tempfile.mkdtemp(prefix="zenmlfs-bench-", dir="/dev/shm")
-        shm_path = os.path.join(shm_dir, "token")
-        with open(shm_path, "wb") as f:
-            f.write(token)
-        exe = compile_loop(work)
-        n = args.reads
 
-        # 4. server requests during n reads (counted first, on a quiet
-        # mount; the C loop does the reads).
-        time.sleep(1)
-        st0 = status(mnt)
-        req0 = proxy.count("")
-        tok0 = proxy.count("/api/v1/api_token")
-        if exe:
-            c_loop(exe, token_path, n)
-        else:
-            py_loop(token_path, n)
-        req1 = proxy.count("")
-        tok1 = proxy.count("/api/v1/api_token")
-        st1 = status(mnt)
-        refreshes = int(st1.get("refreshes", 0)) - int(st0.get("refreshes", 0))
+def run(args, b):
+    """Everything measured, on the mount of Bench b."""
+    srv, sa, proxy, mnt, work = b.srv, b.sa, b.proxy, b.mnt, b.work
+    token_path = os.path.join(mnt, "token")
+    with open(token_path, "rb") as f:
+        token = f.read()
+    shm_dir = tempfile.mkdtemp(prefix="zenmlfs-bench-", dir="/dev/shm")
+    shm_path = os.path.join(shm_dir, "token")
+    with open(shm_path, "wb") as f:
+        f.write(token)
+    exe = compile_loop(work)
+    n = args.reads
 
-        # 1. open+read+close
-        rows = []
-        if exe:
-            fuse_c = best_of(lambda: c_loop(exe, token_path, n))
-            shm_c = best_of(lambda: c_loop(exe, shm_path, n))
-        fuse_py = best_of(lambda: py_loop(token_path, n // 2))
-        shm_py = best_of(lambda: py_loop(shm_path, n // 2))
-        base = shm_c if exe else shm_py
+    # 4. server requests during n reads (counted first, on a quiet
+    # mount; the C loop does the reads).
+    time.sleep(1)
+    st0 = status(mnt)
+    req0 = proxy.count("")
+    tok0 = proxy.count("/api/v1/api_token")
+    if exe:
+        c_loop(exe, token_path, n)
+    else:
+        py_loop(token_path, n)
+    req1 = proxy.count("")
+    tok1 = proxy.count("/api/v1/api_token")
+    st1 = status(mnt)
+    refreshes = int(st1.get("refreshes", 0)) - int(st0.get("refreshes", 0))
 
-        # 2. Python client in a new process
-        cfg = os.path.join(work, "client-cfg")
-        env = clean_env({"ZENML_STORE_URL": srv.url,
-                         "ZENML_STORE_API_KEY": sa.key,
-                         "ZENML_CONFIG_PATH": cfg,
-                         "ZENML_ANALYTICS_OPT_IN": "false",
-                         "ZENML_LOGGING_VERBOSITY": "ERROR"})
-        code = ("from zenml.client import Client\n"
-                "from zenml.enums import APITokenType\n"
-                "print(Client().zen_store.get_api_token("
-                "token_type=APITokenType.GENERIC, expires_in=3600))")
-        print("timing the Python client ...", file=sys.stderr)
-        cli = median_time([sys.executable, "-c", code], env, args.cli_runs)
+    # 1. open+read+close
+    rows = []
+    if exe:
+        fuse_c = best_of(lambda: c_loop(exe, token_path, n))
+        shm_c = best_of(lambda: c_loop(exe, shm_path, n))
+    fuse_py = best_of(lambda: py_loop(token_path, n // 2))
+    shm_py = best_of(lambda: py_loop(shm_path, n // 2))
+    base = shm_c if exe else shm_py
 
-        # 3. curl with a bearer token (header from a 0600 file, not argv)
-        session = sa.session_token()
-        hdr = os.path.join(work, "auth-header")
-        fd = os.open(hdr, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write("Authorization: Bearer %s\n" % session)
-        curl = median_time(
-            ["curl", "-sf", "-o", "/dev/null", "-H", "@" + hdr,
-             srv.url + "/api/v1/api_token?token_type=generic&expires_in=3600"],
-            clean_env(), args.curl_runs)
+    # 2. Python client in a new process
+    cfg = os.path.join(work, "client-cfg")
+    env = clean_env({"ZENML_STORE_URL": srv.url,
+                     "ZENML_STORE_API_KEY": sa.key,
+                     "ZENML_CONFIG_PATH": cfg,
+                     "ZENML_ANALYTICS_OPT_IN": "false",
+                     "ZENML_LOGGING_VERBOSITY": "ERROR"})
+    code = ("from zenml.client import Client\n"
+            "from zenml.enums import APITokenType\n"
+            "print(Client().zen_store.get_api_token("
+            "token_type=APITokenType.GENERIC, expires_in=3600))")
+    print("timing the Python client ...", file=sys.stderr)
+    cli = median_time([sys.executable, "-c", code], env, args.cli_runs)
 
-        if exe:
-            rows.append(("zenmlfs token (C loop)", fuse_c))
-            rows.append(("tmpfs /dev/shm (C loop)", shm_c))
-        rows.append(("zenmlfs token (python os.*)", fuse_py))
-        rows.append(("tmpfs /dev/shm (python os.*)", shm_py))
-        rows.append(("curl GET /api/v1/api_token", curl))
-        rows.append(("python ZenML client, new process", cli))
+    # 3. curl with a bearer token (header from a 0600 file, not argv)
+    session = sa.session_token()
+    hdr = os.path.join(work, "auth-header")
+    fd = os.open(hdr, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write("Authorization: Bearer %s\n" % session)
+    curl = median_time(
+        ["curl", "-sf", "-o", "/dev/null", "-H", "@" + hdr,
+         srv.url + "/api/v1/api_token?token_type=generic&expires_in=3600"],
+        clean_env(), args.curl_runs)
 
-        print()
-        print("token: %d bytes; %d reads per loop; token_lifetime=%d"
-              % (len(token), n, args.lifetime))
-        print()
-        print("%-36s %12s %12s" % ("open+read+close / one token",
-                                    "per op", "x tmpfs"))
-        print("-" * 62)
-        for name, us in rows:
-            print("%-36s %12s %12.1f" % (name, fmt_us(us), us / base))
-        print()
-        ratio = (fuse_c / shm_c) if exe else (fuse_py / shm_py)
-        print("zenmlfs / tmpfs: %.2fx  (goal <= 2x: %s)"
-              % (ratio, "met" if ratio <= 2 else "NOT met"))
-        print("curl / zenmlfs: %.0fx   python client / zenmlfs: %.0fx"
-              % (curl / rows[0][1], cli / rows[0][1]))
-        print()
-        print("server requests during %d reads: %d (api_token: %d); "
-              "refreshes meanwhile: %d  (goal: requests <= refreshes: %s)"
-              % (n, req1 - req0, tok1 - tok0, refreshes,
-                 "met" if req1 - req0 <= refreshes else "NOT met"))
-        print("all server requests by path:", proxy.counts)
-        shutil.rmtree(shm_dir, ignore_errors=True)
-    finally:
-        if proc is not None:
-            if is_mounted(mnt):
-                subprocess.run(["fusermount3", "-u", mnt])
-                if is_mounted(mnt):
-                    subprocess.run(["fusermount3", "-uz", mnt])
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        if proxy is not None:
-            proxy.stop()
-        srv.stop()
-        if not is_mounted(mnt):
-            shutil.rmtree(work, ignore_errors=True)
+    if exe:
+        rows.append(("zenmlfs token (C loop)", fuse_c))
+        rows.append(("tmpfs /dev/shm (C loop)", shm_c))
+    rows.append(("zenmlfs token (python os.*)", fuse_py))
+    rows.append(("tmpfs /dev/shm (python os.*)", shm_py))
+    rows.append(("curl GET /api/v1/api_token", curl))
+    rows.append(("python ZenML client, new process", cli))
+
+    print()
+    print("token: %d bytes; %d reads per loop; token_lifetime=%d"
+          % (len(token), n, args.lifetime))
+    print()
+    print("%-36s %12s %12s" % ("open+read+close / one token",
+                                "per op", "x tmpfs"))
+    print("-" * 62)
+    for name, us in rows:
+        print("%-36s %12s %12.1f" % (name, fmt_us(us), us / base))
+    print()
+    ratio = (fuse_c / shm_c) if exe else (fuse_py / shm_py)
+    print("zenmlfs / tmpfs: %.2fx  (goal <= 2x: %s)"
+          % (ratio, "met" if ratio <= 2 else "NOT met"))
+    print("curl / zenmlfs: %.0fx   python client / zenmlfs: %.0fx"
+          % (curl / rows[0][1], cli / rows[0][1]))
+    print()
+    print("server requests during %d reads: %d (api_token: %d); "
+          "refreshes meanwhile: %d  (goal: requests <= refreshes: %s)"
+          % (n, req1 - req0, tok1 - tok0, refreshes,
+             "met" if req1 - req0 <= refreshes else "NOT met"))
+    print("all server requests by path:", proxy.counts)
+    shutil.rmtree(shm_dir, ignore_errors=True)
 
 
 if __name__ == "__main__":

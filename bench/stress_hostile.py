@@ -60,13 +60,14 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(REPO, "tests"))
 
+from mountlib import (abort_connection, fuse_minor,  # noqa: E402
+                      read_file, threads_wchan)
 from proxy import FaultProxy  # noqa: E402
-from zenserver import ZenServer, clean_env, jwt_claims  # noqa: E402
+from zenserver import (ADMIN_ENV, SAS, ZenServer, clean_env,  # noqa: E402
+                       jwt_claims)
 
 ZENMLFS_BIN = os.environ.get("ZENMLFS_BIN",
                              os.path.join(REPO, "build", "zenmlfs"))
-SAS = "/api/v1/service_accounts"
-ADMIN_ENV = {"ZENML_STORE_USERNAME": "default", "ZENML_STORE_PASSWORD": ""}
 MARGIN = 30
 UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-"
                      r"[0-9a-f]{12}")
@@ -119,17 +120,6 @@ def log(*a):
     print(*a, file=sys.stderr, flush=True)
 
 
-def mountinfo_minor(path):
-    """The FUSE connection of the mount at path (mountinfo only)."""
-    found = None
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            parts = line.split()
-            if parts[4] == path:
-                found = int(parts[2].split(":")[1])
-    return found
-
-
 def proc_facts(pid):
     """{"anon", "rss" (bytes), "threads"} of pid."""
     d = {"anon": 0, "rss": 0, "threads": 0}
@@ -154,41 +144,6 @@ def fmt_facts(d):
         d["anon"] / MIB, d["rss"] / MIB, d["threads"])
 
 
-def thread_states(pid):
-    """{"state:wchan": threads} of pid."""
-    out = {}
-    try:
-        tids = os.listdir("/proc/%d/task" % pid)
-    except OSError:
-        return out
-    for t in tids:
-        try:
-            with open("/proc/%d/task/%s/stat" % (pid, t)) as f:
-                st = f.read().rsplit(")", 1)[1].split()[0]
-            with open("/proc/%d/task/%s/wchan" % (pid, t)) as f:
-                k = "%s:%s" % (st, f.read())
-        except OSError:
-            continue
-        out[k] = out.get(k, 0) + 1
-    return out
-
-
-def abort(minor):
-    """Abort FUSE connection minor (as root); True if done."""
-    if minor is None:
-        return False
-    base = "/sys/fs/fuse/connections"
-    if not os.path.isdir(os.path.join(base, str(minor))):
-        subprocess.run(["mount", "-t", "fusectl", "fusectl", base],
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        with open(os.path.join(base, str(minor), "abort"), "w") as f:
-            f.write("1")
-        return True
-    except OSError:
-        return False
-
-
 def shape(path):
     """A request path with ids and names made generic."""
     path = UUID_RE.sub("{id}", path)
@@ -199,14 +154,6 @@ def shape(path):
             parts[i + 1] = "{name}" if not parts[i + 1].startswith(
                 "ghost-") else "{ghost}"
     return "/".join(parts)
-
-
-def read_token(path):
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        return os.read(fd, 65536)
-    finally:
-        os.close(fd)
 
 
 def create_accounts(srv, n, workers):
@@ -256,7 +203,7 @@ class Readers:
         while not self.stop.is_set():
             t0 = time.time()
             try:
-                tok = read_token(self.path)
+                tok = read_file(self.path)
                 err = None
             except OSError as e:
                 tok, err = None, e.errno
@@ -348,13 +295,13 @@ def main():
              "-o", opts, mnt], env=env, stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.time() + 30
-        while mountinfo_minor(mnt) is None:
+        while fuse_minor(mnt) is None:
             if proc.poll() is not None or time.time() > deadline:
                 sys.exit("zenmlfs did not mount; see %s" % logf)
             time.sleep(0.05)
         sa_dir = os.path.join(mnt, "service-accounts")
         token = os.path.join(mnt, "token")
-        read_token(token)
+        read_file(token)
         start_facts = proc_facts(proc.pid)
         proxy.add_fault(args.delay_prefix, "delay", delay=args.delay)
         proxy.reset_counts()
@@ -402,7 +349,7 @@ def main():
                 age = None
                 while new is not None and time.monotonic() - t1 < 30:
                     try:
-                        if read_token(token) == new:
+                        if read_file(token) == new:
                             age = time.monotonic() - t1
                             break
                     except OSError:
@@ -440,9 +387,9 @@ def main():
             stuck.append("the lookups of uid 65534")
         stuck_states = {}
         if stuck:
-            stuck_states = thread_states(proc.pid)
-            minor = mountinfo_minor(mnt)
-            aborted = abort(minor)
+            stuck_states = threads_wchan(proc.pid)
+            minor = fuse_minor(mnt)
+            aborted = abort_connection(minor)
             failed.append("stuck")
             for th in bg + readers.threads:
                 th.join(30)
@@ -533,10 +480,10 @@ def main():
                       % (proc.returncode, time.monotonic() - t0))
             except subprocess.TimeoutExpired:
                 failed.append("the daemon did not exit")
-                abort(mountinfo_minor(mnt))
+                abort_connection(fuse_minor(mnt))
                 proc.kill()
                 proc.wait(10)
-            if mountinfo_minor(mnt) is not None:
+            if fuse_minor(mnt) is not None:
                 subprocess.run(["fusermount3", "-uz", mnt],
                                stderr=subprocess.DEVNULL)
         if lookups is not None:

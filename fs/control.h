@@ -31,7 +31,8 @@ typedef int ctl_rmdir_fn(struct fs *fs, const struct match *m,
 			 const struct objs *o, const struct caller *who);
 
 ctl_write_fn ctl_refresh, ctl_lock, ctl_active, ctl_rotate;
-ctl_render_fn render_status, render_metrics, render_lock, render_active, render_key_value;
+ctl_render_fn render_status, render_metrics, render_lock, render_active,
+	render_key_value;
 ctl_mkdir_fn mkdir_account, mkdir_key;
 ctl_rmdir_fn rmdir_object;
 

@@ -68,7 +68,8 @@ ensure_packages() {
 	as_root apt-get install -y -q --no-install-recommends "${missing[@]}"
 }
 
-# The git-ignored venv with the pinned ZenML server, pytest and requests;
+# The git-ignored venv with the pinned ZenML server, pytest (and
+# pytest-xdist: scripts/test runs each suite as two workers) and requests;
 # pip runs only when something is missing.
 ensure_venv() {
 	if [ ! -x "$VENV/bin/python" ]; then
@@ -77,17 +78,17 @@ ensure_venv() {
 	fi
 	if "$VENV/bin/python" - "$ZENML_VERSION" <<'PY' 2>/dev/null
 import sys
-import zenml, pytest, requests, uvicorn, prometheus_client  # noqa: F401
+import zenml, pytest, xdist, requests, uvicorn, prometheus_client  # noqa: F401
 sys.exit(zenml.__version__ != sys.argv[1])
 PY
 	then
 		say "venv: $ZENML_PIN present"
 		return
 	fi
-	say "pip install $ZENML_PIN pytest requests prometheus_client"
+	say "pip install $ZENML_PIN pytest pytest-xdist requests prometheus_client"
 	"$VENV/bin/python" -m pip install -q --upgrade pip
-	"$VENV/bin/python" -m pip install -q "$ZENML_PIN" pytest requests \
-		prometheus_client
+	"$VENV/bin/python" -m pip install -q "$ZENML_PIN" pytest pytest-xdist \
+		requests prometheus_client
 }
 
 # meson setup (or reconfigure) with -Dwerror=true, then compile.
@@ -106,6 +107,15 @@ ensure_fuse() {
 	[ -e /dev/fuse ] || die "/dev/fuse missing: this machine cannot mount FUSE"
 }
 
+# Run "$@" with its output shown only if it fails (ninja prints a compile
+# error on standard output).
+quiet() {
+	local out rc=0
+	out=$("$@" 2>&1) || rc=$?
+	[ "$rc" = 0 ] || printf '%s\n' "$out" >&2
+	return "$rc"
+}
+
 # The ASan+UBSan build of the daemon, in build-asan/.
 build_asan() {
 	say "building build-asan (address, undefined)"
@@ -113,7 +123,7 @@ build_asan() {
 		meson setup build-asan -Db_sanitize=address,undefined \
 			-Db_lundef=false >/dev/null
 	fi
-	meson compile -C build-asan >/dev/null
+	quiet meson compile -C build-asan
 }
 
 # A sanitizer report, a leak included, makes the daemon exit non-zero,
@@ -130,7 +140,7 @@ build_fuzz() {
 	if [ ! -f build-fuzz/build.ninja ]; then
 		CC=clang meson setup build-fuzz -Dfuzz=true >/dev/null
 	fi
-	meson compile -C build-fuzz >/dev/null
+	quiet meson compile -C build-fuzz
 }
 
 # Each fuzz target for $1 seconds from its seed corpus (two at a time);

@@ -3,16 +3,25 @@ fault proxy, and mounts of the daemon that are always unmounted.
 
 Fixtures and helpers (see each docstring):
 
-    zenml_server      session   ZenServer: .url, .admin_token(), .api(),
-                                .stop(), .start(), .log_path, ...
+    zenml_server      module    ZenServer: .url, .admin_token(), .api(),
+                                .stop(), .start(), .log_path, ...; one
+                                per session, or the module's own when it
+                                sets ZENML_SERVER_CLASS
     service_account   function  ServiceAccount: .name .id .key_name
                                 .key_id .key
     mount             function  factory: mount(key, opts="", url=None,
                                 env_extra=None, extra_args=(),
                                 key_via="file") -> Mount
+    admin_mount       function  factory: admin_mount(opts="meta_ttl=1",
+                                url=None) -> Mount, logged in as the
+                                server's admin (password, no key)
+    cleanup           function  Cleanup: service accounts and tags
+                                deleted after the test
     proxy             function  FaultProxy in front of zenml_server
     run_zenmlfs(args, env=None, input=None, timeout=60) -> CompletedProcess
     jwt_claims(token) -> dict
+    attr(m, rel, exact_size=True) -> str  an attribute file's one line,
+                      checked
     ZENMLFS_BIN       path of the daemon (env ZENMLFS_BIN overrides)
 """
 
@@ -33,11 +42,14 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 
+from mountlib import read_file  # noqa: E402
 from proxy import FaultProxy  # noqa: E402
-from zenserver import (ServiceAccount, ZenServer, clean_env,  # noqa: E402
-                       fake_api_key, free_port, jwt_claims, jwt_header)
+from zenserver import (ADMIN_ENV, SAS, ServiceAccount,  # noqa: E402
+                       ZenServer, clean_env, fake_api_key, free_port,
+                       jwt_claims, jwt_header)
 
-__all__ = ["ZENML_VERSION", "TOKENS_BOUND", "is_mounted", "nobody_op", "os_error", "running_server", "jwt_claims", "jwt_header", "fake_api_key", "free_port",
+__all__ = ["ADMIN_ENV", "SAS", "Cleanup", "attr", "start_mount",
+           "finish_mounts", "ZENML_VERSION", "TOKENS_BOUND", "is_mounted", "nobody_op", "os_error", "running_server", "jwt_claims", "jwt_header", "fake_api_key", "free_port",
            "run_zenmlfs", "read_file", "ZENMLFS_BIN", "SANITIZED", "TMP_PREFIX",
            "TOKENS_HAVE_IAT", "distinct_token_gap"]
 
@@ -89,18 +101,24 @@ EXIT_TIMEOUT = 20.0
 _live_mounts = []    # Mount objects not yet torn down (for atexit)
 
 
-def read_file(path):
-    """open+read+close with os calls, as `cat` does; returns bytes."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        chunks = []
-        while True:
-            b = os.read(fd, 65536)
-            if not b:
-                return b"".join(chunks)
-            chunks.append(b)
-    finally:
-        os.close(fd)
+def attr(m, rel, exact_size=True):
+    """Content of the attribute file MNT/rel, without its newline: exactly
+    one line ending in one '\\n', and (exact_size) st_size its length
+    (sizes are exact, docs/design.md).
+
+    exact_size=False is for the files of server/ and whoami/ alone, a
+    known bug: the first stat of one after the mount says 4096 (fs/ops.c
+    stat_content answers a render that fails, a would-wait included,
+    with UNREADABLE_SIZE; a would-wait is not deferred as op_lookup
+    defers the others)."""
+    size = os.stat(m.join(rel)).st_size
+    s = m.text(rel)
+    if exact_size:
+        assert size == len(s.encode()), "%s: st_size %d, %d bytes read" % (
+            rel, size, len(s.encode()))
+    assert s.endswith("\n"), "%s does not end with a newline: %r" % (rel, s)
+    assert "\n" not in s[:-1], "%s has more than one line: %r" % (rel, s)
+    return s[:-1]
 
 
 def _tmpdir(tag):
@@ -280,8 +298,13 @@ class Mount:
             assert not errs, "zenmlfs logged errors:\n" + "\n".join(errs)
 
 
-def _start_mount(workdir, args_url, key, opts, env_extra, extra_args,
-                 key_via, timeout):
+def start_mount(workdir, url, key, opts="", env_extra=None, extra_args=(),
+                key_via="file", timeout=MOUNT_TIMEOUT):
+    """Run `zenmlfs -f --log LOG [--url URL] [--api-key-file F] [-o OPTS]
+    [extra_args] MNT` in workdir (its mnt/, zenmlfs.log, stdio.log, home/)
+    and return the Mount once MNT is a mount point; fail the test if the
+    daemon exits first or MNT is not mounted within timeout.  url=None
+    passes no --url (e.g. for --pro-api in extra_args)."""
     mnt = os.path.join(workdir, "mnt")
     os.mkdir(mnt)
     os.chmod(mnt, 0o755)
@@ -289,7 +312,9 @@ def _start_mount(workdir, args_url, key, opts, env_extra, extra_args,
     home = os.path.join(workdir, "home")
     os.mkdir(home, 0o700)
     env = _base_env(home)
-    cmd = [ZENMLFS_BIN, "-f", "--log", log_path, "--url", args_url]
+    cmd = [ZENMLFS_BIN, "-f", "--log", log_path]
+    if url is not None:
+        cmd += ["--url", url]
     if key is not None:
         if key_via == "file":
             kf = os.path.join(workdir, "api-key")
@@ -329,6 +354,27 @@ def _start_mount(workdir, args_url, key, opts, env_extra, extra_args,
     m.umount()
     pytest.fail("not mounted after %.0f s\n--- log:\n%s\n--- stdio:\n%s"
                 % (timeout, m.log(), _read(workdir, "stdio.log")))
+
+
+def finish_mounts(made):
+    """A mount factory's teardown: unmount every Mount in made, then check
+    that each daemon exited as its test required (Mount.check_clean_exit)
+    and remove its folder; a mount that fails the check keeps its folder
+    and fails the test."""
+    failures = []
+    for m in made:
+        m.umount()
+    for m in made:
+        try:
+            m.check_clean_exit()
+        except AssertionError as e:
+            failures.append("%s\n(kept %s)" % (e, m.workdir))
+            continue
+        # Never rmtree into a live mount: it would delete server state.
+        if not is_mounted(m.path):
+            shutil.rmtree(m.workdir, ignore_errors=True)
+    if failures:
+        pytest.fail("\n\n".join(failures), pytrace=False)
 
 
 def _read(d, name):
@@ -374,6 +420,15 @@ def pytest_configure(config):
     config.addinivalue_line(
         "markers", "long: a long test (minutes), e.g. a load held over "
         "two token lifetimes; -m 'not long' leaves them out")
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """The files that hold a long test first (in their order, the rest
+    after in theirs): when the suite is spread over workers by file
+    (scripts/test: pytest -n 2 --dist loadfile), the long ones then run
+    beside the rest instead of ending the run alone."""
+    slow = {item.path for item in items if item.get_closest_marker("long")}
+    items.sort(key=lambda item: item.path not in slow)
 
 
 def pytest_sessionstart(session):
@@ -452,11 +507,25 @@ def running_server(cls=None, prefix="zenmlfs-server-"):
 
 
 @pytest.fixture(scope="session")
-def zenml_server():
-    """The real ZenML server, one per session (see tests/zenserver.py).
-    Log: zenml_server.log_path.  Restarted at the end of any test that
-    stopped it (see the autouse fixture below)."""
+def _session_server():
     with running_server() as srv:
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def zenml_server(request):
+    """The real ZenML server (see tests/zenserver.py): one per session,
+    or, for a module that sets ZENML_SERVER_CLASS (a ZenServer subclass),
+    one of that class for the module alone (`mount`, `proxy`,
+    `service_account` then use it too).  Log: zenml_server.log_path.
+    Restarted at the end of any test that stopped it (see the autouse
+    fixture below)."""
+    cls = getattr(request.module, "ZENML_SERVER_CLASS", None)
+    if cls is None:
+        yield request.getfixturevalue("_session_server")
+        return
+    prefix = "zenmlfs-%s-" % request.module.__name__.rpartition(".")[2]
+    with running_server(cls, prefix) as srv:
         yield srv
 
 
@@ -502,29 +571,60 @@ def mount(zenml_server):
         if not os.access(ZENMLFS_BIN, os.X_OK):
             pytest.fail("no zenmlfs binary at %s (build it, or set "
                         "ZENMLFS_BIN)" % ZENMLFS_BIN)
-        workdir = _tmpdir("m")
-        m = _start_mount(workdir, url or zenml_server.url, key, opts,
-                         env_extra, extra_args, key_via, timeout)
+        m = start_mount(_tmpdir("m"), url or zenml_server.url, key, opts,
+                        env_extra, extra_args, key_via, timeout)
         made.append(m)
         return m
 
     try:
         yield factory
     finally:
-        failures = []
-        for m in made:
-            m.umount()
-        for m in made:
-            try:
-                m.check_clean_exit()
-            except AssertionError as e:
-                failures.append("%s\n(kept %s)" % (e, m.workdir))
+        finish_mounts(made)
+
+
+@pytest.fixture
+def admin_mount(mount):
+    """Factory: admin_mount(opts="meta_ttl=1", url=None) -> Mount, logged
+    in as the server's admin (password login, no key): service-accounts/
+    and the like are the admin's."""
+    def factory(opts="meta_ttl=1", url=None):
+        return mount(None, opts, url=url, env_extra=dict(ADMIN_ENV))
+    return factory
+
+
+class Cleanup:
+    """Service accounts (and tags) to delete at the end, by REST."""
+
+    def __init__(self, srv):
+        self.srv = srv
+        self.names = []
+        self.tags = []
+
+    def sa(self, name):
+        self.names.append(name)
+        return name
+
+    def run(self):
+        for t in self.tags:
+            self.srv.api("DELETE", "/api/v1/tags/" + t, timeout=10)
+        for n in self.names:
+            r = self.srv.api("GET", SAS + "/" + n, timeout=10)
+            if r.status_code == 404:
                 continue
-            # Never rmtree into a live mount: it would delete server state.
-            if not is_mounted(m.path):
-                shutil.rmtree(m.workdir, ignore_errors=True)
-        if failures:
-            pytest.fail("\n\n".join(failures), pytrace=False)
+            assert r.status_code == 200, r.text
+            self.srv.api("DELETE", SAS + "/" + r.json()["id"], timeout=10)
+
+
+@pytest.fixture
+def cleanup(zenml_server):
+    """Cleanup: c.sa(name) returns name and deletes that service account
+    after the test, c.tags the tags; with the server restarted first if
+    the test stopped it."""
+    c = Cleanup(zenml_server)
+    yield c
+    if not zenml_server.running():
+        zenml_server.start()
+    c.run()
 
 
 @pytest.fixture

@@ -19,11 +19,10 @@ import time
 import pytest
 import requests
 
-from conftest import TOKENS_BOUND, ZENML_VERSION, nobody_op, os_error
+from conftest import (SAS, TOKENS_BOUND, ZENML_VERSION, attr, nobody_op,
+                      os_error)
 from zenserver import jwt_claims
 
-SAS = "/api/v1/service_accounts"
-ADMIN_ENV = {"ZENML_STORE_USERNAME": "default", "ZENML_STORE_PASSWORD": ""}
 RFC3339_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
 SA_ATTRS = ("id", "full_name", "description", "created", "updated")
 KEY_ATTRS = ("id", "description", "created", "updated", "last_login",
@@ -126,18 +125,6 @@ def rfc(server_time):
     return server_time[:19].replace(" ", "T") + "Z"
 
 
-def attr(m, rel):
-    """Content of an attribute file, which ends with exactly one '\\n'
-    (and whose st_size is its length)."""
-    size = os.stat(m.join(rel)).st_size
-    s = m.text(rel)
-    assert size == len(s.encode()), "%s: st_size %d, %d bytes read" % (
-        rel, size, len(s.encode()))
-    assert s.endswith("\n"), "%s does not end with a newline: %r" % (rel, s)
-    assert "\n" not in s[:-1], "%s has more than one line: %r" % (rel, s)
-    return s[:-1]
-
-
 def key_secret_part(key):
     """The hex secret inside a ZENKEY_ value."""
     blob = key[len("ZENKEY_"):]
@@ -188,48 +175,6 @@ def wait_for(fn, timeout, what, step=0.1):
             pytest.fail("timed out after %.1f s waiting for %s" % (timeout,
                                                                   what))
         time.sleep(step)
-
-
-# ----------------------------------------------------------------- fixtures
-
-
-class Cleanup:
-    """Service accounts (and tags) to delete at the end, by REST."""
-
-    def __init__(self, srv):
-        self.srv = srv
-        self.names = []
-        self.tags = []
-
-    def sa(self, name):
-        self.names.append(name)
-        return name
-
-    def run(self):
-        for t in self.tags:
-            self.srv.api("DELETE", "/api/v1/tags/" + t, timeout=10)
-        for n in self.names:
-            sa = rest_sa(self.srv, n)
-            if sa:
-                self.srv.api("DELETE", SAS + "/" + sa["id"], timeout=10)
-
-
-@pytest.fixture
-def cleanup(zenml_server):
-    c = Cleanup(zenml_server)
-    yield c
-    if not zenml_server.running():
-        zenml_server.start()
-    c.run()
-
-
-@pytest.fixture
-def admin_mount(mount):
-    """Factory: a mount logged in as the server's admin (password login,
-    no key); meta_ttl=1 unless opts say otherwise."""
-    def factory(opts="meta_ttl=1", url=None):
-        return mount(None, opts, url=url, env_extra=dict(ADMIN_ENV))
-    return factory
 
 
 def make_sa(srv, cleanup, name=None, keys=("default",), description=None):

@@ -17,18 +17,16 @@ import time
 import pytest
 
 from conftest import (ZENMLFS_BIN, _base_env, _fusermount_u, _tmpdir,
-                      is_mounted, run_zenmlfs, running_server)
-from test_devices import (DeviceServer, Login, new_state, server_device,
-                          state_env, verify)
+                      is_mounted, run_zenmlfs)
+from test_devices import (DeviceServer, new_state, server_device, state_env,
+                          verify)
 from zenserver import clean_env, fake_api_key, free_port
 
 TRY = "Try 'zenmlfs --help'."
 
 
-@pytest.fixture(scope="module")
-def zenml_server():
-    with running_server(DeviceServer, "zenmlfs-contract-") as srv:
-        yield srv
+# A server of its own, as test_devices.py's (conftest's zenml_server).
+ZENML_SERVER_CLASS = DeviceServer
 
 
 def keyfile(tmp_path, key, mode=0o600):

@@ -48,9 +48,8 @@ import uuid
 import pytest
 import requests
 
-from conftest import (TOKENS_BOUND, TMP_PREFIX, ZENMLFS_BIN, is_mounted,
-                      nobody_op, os_error, read_file, run_zenmlfs,
-                      running_server)
+from conftest import (TOKENS_BOUND, TMP_PREFIX, ZENMLFS_BIN, attr,
+                      is_mounted, nobody_op, os_error, read_file, run_zenmlfs)
 from zenserver import ZenServer, clean_env, free_port, jwt_claims
 
 POLL_INTERVAL = 1          # ZENML_SERVER_DEVICE_AUTH_POLLING_INTERVAL
@@ -102,12 +101,9 @@ class DeviceServer(ZenServer):
         return os.path.join(self.workdir, "zenml.db")
 
 
-@pytest.fixture(scope="module")
-def zenml_server():
-    """Overrides conftest's session server for this module (so `mount`,
-    `proxy` and `service_account` use it too)."""
-    with running_server(DeviceServer, "zenmlfs-devserver-") as srv:
-        yield srv
+# This module's own server (conftest's zenml_server; `mount`, `proxy` and
+# `service_account` use it too).
+ZENML_SERVER_CLASS = DeviceServer
 
 
 # ------------------------------------------------------- REST helpers
@@ -419,14 +415,6 @@ def mount_session(mount, root, opts=""):
 # ----------------------------------------------------------- file helpers
 
 
-def attr(m, rel):
-    """An attribute file: exactly one line ending in one newline."""
-    s = m.text(rel)
-    assert s.endswith("\n"), "%s does not end with a newline: %r" % (rel, s)
-    assert "\n" not in s[:-1], "%s is not one line: %r" % (rel, s)
-    return s[:-1]
-
-
 def iso_to_rfc3339(v):
     """The server's naive ISO UTC time as the tree must show it."""
     base = v.split(".")[0].rstrip("Z")
@@ -521,9 +509,9 @@ def test_login_approved_saves_session_and_mount_uses_it(zenml_server, state,
 
     # A mount with no key uses the session: the admin, through this device.
     m = mount_session(mount, state, opts="check_interval=0")
-    assert attr(m, "whoami/name") == "default"
+    assert attr(m, "whoami/name", exact_size=False) == "default"
     admin_id = srv.current_user(srv.admin_token()).json()["id"]
-    assert attr(m, "whoami/id") == admin_id
+    assert attr(m, "whoami/id", exact_size=False) == admin_id
     assert m.status().get("auth") == "device", m.text("status")
     assert m.status().get("state") == "ok", m.text("status")
     tok = m.read("token").decode()
@@ -558,7 +546,7 @@ def test_second_login_reuses_client_id_then_logout(zenml_server, state,
 
     # The new session mounts.
     m = mount_session(mount, state, opts="check_interval=0")
-    assert attr(m, "whoami/name") == "default"
+    assert attr(m, "whoami/name", exact_size=False) == "default"
     m.umount()
     m.check_clean_exit()
 
@@ -657,7 +645,7 @@ def test_login_url_with_trailing_slash(zenml_server, state, mount):
     assert verify(srv, lg.device_id, lg.user_code).status_code == 200
     assert lg.finish() == 0, lg.out + lg.err
     m = mount_session(mount, state, opts="check_interval=0")
-    assert attr(m, "whoami/name") == "default"
+    assert attr(m, "whoami/name", exact_size=False) == "default"
     assert m.status().get("auth") == "device", m.text("status")
     m.umount()
     r = subprocess.run([ZENMLFS_BIN, "logout", srv.url + "/"],
@@ -680,7 +668,7 @@ def test_login_without_xdg_state_home_uses_home(zenml_server, state,
     assert session_files(state) == []       # nothing under the XDG dir
     m = mount(None, opts="check_interval=0",
               env_extra={"HOME": state_env(state)["HOME"]})
-    assert attr(m, "whoami/name") == "default"
+    assert attr(m, "whoami/name", exact_size=False) == "default"
     assert m.status().get("auth") == "device", m.text("status")
 
 

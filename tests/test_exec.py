@@ -9,7 +9,7 @@ key is nowhere in there.  The SDK script reads "call" lines on stdin and
 prints one line per call ("OK n name" or "ERR n Exception message").
 
 test_long_sdk_follows_refreshes_restart_and_rotation is LONG (about 3.5 min:
-three token lifetimes of 60 s); `-k "not long"` skips it.
+three token lifetimes of 60 s; marked `long`); `-m "not long"` skips it.
 """
 
 import errno
@@ -244,6 +244,7 @@ def check_env(env_line, tokens):
 # ------------------------------------------------------------------- long
 
 
+@pytest.mark.long
 def test_long_sdk_follows_refreshes_restart_and_rotation(
         zenml_server, service_account, layout, sandboxes, app_dir):
     """LONG: calls every 3 s for three token lifetimes (60 s each), a

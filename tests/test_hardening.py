@@ -18,11 +18,10 @@ import time
 
 import pytest
 
-from conftest import (SANITIZED, _fusermount_u, is_mounted, nobody_op, os_error,
-                      read_file, run_zenmlfs)
-from test_accounts import (ADMIN_ENV, SAS, admin_log_line, make_sa,
-                           rest_key, rest_sa, uniq, wait_for)
-from zenserver import free_port, jwt_claims, jwt_sign
+from conftest import (SANITIZED, SAS, _fusermount_u, is_mounted, nobody_op,
+                      os_error, read_file, run_zenmlfs)
+from test_accounts import make_sa, rest_key, rest_sa, uniq, wait_for
+from zenserver import jwt_claims, jwt_sign
 
 JWT_RE = re.compile(rb"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$")
 REQUEST_TIMEOUT = 20        # the daemon's total timeout per request
@@ -31,23 +30,6 @@ MARGIN = 30                 # never served this close to exp
 
 def ename(e):
     return errno.errorcode.get(e, str(e)) if e else "no error"
-
-
-@pytest.fixture
-def admin_mount(mount):
-    def factory(opts="meta_ttl=1", url=None):
-        return mount(None, opts, url=url, env_extra=dict(ADMIN_ENV))
-    return factory
-
-
-@pytest.fixture
-def cleanup(zenml_server):
-    from test_accounts import Cleanup
-    c = Cleanup(zenml_server)
-    yield c
-    if not zenml_server.running():
-        zenml_server.start()
-    c.run()
 
 
 # -------------------------------------------- 1. one whole token, any mode

@@ -22,9 +22,9 @@ import time
 
 import pytest
 
-from conftest import (MOUNT_TIMEOUT, Mount, ZENMLFS_BIN, _base_env,
-                      _live_mounts, _read, _tmpdir, is_mounted, jwt_claims,
-                      os_error, read_file, run_zenmlfs)
+from conftest import (ZENMLFS_BIN, _base_env, _tmpdir, finish_mounts,
+                      is_mounted, jwt_claims, os_error, read_file,
+                      run_zenmlfs, start_mount)
 from prostandin import USER_ID, ProStandIn
 
 PAT = "zenpat_" + secrets.token_hex(16)
@@ -43,46 +43,10 @@ def standin():
 def _start(url, key, opts="", key_via="file", pro_via="flag"):
     """`zenmlfs -f --log LOG --pro-api URL [-o OPTS] MNT` (or -o pro_api=),
     the key in a 0600 file or ZENML_STORE_API_KEY; returns once mounted."""
-    workdir = _tmpdir("pro")
-    mnt = os.path.join(workdir, "mnt")
-    os.mkdir(mnt)
-    log_path = os.path.join(workdir, "zenmlfs.log")
-    home = os.path.join(workdir, "home")
-    os.mkdir(home, 0o700)
-    env = _base_env(home)
-    cmd = [ZENMLFS_BIN, "-f", "--log", log_path]
-    cmd += ["--pro-api", url] if pro_via == "flag" else ["-o",
-                                                          "pro_api=" + url]
-    if key_via == "file":
-        kf = os.path.join(workdir, "api-key")
-        fd = os.open(kf, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(key + "\n")
-        cmd += ["--api-key-file", kf]
-    else:
-        env["ZENML_STORE_API_KEY"] = key
-    if opts:
-        cmd += ["-o", opts]
-    cmd.append(mnt)
-    out = open(os.path.join(workdir, "stdio.log"), "wb")
-    proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL,
-                            stdout=out, stderr=subprocess.STDOUT)
-    out.close()
-    m = Mount(mnt, proc, log_path, workdir, cmd)
-    _live_mounts.append(m)
-    deadline = time.monotonic() + MOUNT_TIMEOUT
-    while time.monotonic() < deadline:
-        if is_mounted(mnt):
-            return m
-        if proc.poll() is not None:
-            m._done = True
-            _live_mounts.remove(m)
-            pytest.fail("zenmlfs exited with %s before mounting\n%s\n%s"
-                        % (proc.returncode, m.log(),
-                           _read(workdir, "stdio.log")))
-        time.sleep(0.05)
-    m.umount()
-    pytest.fail("not mounted\n" + m.log())
+    pro = ["--pro-api", url] if pro_via == "flag" else ["-o",
+                                                         "pro_api=" + url]
+    return start_mount(_tmpdir("pro"), None, key, opts, extra_args=pro,
+                       key_via=key_via)
 
 
 @pytest.fixture
@@ -97,12 +61,7 @@ def pro_mount():
     try:
         yield factory
     finally:
-        for m in made:
-            m.umount()
-        for m in made:
-            m.check_clean_exit()
-            if not is_mounted(m.path):
-                shutil.rmtree(m.workdir, ignore_errors=True)
+        finish_mounts(made)
 
 
 def _read_token(m, timeout=10):

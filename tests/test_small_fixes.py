@@ -6,9 +6,12 @@ Every test runs against the real server; odd tokens come from the proxy,
 which re-signs the server's own with its secret.
 """
 
+import contextlib
 import errno
+import http.server
 import os
 import shutil
+import threading
 import time
 from datetime import datetime
 
@@ -147,6 +150,30 @@ def test_server_max_lifetime_too_short_is_said(zenml_server, service_account,
 # --------------------------------------- 4. a dead mount, replaced, no follow
 
 
+@contextlib.contextmanager
+def not_zenml():
+    """An HTTP server on 127.0.0.1 that answers 404 to everything: a
+    server that is not ZenML, which ends a start at once (exit 3; one
+    that cannot be reached is tried again for as long as it takes)."""
+    class NotFound(http.server.BaseHTTPRequestHandler):
+        def reply(self):
+            self.send_response(404)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+        do_GET = do_POST = do_PUT = reply
+
+        def log_message(self, *a):
+            pass
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), NotFound)
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    try:
+        yield "http://127.0.0.1:%d" % srv.server_address[1]
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
 @pytest.mark.skipif(bool(fusehang.usable()) or not shutil.which("strace"),
                     reason=fusehang.usable() or "no strace")
 def test_dead_mount_is_detached_without_following_links(tmp_path):
@@ -154,10 +181,13 @@ def test_dead_mount_is_detached_without_following_links(tmp_path):
     kf.write_text("ZENKEY_x\n")
     kf.chmod(0o600)
     trace = tmp_path / "trace"
-    res = fusehang.run(
-        ["strace", "-f", "-qq", "-e", "trace=umount2", "-e", "signal=none",
-         "-o", str(trace), ZENMLFS_BIN, "-f", "--url", "http://127.0.0.1:9",
-         "--api-key-file", str(kf), "{mnt}"], dead=True, timeout=60)
+    with not_zenml() as url:
+        res = fusehang.run(
+            ["strace", "-f", "-qq", "-e", "trace=umount2", "-e",
+             "signal=none", "-o", str(trace), ZENMLFS_BIN, "-f", "--url",
+             url, "--api-key-file", str(kf), "{mnt}"], dead=True,
+            timeout=60)
+    assert res["took"] is not None, res
     assert "removed the dead zenmlfs mount at '%s'" % res["mnt"] in \
         res["stderr"], res
     calls = [ln for ln in trace.read_text().splitlines() if "umount2(" in ln]

@@ -17,18 +17,11 @@ import threading
 import time
 
 import proxy as proxy_mod
-from conftest import os_error
-
-SAS = "/api/v1/service_accounts"
-ADMIN_ENV = {"ZENML_STORE_USERNAME": "default", "ZENML_STORE_PASSWORD": ""}
+from conftest import SAS, os_error
 
 
 def uniq(tag="sa"):
     return "zfs-%s-%s" % (tag, secrets.token_hex(4))
-
-
-def admin_mount(mount, url, opts):
-    return mount(None, opts, url=url, env_extra=dict(ADMIN_ENV))
 
 
 def rest_sa(srv, name):
@@ -54,9 +47,9 @@ def delete_sa(srv, name, keys=()):
 
 
 def test_missing_name_is_asked_once_per_meta_ttl(zenml_server, proxy,
-                                                 mount):
+                                                 admin_mount):
     srv, ttl = zenml_server, 3
-    m = admin_mount(mount, proxy.url, "meta_ttl=%d" % ttl)
+    m = admin_mount("meta_ttl=%d" % ttl, proxy.url)
     name = uniq("ghost")
     path = m.join("service-accounts", name)
     get_path = SAS + "/" + name
@@ -126,12 +119,12 @@ class SlowListProxy(proxy_mod.FaultProxy):
         self._srv, self._thread = srv, t
 
 
-def test_mkdir_survives_a_listing_in_flight(zenml_server, mount):
+def test_mkdir_survives_a_listing_in_flight(zenml_server, admin_mount):
     srv = zenml_server
     slow = SlowListProxy("127.0.0.1", srv.port).start()
     names = []
     try:
-        m = admin_mount(mount, slow.url, "meta_ttl=1")
+        m = admin_mount("meta_ttl=1", slow.url)
         top = m.join("service-accounts")
         stop = threading.Event()
         walks = [0]

@@ -28,11 +28,10 @@ import time
 
 import pytest
 
-from conftest import TOKENS_HAVE_IAT, distinct_token_gap, read_file
-from test_accounts import ADMIN_ENV, Cleanup
+from conftest import SAS, TOKENS_HAVE_IAT, distinct_token_gap, read_file
+from mountlib import abort_connection, fuse_minor, threads_wchan
 from zenserver import jwt_claims
 
-SAS = "/api/v1/service_accounts"
 MARGIN = 30             # never served this close to exp (docs/design.md)
 CLOCK_SLACK = 2.0       # exp is whole seconds; the machine is loaded
 FUSE_THREADS_MAX = 16   # fs/main.c: every FUSE worker
@@ -53,59 +52,10 @@ def ename(e):
 # ------------------------------------------------------------------ helpers
 
 
-@pytest.fixture
-def admin_mount(mount):
-    """mount(...) as the server's admin (service-accounts/ is the
-    admin's), through url."""
-    def factory(opts, url):
-        return mount(None, opts, url=url, env_extra=dict(ADMIN_ENV))
-    return factory
-
-
-@pytest.fixture
-def cleanup(zenml_server):
-    c = Cleanup(zenml_server)
-    yield c
-    if not zenml_server.running():
-        zenml_server.start()
-    c.run()
-
-
-def fuse_minor(path):
-    """The FUSE connection number (the device minor) of the mount at path,
-    from /proc/self/mountinfo: nothing touches the mount itself."""
-    found = None
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            parts = line.split()
-            if parts[4].replace("\\040", " ") == path:
-                found = int(parts[2].split(":")[1])     # the last one wins
-    return found
-
-
 def mounted(path):
     """path is a mount point (per /proc/self/mountinfo only: a stat of a
     mount whose daemon does not answer would hang)."""
     return fuse_minor(path) is not None
-
-
-def abort_connection(minor):
-    """Abort FUSE connection `minor` (as root): every request waiting on
-    the daemon fails with ENOTCONN, and the daemon's /dev/fuse reads
-    end.  True if it was aborted."""
-    if minor is None:
-        return False
-    base = "/sys/fs/fuse/connections"
-    d = os.path.join(base, str(minor))
-    if not os.path.isdir(d):
-        subprocess.run(["mount", "-t", "fusectl", "fusectl", base],
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        with open(os.path.join(d, "abort"), "w") as f:
-            f.write("1")
-        return True
-    except OSError:
-        return False
 
 
 def answers(path, timeout):
@@ -290,25 +240,6 @@ def children(pid):
                     out[k] = f.read().rsplit(")", 1)[1].split()[0]
             except OSError:
                 pass
-    return out
-
-
-def threads_wchan(pid):
-    """{state:wchan: threads} of pid's threads (for messages)."""
-    out = {}
-    try:
-        tids = os.listdir("/proc/%d/task" % pid)
-    except OSError:
-        return "gone"
-    for t in tids:
-        try:
-            with open("/proc/%d/task/%s/stat" % (pid, t)) as f:
-                st = f.read().rsplit(")", 1)[1].split()[0]
-            with open("/proc/%d/task/%s/wchan" % (pid, t)) as f:
-                k = "%s:%s" % (st, f.read())
-        except OSError:
-            continue
-        out[k] = out.get(k, 0) + 1
     return out
 
 

@@ -32,6 +32,10 @@ import uuid
 import requests
 
 HEALTH_TIMEOUT = 90.0  # the first start runs the DB migrations
+SAS = "/api/v1/service_accounts"
+# A client (zenmlfs with no key, say) logs in with these as the server's
+# auto-activated admin.
+ADMIN_ENV = {"ZENML_STORE_USERNAME": "default", "ZENML_STORE_PASSWORD": ""}
 
 
 def free_port():
