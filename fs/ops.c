@@ -268,8 +268,12 @@ static int stat_content(struct fs *fs, const struct match *m, uint64_t *ino,
 		 * who passes the mode check) reaches us and fails instead of
 		 * reading an empty file. */
 		ret = tree_exists(fs, m, fresh_until);
+		if (ret == -ZEN_WOULD_WAIT)
+			return ret;
 		st->st_size = UNREADABLE_SIZE;
-	} else if (ret == -ENOENT || ret == -ESTALE) {
+	} else if (ret == -ENOENT || ret == -ESTALE || ret == -ZEN_WOULD_WAIT) {
+		/* (a would-wait: the caller asks again from a pool thread,
+		 * which renders the file and answers its exact size) */
 		return ret;
 	} else if (ret) {
 		/* Readable later maybe: a size, so a read comes to us and

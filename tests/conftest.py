@@ -20,7 +20,7 @@ Fixtures and helpers (see each docstring):
     proxy             function  FaultProxy in front of zenml_server
     run_zenmlfs(args, env=None, input=None, timeout=60) -> CompletedProcess
     jwt_claims(token) -> dict
-    attr(m, rel, exact_size=True) -> str  an attribute file's one line,
+    attr(m, rel) -> str  an attribute file's one line,
                       checked
     ZENMLFS_BIN       path of the daemon (env ZENMLFS_BIN overrides)
 """
@@ -101,21 +101,14 @@ EXIT_TIMEOUT = 20.0
 _live_mounts = []    # Mount objects not yet torn down (for atexit)
 
 
-def attr(m, rel, exact_size=True):
+def attr(m, rel):
     """Content of the attribute file MNT/rel, without its newline: exactly
-    one line ending in one '\\n', and (exact_size) st_size its length
-    (sizes are exact, docs/design.md).
-
-    exact_size=False is for the files of server/ and whoami/ alone, a
-    known bug: the first stat of one after the mount says 4096 (fs/ops.c
-    stat_content answers a render that fails, a would-wait included,
-    with UNREADABLE_SIZE; a would-wait is not deferred as op_lookup
-    defers the others)."""
+    one line ending in one '\\n', and st_size its length (sizes are exact,
+    docs/design.md)."""
     size = os.stat(m.join(rel)).st_size
     s = m.text(rel)
-    if exact_size:
-        assert size == len(s.encode()), "%s: st_size %d, %d bytes read" % (
-            rel, size, len(s.encode()))
+    assert size == len(s.encode()), "%s: st_size %d, %d bytes read" % (
+        rel, size, len(s.encode()))
     assert s.endswith("\n"), "%s does not end with a newline: %r" % (rel, s)
     assert "\n" not in s[:-1], "%s has more than one line: %r" % (rel, s)
     return s[:-1]

@@ -190,7 +190,7 @@ def test_server_files(zenml_server, service_account, mount):
              "deployment_type")
     assert sorted(os.listdir(m.join("server"))) == \
         sorted(names + ("info.json",))
-    got = {n: attr(m, "server/" + n, exact_size=False) for n in names}
+    got = {n: attr(m, "server/" + n) for n in names}
     assert got["url"].rstrip("/") == zenml_server.url.rstrip("/")
     for n in ("id", "name", "version", "auth_scheme", "deployment_type"):
         assert got[n] == str(info[n]), n
@@ -203,12 +203,12 @@ def test_whoami_files(zenml_server, service_account, mount):
     m = mount(service_account.key, "token_lifetime=600")
     tok = m.text("token")
     me = zenml_server.current_user(tok).json()
-    assert attr(m, "whoami/id", exact_size=False) == me["id"] == \
+    assert attr(m, "whoami/id") == me["id"] == \
         service_account.id
-    assert attr(m, "whoami/name", exact_size=False) == me["name"] == \
+    assert attr(m, "whoami/name") == me["name"] == \
         service_account.name
-    assert attr(m, "whoami/is_service_account", exact_size=False) == "1"
-    assert attr(m, "whoami/active", exact_size=False) == "1"
+    assert attr(m, "whoami/is_service_account") == "1"
+    assert attr(m, "whoami/active") == "1"
     doc = json.loads(m.text("whoami/info.json"))
     assert doc["id"] == service_account.id
     assert doc["name"] == service_account.name
