@@ -20,7 +20,8 @@
 #include "backend/banned.h" /* always the last include */
 
 /* A failed refresh or check is retried from 1 s, doubling up to a minute,
- * with full jitter (backoff_ms()), never sooner than a Retry-After. */
+ * the wait drawn in the upper half of the bound (backoff_ms(), JITTER_HALF:
+ * spread, and still doubling), never sooner than a Retry-After. */
 #define BACKOFF_MIN_MS 1000
 #define BACKOFF_MAX_MS 60000
 /* While the token is expired, whether the server is back is asked (GET
@@ -157,25 +158,20 @@ static time_t plan_refresh(time_t t, int64_t exp)
 static time_t backoff(unsigned failures, long retry_after)
 {
 	unsigned long ms = backoff_ms(failures, BACKOFF_MIN_MS, BACKOFF_MAX_MS,
-				      retry_after);
+				      JITTER_HALF, retry_after);
 
 	return (time_t)((ms + 999) / 1000);
 }
 
-/* Seconds until probe number failures.  A probe only notices the server's
- * return: its bound doubles from PROBE_MIN_MS to PROBE_MAX_MS, and the wait
- * is drawn in the upper half of it, so a node serves again within
- * PROBE_MAX_MS of the return while asking as seldom as that allows, never
- * in step with the others. */
+/* Seconds until probe number failures: the probe only notices the
+ * server's return, so its wait is drawn in the upper half of its bound
+ * (PROBE_MAX_MS at most: a node serves again within that of the return),
+ * asking as seldom as that allows, never in step with the others. */
 static time_t probe_backoff(unsigned failures)
 {
-	unsigned long d = PROBE_MIN_MS, ms;
+	unsigned long ms = backoff_ms(failures, PROBE_MIN_MS, PROBE_MAX_MS,
+				      JITTER_HALF, 0);
 
-	for (unsigned i = 1; i < failures && d < PROBE_MAX_MS; i++)
-		d *= 2;
-	if (d > PROBE_MAX_MS)
-		d = PROBE_MAX_MS;
-	ms = d / 2 + randombytes_uniform((uint32_t)(d / 2) + 1);
 	return (time_t)((ms + 999) / 1000);
 }
 

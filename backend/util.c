@@ -1040,14 +1040,16 @@ void mono_deadline(long long ms, struct timespec *ts)
 }
 
 unsigned long backoff_ms(unsigned failures, unsigned long base_ms,
-			 unsigned long cap_ms, long retry_after_s)
+			 unsigned long cap_ms, enum jitter j,
+			 long retry_after_s)
 {
-	unsigned long d = base_ms, lo = base_ms / 10, ra;
+	unsigned long d = base_ms, lo, ra;
 
 	for (unsigned i = 1; i < failures && d < cap_ms; i++)
 		d *= 2;
 	if (d > cap_ms)
 		d = cap_ms;
+	lo = j == JITTER_HALF ? d / 2 : base_ms / 10;
 	if (d > lo)
 		d = lo + randombytes_uniform((uint32_t)(d - lo) + 1);
 	if (retry_after_s > 0) {

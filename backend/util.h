@@ -166,15 +166,24 @@ void url_redact(const char *url, char *out, size_t outsz);
  */
 int max_lifetime_of(const char *msg, unsigned long *out);
 
+/* How a backoff's wait is drawn below its bound (backoff_ms()). */
+enum jitter {
+	JITTER_FULL, /* anywhere from a tenth of the base up to the bound:
+			nodes that failed together spread the most */
+	JITTER_HALF, /* in the bound's upper half: spread, and the wait
+			still doubles every time */
+};
+
 /*
  * How long to wait (ms) before retry number failures (1 for the first):
- * exponential from base_ms, capped at cap_ms, with full jitter (uniform
- * from a tenth of base_ms up to the exponential), so that nodes failing
- * together do not retry together; never sooner than retry_after_s (a
- * reply's Retry-After, 0: none) plus up to a quarter of it more.
+ * a bound doubling from base_ms up to cap_ms, the wait drawn at random
+ * below it as j says, so that nodes failing together do not retry
+ * together; never sooner than retry_after_s (a reply's Retry-After, 0:
+ * none) plus up to a quarter of it more.
  */
 unsigned long backoff_ms(unsigned failures, unsigned long base_ms,
-			 unsigned long cap_ms, long retry_after_s);
+			 unsigned long cap_ms, enum jitter j,
+			 long retry_after_s);
 
 /* Now on CLOCK_MONOTONIC, in milliseconds. */
 long long mono_ms(void);

@@ -1399,8 +1399,32 @@ static void test_issue18(void)
 	CHECK(ok);
 }
 
+/* backoff_ms(): the bound doubles to the cap; full jitter spreads from a
+ * tenth of the base, the upper half keeps doubling; Retry-After is a
+ * floor (plus up to a quarter). */
+static void test_backoff(void)
+{
+	for (int round = 0; round < 200; round++) {
+		for (unsigned f = 1; f <= 10; f++) {
+			unsigned long bound = 1000UL << (f - 1), w;
+
+			if (bound > 60000)
+				bound = 60000;
+			w = backoff_ms(f, 1000, 60000, JITTER_FULL, 0);
+			CHECK(w >= 100 && w <= bound);
+			w = backoff_ms(f, 1000, 60000, JITTER_HALF, 0);
+			CHECK(w >= bound / 2 && w <= bound);
+		}
+		CHECK(backoff_ms(1, 1000, 60000, JITTER_HALF, 30) >= 30000);
+		CHECK(backoff_ms(1, 1000, 60000, JITTER_FULL, 30) <= 37500);
+		CHECK(backoff_ms(40, 2000, 14000, JITTER_HALF, 0) >= 7000);
+		CHECK(backoff_ms(40, 2000, 14000, JITTER_HALF, 0) <= 14000);
+	}
+}
+
 int main(void)
 {
+	test_backoff();
 	test_later();
 	test_minted();
 	test_issue18();
