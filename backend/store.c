@@ -480,6 +480,28 @@ static void log_write(struct store *s, enum zkind k, const char *parent,
 	e->nlog++;
 }
 
+/*
+ * The listing l (a new reference) fetched for e lands: the writes made
+ * meanwhile put in, and what it no longer has is gone.  It serves this
+ * fetch's callers, but is not fresh when a write could not be put in or
+ * left fields out.  Caller holds lock.
+ */
+static void list_landed(struct store *s, struct entry *e, enum zkind k,
+			const char *parent, struct zlist *l, struct gone *g)
+{
+	bool keep = !e->log_lost;
+
+	if (merge_writes(e, &l))
+		keep = false;
+	if (s->gone_fn)
+		gone_from_listing(s, k, parent, e->list, l, g);
+	s->bytes -= entry_bytes(e);
+	zlist_unref(e->list);
+	e->list = l;
+	e->fetched = keep ? mono_ms() : 0;
+	s->bytes += entry_bytes(e);
+}
+
 int store_list(struct store *s, enum zkind k, const char *parent,
 	       struct zlist **out, struct zen_err *err)
 {
@@ -488,7 +510,6 @@ int store_list(struct store *s, enum zkind k, const char *parent,
 	struct zlist *l = NULL;
 	char key[128];
 	struct entry *e;
-	bool keep;
 	int ret;
 
 	make_key(key, sizeof(key), k, parent, NULL);
@@ -517,23 +538,12 @@ int store_list(struct store *s, enum zkind k, const char *parent,
 	ret = api_list(s->zen, k, parent, &l, &le);
 
 	pthread_mutex_lock(&s->lock);
-	keep = !e->log_lost;
-	if (!ret && merge_writes(e, &l))
-		keep = false;
+	if (!ret)
+		list_landed(s, e, k, parent, l, &g);
+	else if (err)
+		*err = le;
 	log_clear(e);
 	e->log_lost = false;
-	if (!ret) {
-		if (s->gone_fn)
-			gone_from_listing(s, k, parent, e->list, l, &g);
-		s->bytes -= entry_bytes(e);
-		zlist_unref(e->list);
-		e->list = l;
-		/* what this fetch's callers get, but not a fresh listing */
-		e->fetched = keep ? mono_ms() : 0;
-		s->bytes += entry_bytes(e);
-	} else if (err) {
-		*err = le;
-	}
 	fetched(s, e, ret, &le);
 	if (ret)
 		goto out;
@@ -668,6 +678,40 @@ static int fetch_into(struct store *s, struct entry *o, enum zkind k,
 	return ret;
 }
 
+/*
+ * The newest fresh fact the store has about the object (k, parent,
+ * name): its own (a GET, a write, a 404) or the listing's (O(1) by name).
+ * true: *r is the record (NULL: absent) and *at when it was fetched.
+ * *o: the object's entry, NULL when there is none.  Caller holds lock.
+ */
+static bool cached(struct store *s, enum zkind k, const char *parent,
+		   const char *name, struct entry **o, struct zrec **r,
+		   long long *at)
+{
+	long long now = mono_ms();
+	struct entry *l;
+	char key[640];
+	long i;
+
+	make_key(key, sizeof(key), k, parent, NULL);
+	l = k > ZK_USER ? find(&s->t, key) : NULL;
+	if (l && !(l->list && fresh(s, l, now)))
+		l = NULL;
+	make_key(key, sizeof(key), k, parent, name);
+	*o = find(&s->t, key);
+	if (*o && fresh(s, *o, now) && (!l || (*o)->fetched >= l->fetched)) {
+		*r = (*o)->rec;
+		*at = (*o)->fetched;
+		return true;
+	}
+	if (!l)
+		return false;
+	i = zlist_find(l->list, name);
+	*r = i >= 0 ? (struct zrec *)zlist_at(l->list, (size_t)i) : NULL;
+	*at = l->fetched;
+	return true;
+}
+
 int store_find(struct store *s, enum zkind k, const char *parent,
 	       const char *name, struct zrec **out, long long *fresh_until,
 	       struct zen_err *err)
@@ -675,10 +719,9 @@ int store_find(struct store *s, enum zkind k, const char *parent,
 	struct gone g = { 0 };
 	struct zen_err le = { 0 };
 	struct zrec *r = NULL;
-	struct entry *l, *o;
-	long long now, at = 0;
+	long long at = 0;
+	struct entry *o;
 	char key[640];
-	long i;
 	int ret;
 
 	if (fresh_until)
@@ -687,42 +730,21 @@ int store_find(struct store *s, enum zkind k, const char *parent,
 		name = "";
 	pthread_mutex_lock(&s->lock);
 again:
-	now = mono_ms();
-	make_key(key, sizeof(key), k, parent, NULL);
-	l = k > ZK_USER ? find(&s->t, key) : NULL;
-	if (l && !(l->list && fresh(s, l, now)))
-		l = NULL;
-	make_key(key, sizeof(key), k, parent, name);
-	o = find(&s->t, key);
-	/* The newest fresh fact wins: the object's own (a GET, a write, a
-	 * 404) or the listing's (O(1) by name). */
-	if (l && !(o && fresh(s, o, now) && o->fetched >= l->fetched)) {
-		i = zlist_find(l->list, name);
-		r = i >= 0 ? (struct zrec *)zlist_at(l->list, (size_t)i) :
-			     NULL;
-		at = l->fetched;
+	if (cached(s, k, parent, name, &o, &r, &at))
 		goto take;
-	}
-	if (!o)
-		o = get(&s->t, key, false);
+	make_key(key, sizeof(key), k, parent, name);
+	o = o ? o : get(&s->t, key, false);
 	if (!o) {
 		ret = -ENOMEM;
 		goto out;
 	}
-	if (fresh(s, o, now)) {
-		r = o->rec; /* NULL: known absent */
-		at = o->fetched;
-		goto take;
-	}
 	if (join(s, o, &ret, err)) {
-		if (ret == -ZEN_WOULD_WAIT)
-			goto out;
 		if (ret == -EAGAIN)
 			goto again;
-		r = o->rec;
-		at = o->fetched;
 		if (ret)
 			goto out;
+		r = o->rec; /* NULL: removed since */
+		at = o->fetched;
 		goto take;
 	}
 	if (!zen_may_wait()) {
