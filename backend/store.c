@@ -577,11 +577,13 @@ static void ident_drop(struct store *s, enum zkind k, const char *parent,
 }
 
 /*
- * rec is what the server says of (k, parent, name) now: it replaces the
- * identity the map holds (add: or is added).  Caller holds lock.
+ * rec is what the server said of (k, parent, name) at at (CLOCK_MONOTONIC
+ * ms): it replaces the identity the map holds (add: or is added).  Caller
+ * holds lock.
  */
 static void ident_put(struct store *s, enum zkind k, const char *parent,
-		      const char *name, struct zrec *rec, bool add)
+		      const char *name, struct zrec *rec, bool add,
+		      long long at)
 {
 	struct entry *e;
 	char key[640];
@@ -597,7 +599,7 @@ static void ident_put(struct store *s, enum zkind k, const char *parent,
 		return; /* not remembered: the next one finds it again */
 	zrec_unref(e->rec);
 	e->rec = zrec_ref(rec);
-	e->fetched = mono_ms();
+	e->fetched = at;
 }
 
 /* ---- objects ---------------------------------------------------------- */
@@ -669,7 +671,7 @@ static int fetch_into(struct store *s, struct entry *o, enum zkind k,
 	set_absent(s, o, ret == -ENOENT && k > ZK_USER, mono_ms());
 	s->bytes += entry_bytes(o);
 	if (!ret)
-		ident_put(s, k, parent, name, r, false);
+		ident_put(s, k, parent, name, r, false, o->fetched);
 	else if (ret == -ENOENT)
 		ident_drop(s, k, parent, name);
 	if (ret == -ENOENT && knew && s->gone_fn)
@@ -781,12 +783,30 @@ int store_ident(struct store *s, enum zkind k, const char *parent,
 		const char *name, struct zrec **out, bool *checked,
 		struct zen_err *err)
 {
+	struct zrec *r = NULL;
+	long long at;
 	struct entry *e;
 	char key[640];
 	int ret;
 
-	make_key(key, sizeof(key), k, parent, name);
 	pthread_mutex_lock(&s->lock);
+	/* A fresh fact is better than the map, and confirms it. */
+	if (cached(s, k, parent, name, &e, &r, &at)) {
+		if (r)
+			ident_put(s, k, parent, name, r, true, at);
+		else
+			ident_drop(s, k, parent, name);
+		if (r)
+			*out = zrec_ref(r);
+		pthread_mutex_unlock(&s->lock);
+		if (!r) {
+			zen_err_set(err, "no %s '%s'", zkind_name(k), name);
+			return -ENOENT;
+		}
+		*checked = true;
+		return 0;
+	}
+	make_key(key, sizeof(key), k, parent, name);
 	e = find(&s->ids, key);
 	if (e) {
 		*out = zrec_ref(e->rec);
@@ -795,11 +815,11 @@ int store_ident(struct store *s, enum zkind k, const char *parent,
 		return 0;
 	}
 	pthread_mutex_unlock(&s->lock);
-	ret = store_find(s, k, parent, name, out, NULL, err);
+	ret = store_find(s, k, parent, name, out, &at, err);
 	if (ret)
 		return ret;
 	pthread_mutex_lock(&s->lock);
-	ident_put(s, k, parent, name, *out, true);
+	ident_put(s, k, parent, name, *out, true, at - s->ttl_ms);
 	pthread_mutex_unlock(&s->lock);
 	*checked = true;
 	return 0;
@@ -859,7 +879,7 @@ void store_update(struct store *s, enum zkind k, const char *parent,
 	/* A reply that leaves fields out (a key's rotation) is not the
 	 * object: the next look fetches it. */
 	set_object(s, k, parent, name, zrec_partial(rec) ? NULL : rec, false);
-	ident_put(s, k, parent, name, rec, false);
+	ident_put(s, k, parent, name, rec, false, mono_ms());
 	pthread_mutex_unlock(&s->lock);
 }
 

@@ -601,8 +601,29 @@ static void identity_map(void)
 	CHECK(find("acc") == -ENOENT);
 	CHECK(ident("acc", id, sizeof(id), &checked) == -ENOENT);
 
-	/* Removed through the tree: dropped too. */
+	/* A fresh listing is better than the map, and confirms it: it
+	 * names the UUID the server has now, with no GET. */
 	server_has[0] = "acc";
+	server_id[0] = NULL;
+	clock_ms += TTL * 1000;
+	CHECK(ident("acc", id, sizeof(id), &checked) == 0);
+	CHECK(!strcmp(id, "id-acc") && checked);
+	server_id[0] = "id-acc-3";
+	clock_ms += TTL * 1000;
+	CHECK(ident("acc", id, sizeof(id), &checked) == 0);
+	CHECK(!strcmp(id, "id-acc") && !checked);
+	n_get = 0;
+	CHECK(listed("acc"));
+	CHECK(ident("acc", id, sizeof(id), &checked) == 0);
+	CHECK(!strcmp(id, "id-acc-3") && checked);
+	CHECK(n_get == 0);
+	/* confirmed when the listing was fetched, not when asked */
+	clock_ms += TTL * 1000;
+	CHECK(ident("acc", id, sizeof(id), &checked) == 0);
+	CHECK(!strcmp(id, "id-acc-3") && !checked);
+	CHECK(n_get == 0);
+
+	/* Removed through the tree: dropped too. */
 	server_id[0] = NULL;
 	clock_ms += TTL * 1000;
 	CHECK(ident("acc", id, sizeof(id), &checked) == 0);
