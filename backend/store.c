@@ -82,7 +82,8 @@ struct store {
 	pthread_cond_t done;
 	struct table t; /* lists and objects */
 	/* the identity map: entries with a record only, fetched: when it
-	 * was last confirmed */
+	 * was last confirmed; not in bytes (at most IDENT_MAX records,
+	 * most of them shared with a listing) */
 	struct table ids;
 	size_t bytes;
 	size_t nneg; /* objects known absent (at most NEG_MAX) */
