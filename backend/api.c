@@ -738,10 +738,8 @@ out:
 	return ret;
 }
 
-/* One object by its name or UUID; *reply (may be NULL) gets the JSON. */
-static int get_one(struct zen *z, enum zkind k, const char *parent,
-		   const char *name_or_id, struct zrec **out, json_t **reply,
-		   struct zen_err *e)
+int api_get(struct zen *z, enum zkind k, const char *parent,
+	    const char *name_or_id, struct zrec **out, struct zen_err *e)
 {
 	char path[1024];
 
@@ -756,31 +754,7 @@ static int get_one(struct zen *z, enum zkind k, const char *parent,
 			    name_or_id);
 		return -ENAMETOOLONG;
 	}
-	return one(z, k, &(struct zen_req){ "GET", path }, out, reply, e);
-}
-
-int api_get(struct zen *z, enum zkind k, const char *parent,
-	    const char *name_or_id, struct zrec **out, struct zen_err *e)
-{
-	return get_one(z, k, parent, name_or_id, out, NULL, e);
-}
-
-int api_get_child(struct zen *z, enum zkind k, const char *parent,
-		  const char *name_or_id, struct zrec **out,
-		  struct zrec **owner, struct zen_err *e)
-{
-	json_t *reply = NULL, *sa;
-	int ret;
-
-	*owner = NULL;
-	ret = get_one(z, k, parent, name_or_id, out, &reply, e);
-	if (ret)
-		return ret;
-	sa = k == ZK_KEY ? value_at(reply, "body.service_account") : NULL;
-	if (json_is_object(sa))
-		*owner = zrec_parse(ZK_ACCOUNT, sa, zen_url(z));
-	json_decref(reply);
-	return 0;
+	return one(z, k, &(struct zen_req){ "GET", path }, out, NULL, e);
 }
 
 /* The new key value in a create or rotate reply, into guarded memory. */

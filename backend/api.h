@@ -136,12 +136,6 @@ int api_list(struct zen *z, enum zkind k, const char *parent,
 /* One object by its name or UUID (keys: of the account with UUID parent). */
 int api_get(struct zen *z, enum zkind k, const char *parent,
 	    const char *name_or_id, struct zrec **out, struct zen_err *e);
-/* api_get(), and the object the reply names as its owner in *owner: a
- * key's account (body.service_account), partial, without its metadata;
- * NULL when the reply names none (every other kind). */
-int api_get_child(struct zen *z, enum zkind k, const char *parent,
-		  const char *name_or_id, struct zrec **out,
-		  struct zrec **owner, struct zen_err *e);
 /*
  * Create an account (parent NULL) or an API key of the account with UUID
  * parent.  For a key, *value gets the new ZENKEY_ value (guarded memory).

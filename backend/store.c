@@ -16,16 +16,12 @@
 #include "backend/banned.h" /* always the last include */
 
 /*
- * A child looked up under an object (a key of an account): when the
- * object's record has expired and it is asked for again, the child is
- * fetched instead, under the UUID the object had; the server's reply names
- * the object the child belongs to, name and UUID, which is all a lookup
- * of the object needs (a partial record: its files fetch it whole).  So
- * an expired "account/keys/k/active" is one GET before its PUT, not two.
+ * The identity map: the last record seen of each object a path went
+ * through to a child (an account whose keys were looked up), kept past
+ * meta_ttl, for its name and UUID alone (see store_ident).  At most
+ * IDENT_MAX at a time: past that the map starts again empty.
  */
-#define NHINTS 8
-#define HINT_MS (10 * 60 * 1000LL)
-#define HINT_NAME 128
+#define IDENT_MAX 16384
 
 /*
  * A 404 is a fact too: an object the server said it has no such name (or
@@ -44,14 +40,6 @@ struct wlog {
 	struct zrec *rec; /* what the server said after; NULL: removed */
 };
 
-struct hint {
-	long long at; /* CLOCK_MONOTONIC ms; 0: unused */
-	unsigned char k, ck;
-	char name[HINT_NAME]; /* the object's */
-	char id[UUID_BUF]; /* its UUID then */
-	char cname[HINT_NAME]; /* the child's */
-};
-
 /* One list, or one object, of the server. */
 struct entry {
 	struct entry *next; /* hash chain */
@@ -60,12 +48,6 @@ struct entry {
 	struct zlist *list;
 	struct zrec *rec;
 	long long fetched; /* CLOCK_MONOTONIC ms; 0: nothing yet */
-	/* a walk: until when, and the entry it looked up last (-1: none) */
-	long long walk_until;
-	long last_i;
-	/* an object a write changed, whose reply did not say it all: the
-	 * listing's copy is out of date, fetch it alone */
-	long long stale_at; /* 0: not stale */
 	/* an object: the server has none of that name (since fetched) */
 	bool absent;
 	/* an object: bumped by each write through the tree, so that a
@@ -74,13 +56,21 @@ struct entry {
 	/* a listing: the writes made while it was being fetched */
 	struct wlog *log;
 	size_t nlog;
-	bool log_lost; /* a write could not be logged: drop the fetch */
+	/* a write could not be logged, or its reply did not say it all:
+	 * the fetch in flight serves its callers but is not kept fresh */
+	bool log_lost;
 	/* a fetch in flight, and what the last one gave its waiters */
 	bool fetching;
 	int waiters;
 	unsigned long gen;
 	int result;
 	struct zen_err err;
+};
+
+/* A hash table of entries by key. */
+struct table {
+	struct entry **tab;
+	size_t cap, n;
 };
 
 struct store {
@@ -90,14 +80,15 @@ struct store {
 	 * callers waiting for a fetch in flight. */
 	pthread_mutex_t lock;
 	pthread_cond_t done;
-	struct entry **tab;
-	size_t cap, n;
+	struct table t; /* lists and objects */
+	/* the identity map: entries with a record only, fetched: when it
+	 * was last confirmed; not in bytes (at most IDENT_MAX records,
+	 * most of them shared with a listing) */
+	struct table ids;
 	size_t bytes;
 	size_t nneg; /* objects known absent (at most NEG_MAX) */
 	store_gone_fn *gone_fn;
 	void *gone_arg;
-	/* children looked up lately (see store_hint) */
-	struct hint hints[NHINTS];
 };
 
 struct store *store_new(struct zen *z, unsigned ttl)
@@ -106,9 +97,12 @@ struct store *store_new(struct zen *z, unsigned ttl)
 
 	if (!s)
 		return NULL;
-	s->cap = 64;
-	s->tab = calloc(s->cap, sizeof(*s->tab));
-	if (!s->tab) {
+	s->t.cap = s->ids.cap = 64;
+	s->t.tab = calloc(s->t.cap, sizeof(*s->t.tab));
+	s->ids.tab = calloc(s->ids.cap, sizeof(*s->ids.tab));
+	if (!s->t.tab || !s->ids.tab) {
+		free(s->t.tab);
+		free(s->ids.tab);
 		free(s);
 		return NULL;
 	}
@@ -213,18 +207,28 @@ static void entry_free(struct entry *e)
 	free(e);
 }
 
+static void table_clear(struct table *t)
+{
+	for (size_t i = 0; i < t->cap; i++)
+		while (t->tab[i]) {
+			struct entry *e = t->tab[i];
+
+			t->tab[i] = e->next;
+			entry_free(e);
+		}
+	t->n = 0;
+}
+
 void store_free(struct store *s)
 {
 	if (!s)
 		return;
-	for (size_t i = 0; i < s->cap; i++)
-		while (s->tab[i]) {
-			struct entry *e = s->tab[i];
-
-			s->tab[i] = e->next;
-			entry_free(e);
-		}
-	free(s->tab);
+	table_clear(&s->t);
+	table_clear(&s->ids);
+	free(s->t.tab);
+	free(s->ids.tab);
+	pthread_cond_destroy(&s->done);
+	pthread_mutex_destroy(&s->lock);
 	free(s);
 }
 
@@ -236,9 +240,9 @@ static void make_key(char *buf, size_t size, enum zkind k, const char *parent,
 }
 
 /* Caller holds lock. */
-static struct entry *find(struct store *s, const char *key)
+static struct entry *find(const struct table *t, const char *key)
 {
-	struct entry *e = s->tab[hash_str(key) & (s->cap - 1)];
+	struct entry *e = t->tab[hash_str(key) & (t->cap - 1)];
 
 	while (e && strcmp(e->key, key))
 		e = e->next;
@@ -246,31 +250,31 @@ static struct entry *find(struct store *s, const char *key)
 }
 
 /* Caller holds lock. */
-static void grow(struct store *s)
+static void grow(struct table *t)
 {
-	size_t cap = s->cap * 2;
+	size_t cap = t->cap * 2;
 	struct entry **tab = calloc(cap, sizeof(*tab));
 
 	if (!tab)
 		return; /* longer chains, still correct */
-	for (size_t i = 0; i < s->cap; i++)
-		while (s->tab[i]) {
-			struct entry *e = s->tab[i];
+	for (size_t i = 0; i < t->cap; i++)
+		while (t->tab[i]) {
+			struct entry *e = t->tab[i];
 			size_t j = hash_str(e->key) & (cap - 1);
 
-			s->tab[i] = e->next;
+			t->tab[i] = e->next;
 			e->next = tab[j];
 			tab[j] = e;
 		}
-	free(s->tab);
-	s->tab = tab;
-	s->cap = cap;
+	free(t->tab);
+	t->tab = tab;
+	t->cap = cap;
 }
 
 /* Caller holds lock. */
-static struct entry *get(struct store *s, const char *key, bool is_list)
+static struct entry *get(struct table *t, const char *key, bool is_list)
 {
-	struct entry *e = find(s, key);
+	struct entry *e = find(t, key);
 	size_t i;
 
 	if (e)
@@ -284,26 +288,18 @@ static struct entry *get(struct store *s, const char *key, bool is_list)
 		return NULL;
 	}
 	e->is_list = is_list;
-	e->last_i = -1;
-	if (s->n >= s->cap)
-		grow(s);
-	i = hash_str(key) & (s->cap - 1);
-	e->next = s->tab[i];
-	s->tab[i] = e;
-	s->n++;
+	if (t->n >= t->cap)
+		grow(t);
+	i = hash_str(key) & (t->cap - 1);
+	e->next = t->tab[i];
+	t->tab[i] = e;
+	t->n++;
 	return e;
 }
 
 static bool fresh(const struct store *s, const struct entry *e, long long now)
 {
 	return e->fetched && now - e->fetched < s->ttl_ms;
-}
-
-static bool usable(const struct store *s, const struct entry *e, long long now)
-{
-	return e->list &&
-	       (fresh(s, e, now) || (now < e->walk_until &&
-				     now - e->fetched < WALK_MAX_S * 1000LL));
 }
 
 /*
@@ -335,29 +331,8 @@ static bool known(struct store *s, const struct entry *o, enum zkind k,
 	if (o->rec)
 		return true;
 	make_key(key, sizeof(key), k, parent, NULL);
-	l = find(s, key);
+	l = find(&s->t, key);
 	return l && l->list && zlist_find(l->list, name) >= 0;
-}
-
-/* A lookup of entry i of a listing in use: a name other than the one
- * looked up just before keeps the walk on (a second pass over the names,
- * as cat does after the shell's glob, counts; a reader polling one file
- * does not). */
-static void progress(const struct store *s, struct entry *e, long i,
-		     long long now)
-{
-	if (i == e->last_i)
-		return;
-	e->last_i = i;
-	if (now >= e->walk_until)
-		return;
-	e->walk_until = now + WALK_GAP_MS;
-	/* What the walk looked up is kept by the kernel while the listing
-	 * is fresh (fs/ops.c: fresh_timeout), so no lookup may reach us
-	 * until then: the walk goes on at least WALK_GAP_MS after. */
-	if (fresh(s, e, now) &&
-	    e->fetched + s->ttl_ms + WALK_GAP_MS > e->walk_until)
-		e->walk_until = e->fetched + s->ttl_ms + WALK_GAP_MS;
 }
 
 /*
@@ -418,8 +393,8 @@ static void gone_from_listing(struct store *s, enum zkind k, const char *parent,
 	}
 	make_key(prefix, sizeof(prefix), k, parent, "");
 	plen = strlen(prefix);
-	for (size_t i = 0; i < s->cap; i++)
-		for (struct entry *e = s->tab[i]; e; e = e->next) {
+	for (size_t i = 0; i < s->t.cap; i++)
+		for (struct entry *e = s->t.tab[i]; e; e = e->next) {
 			const char *name = e->key + plen;
 
 			if (e->is_list || !e->rec ||
@@ -432,39 +407,36 @@ static void gone_from_listing(struct store *s, enum zkind k, const char *parent,
 }
 
 /*
- * The listing l (a new reference, or NULL on error) just fetched for e,
- * with the writes made through the tree while it was in flight put in:
- * the server may have answered before them, and a write's reply is newer
- * than the listing's copy.  An object whose reply was partial is marked
- * stale past the listing (fetched at now), so its next lookup asks for
- * it alone.  The log is emptied.  Caller holds lock.
+ * *l edited by a write through the tree: rec in place of its namesake (or
+ * added), or, rec NULL, without the entry listed as name.  -ENOMEM: *l is
+ * as it was (the caller must not keep it as the server's).
  */
-static int merge_writes(struct store *s, struct entry *e, enum zkind k,
-			const char *parent, struct zlist **l, long long now)
+static int list_apply(struct zlist **l, struct zrec *rec, const char *name)
+{
+	struct zlist *nl;
+
+	if (!rec && zlist_find(*l, name) < 0)
+		return 0;
+	nl = rec ? zlist_with(*l, rec) : zlist_without(*l, name);
+	if (!nl)
+		return -ENOMEM;
+	zlist_unref(*l);
+	*l = nl;
+	return 0;
+}
+
+/*
+ * The listing l just fetched for e, with the writes made through the tree
+ * while it was in flight put in: the server may have answered before
+ * them, and a write's reply is newer than the listing's copy.  -ENOMEM:
+ * one could not be put in.  The log is emptied.  Caller holds lock.
+ */
+static int merge_writes(struct entry *e, struct zlist **l)
 {
 	int ret = 0;
 
-	for (size_t i = 0; i < e->nlog && *l && !ret; i++) {
-		const struct wlog *w = &e->log[i];
-		struct zlist *nl;
-		struct entry *o;
-		char key[640];
-
-		if (!w->rec && zlist_find(*l, w->name) < 0)
-			continue;
-		nl = w->rec ? zlist_with(*l, w->rec) :
-			      zlist_without(*l, w->name);
-		if (!nl) {
-			ret = -ENOMEM; /* rather than a listing that lies */
-			break;
-		}
-		zlist_unref(*l);
-		*l = nl;
-		make_key(key, sizeof(key), k, parent, w->name);
-		o = w->rec && zrec_partial(w->rec) ? find(s, key) : NULL;
-		if (o)
-			o->stale_at = now;
-	}
+	for (size_t i = 0; i < e->nlog && !ret; i++)
+		ret = list_apply(l, e->log[i].rec, e->log[i].name);
 	log_clear(e);
 	return ret;
 }
@@ -479,9 +451,13 @@ static void log_write(struct store *s, enum zkind k, const char *parent,
 	char key[128];
 
 	make_key(key, sizeof(key), k, parent, NULL);
-	e = find(s, key);
+	e = find(&s->t, key);
 	if (!e || !e->fetching)
 		return;
+	/* A reply that leaves fields out: what the fetch brings is not the
+	 * server's whole answer after the write either. */
+	if (rec && zrec_partial(rec))
+		e->log_lost = true;
 	v = realloc(e->log, (e->nlog + 1) * sizeof(*v));
 	if (v) {
 		e->log = v;
@@ -496,7 +472,29 @@ static void log_write(struct store *s, enum zkind k, const char *parent,
 	e->nlog++;
 }
 
-int store_list(struct store *s, enum zkind k, const char *parent, bool opening,
+/*
+ * The listing l (a new reference) fetched for e lands: the writes made
+ * meanwhile put in, and what it no longer has is gone.  It serves this
+ * fetch's callers, but is not fresh when a write could not be put in or
+ * left fields out.  Caller holds lock.
+ */
+static void list_landed(struct store *s, struct entry *e, enum zkind k,
+			const char *parent, struct zlist *l, struct gone *g)
+{
+	bool keep = !e->log_lost;
+
+	if (merge_writes(e, &l))
+		keep = false;
+	if (s->gone_fn)
+		gone_from_listing(s, k, parent, e->list, l, g);
+	s->bytes -= entry_bytes(e);
+	zlist_unref(e->list);
+	e->list = l;
+	e->fetched = keep ? mono_ms() : 0;
+	s->bytes += entry_bytes(e);
+}
+
+int store_list(struct store *s, enum zkind k, const char *parent,
 	       struct zlist **out, struct zen_err *err)
 {
 	struct zen_err le = { 0 };
@@ -504,18 +502,16 @@ int store_list(struct store *s, enum zkind k, const char *parent, bool opening,
 	struct zlist *l = NULL;
 	char key[128];
 	struct entry *e;
-	long long now;
 	int ret;
 
 	make_key(key, sizeof(key), k, parent, NULL);
 	pthread_mutex_lock(&s->lock);
-	e = get(s, key, true);
+	e = get(&s->t, key, true);
 	if (!e) {
 		pthread_mutex_unlock(&s->lock);
 		return -ENOMEM;
 	}
-	now = mono_ms();
-	if (fresh(s, e, now) && e->list) {
+	if (fresh(s, e, mono_ms()) && e->list) {
 		ret = 0;
 		goto take;
 	}
@@ -534,46 +530,71 @@ int store_list(struct store *s, enum zkind k, const char *parent, bool opening,
 	ret = api_list(s->zen, k, parent, &l, &le);
 
 	pthread_mutex_lock(&s->lock);
-	now = mono_ms();
-	if (!ret && e->log_lost)
-		ret = -ENOMEM;
-	else if (!ret)
-		ret = merge_writes(s, e, k, parent, &l, now);
-	if (ret == -ENOMEM && le.msg[0] == '\0')
-		zen_err_set(&le, "listing %s: out of memory", zkind_name(k));
+	if (!ret)
+		list_landed(s, e, k, parent, l, &g);
+	else if (err)
+		*err = le;
 	log_clear(e);
 	e->log_lost = false;
-	if (!ret) {
-		if (s->gone_fn)
-			gone_from_listing(s, k, parent, e->list, l, &g);
-		s->bytes -= entry_bytes(e);
-		zlist_unref(e->list);
-		e->list = l;
-		e->fetched = now;
-		e->walk_until = 0;
-		e->last_i = -1;
-		s->bytes += entry_bytes(e);
-	} else {
-		zlist_unref(l);
-		if (err)
-			*err = le;
-	}
 	fetched(s, e, ret, &le);
 	if (ret)
 		goto out;
 take:
-	if (opening) {
-		/* A new walk over this listing. */
-		now = mono_ms();
-		e->walk_until = now + WALK_GAP_MS;
-		e->last_i = -1;
-	}
 	*out = zlist_ref(e->list);
 out:
 	pthread_mutex_unlock(&s->lock);
 	gone_tell(s, &g);
 	return ret;
 }
+
+/* ---- the identity map ------------------------------------------------- */
+
+/* Drop the identity of (k, parent, name).  Caller holds lock. */
+static void ident_drop(struct store *s, enum zkind k, const char *parent,
+		       const char *name)
+{
+	struct entry **pp, *e;
+	char key[640];
+
+	make_key(key, sizeof(key), k, parent, name);
+	pp = &s->ids.tab[hash_str(key) & (s->ids.cap - 1)];
+	while (*pp && strcmp((*pp)->key, key))
+		pp = &(*pp)->next;
+	e = *pp;
+	if (!e)
+		return;
+	*pp = e->next;
+	s->ids.n--;
+	entry_free(e);
+}
+
+/*
+ * rec is what the server said of (k, parent, name) at at (CLOCK_MONOTONIC
+ * ms): it replaces the identity the map holds (add: or is added).  Caller
+ * holds lock.
+ */
+static void ident_put(struct store *s, enum zkind k, const char *parent,
+		      const char *name, struct zrec *rec, bool add,
+		      long long at)
+{
+	struct entry *e;
+	char key[640];
+
+	make_key(key, sizeof(key), k, parent, name);
+	e = find(&s->ids, key);
+	if (!e && !add)
+		return;
+	if (!e && s->ids.n >= IDENT_MAX)
+		table_clear(&s->ids);
+	e = e ? e : get(&s->ids, key, false);
+	if (!e)
+		return; /* not remembered: the next one finds it again */
+	zrec_unref(e->rec);
+	e->rec = zrec_ref(rec);
+	e->fetched = at;
+}
+
+/* ---- objects ---------------------------------------------------------- */
 
 static int fetch_one(struct store *s, enum zkind k, const char *parent,
 		     const char *name, struct zrec **out, struct zen_err *e)
@@ -592,8 +613,8 @@ static int fetch_one(struct store *s, enum zkind k, const char *parent,
  * A write through the tree changed o while a fetch of it was in flight
  * (o->wgen is no longer wgen): what the write left is newer than the
  * answer.  0: its record; -ENOENT: it removed the object; -EAGAIN: it
- * left nothing whole (a partial reply), ask again.  le is set to match.
- * Caller holds lock.
+ * left nothing whole (a reply that did not say it all), ask again.  le is
+ * set to match.  Caller holds lock.
  */
 static int written_meanwhile(const struct entry *o, enum zkind k,
 			     const char *name, struct zen_err *le)
@@ -641,162 +662,61 @@ static int fetch_into(struct store *s, struct entry *o, enum zkind k,
 	o->fetched = ret ? 0 : mono_ms();
 	set_absent(s, o, ret == -ENOENT && zkind_flags(k) & ZKF_LISTED,
 		   mono_ms());
-	if (!ret)
-		o->stale_at = 0;
 	s->bytes += entry_bytes(o);
+	if (!ret)
+		ident_put(s, k, parent, name, r, false, o->fetched);
+	else if (ret == -ENOENT)
+		ident_drop(s, k, parent, name);
 	if (ret == -ENOENT && knew && s->gone_fn)
 		gone_add(g, k, parent, name);
 	fetched(s, o, ret, le);
 	return ret;
 }
 
-/* ---- an object learned from its child ------------------------------- */
-
-static bool hint_is(const struct hint *h, enum zkind k, const char *name,
-		    enum zkind ck, const char *cname)
-{
-	return h->k == k && h->ck == ck && !strcmp(h->name, name) &&
-	       !strcmp(h->cname, cname);
-}
-
-void store_hint(struct store *s, enum zkind k, const char *name, const char *id,
-		enum zkind ck, const char *cname)
+/*
+ * The newest fresh fact the store has about the object (k, parent,
+ * name): its own (a GET, a write, a 404) or the listing's (O(1) by name).
+ * true: *r is the record (NULL: absent) and *at when it was fetched.
+ * *o: the object's entry, NULL when there is none.  Caller holds lock.
+ */
+static bool cached(struct store *s, enum zkind k, const char *parent,
+		   const char *name, struct entry **o, struct zrec **r,
+		   long long *at)
 {
 	long long now = mono_ms();
-	struct hint *h, *slot = NULL;
+	struct entry *l;
+	char key[640];
+	long i;
 
-	if (!id || strlen(name) >= HINT_NAME || strlen(cname) >= HINT_NAME ||
-	    strlen(id) >= sizeof(h->id))
-		return;
-	pthread_mutex_lock(&s->lock);
-	for (int i = 0; i < NHINTS; i++) {
-		h = &s->hints[i];
-		if (h->at && hint_is(h, k, name, ck, cname)) {
-			slot = h;
-			break;
-		}
-		if (!slot || h->at < slot->at)
-			slot = h; /* the oldest, or an unused one */
+	make_key(key, sizeof(key), k, parent, NULL);
+	l = zkind_flags(k) & ZKF_LISTED ? find(&s->t, key) : NULL;
+	if (l && !(l->list && fresh(s, l, now)))
+		l = NULL;
+	make_key(key, sizeof(key), k, parent, name);
+	*o = find(&s->t, key);
+	if (*o && fresh(s, *o, now) && (!l || (*o)->fetched >= l->fetched)) {
+		*r = (*o)->rec;
+		*at = (*o)->fetched;
+		return true;
 	}
-	slot->at = now;
-	slot->k = (unsigned char)k;
-	slot->ck = (unsigned char)ck;
-	/* the lengths were checked above: nothing is cut */
-	strlcpy_z(slot->name, name, sizeof(slot->name));
-	strlcpy_z(slot->id, id, sizeof(slot->id));
-	strlcpy_z(slot->cname, cname, sizeof(slot->cname));
-	pthread_mutex_unlock(&s->lock);
-}
-
-/* The latest hint for (k, name) still worth a try.  Caller holds lock. */
-static const struct hint *hint_for(const struct store *s, enum zkind k,
-				   const char *name, long long now)
-{
-	const struct hint *best = NULL;
-
-	for (int i = 0; i < NHINTS; i++) {
-		const struct hint *h = &s->hints[i];
-
-		if (h->at && now - h->at <= HINT_MS && h->k == k &&
-		    !strcmp(h->name, name) && (!best || h->at > best->at))
-			best = h;
-	}
-	return best;
-}
-
-/*
- * Fetch the object of o (o->fetching set by the caller) through the child
- * h names.  0: the child's reply names the object as h says (both are in,
- * the object partial).  -EAGAIN: the server answered otherwise (a 404,
- * another owner, an error status): nothing kept, the caller fetches the
- * object alone.  Another error: no answer (down, timed out, cut off): the
- * object's fetch fails with it, as fetch_into would have it, with no
- * second request to wait out.
- * Called with lock held; returns with it held (not across the fetch).
- */
-static int fetch_via_child(struct store *s, struct entry *o, enum zkind k,
-			   const char *name, const struct hint *h,
-			   struct zen_err *le)
-{
-	struct zrec *cr = NULL, *pr = NULL;
-	char id[sizeof(h->id)], cname[HINT_NAME], ckey[640];
-	enum zkind ck = (enum zkind)h->ck;
-	unsigned long wgen = o->wgen;
-	long long now;
-	struct entry *c;
-	int ret;
-
-	/* as large as the hint's own, terminated, fields: nothing is cut */
-	strlcpy_z(id, h->id, sizeof(id));
-	strlcpy_z(cname, h->cname, sizeof(cname));
-	make_key(ckey, sizeof(ckey), ck, id, cname);
-	c = get(s, ckey, false);
-	if (!c || c->fetching)
-		return -EAGAIN;
-	c->fetching = true;
-	pthread_mutex_unlock(&s->lock);
-	ret = api_get_child(s->zen, ck, id, cname, &cr, &pr, le);
-	pthread_mutex_lock(&s->lock);
-	if (o->wgen != wgen) {
-		/* The object was written meanwhile: that is newer. */
-		zrec_unref(cr);
-		zrec_unref(pr);
-		fetched(s, c, -EAGAIN, NULL);
-		ret = written_meanwhile(o, k, name, le);
-		if (ret != -EAGAIN)
-			fetched(s, o, ret, le);
-		return ret;
-	}
-	if (!ret && !(pr && zrec_id(pr) && !strcmp(zrec_id(pr), id) &&
-		      zrec_name(pr) && !strcmp(zrec_name(pr), name)))
-		ret = -EAGAIN; /* it belongs to another now */
-	else if (ret == -ENOENT || (ret && le->status))
-		ret = -EAGAIN;
-	if (ret == -EAGAIN) {
-		/* Gone, renamed, made again: the hint is no use any more;
-		 * whoever waits on the child asks again. */
-		for (int i = 0; i < NHINTS; i++)
-			if (hint_is(&s->hints[i], k, name, ck, cname))
-				s->hints[i].at = 0;
-		log_debug("%s '%s' by its %s '%s': %s; asking for it alone",
-			  zkind_name(k), name, zkind_name(ck), cname,
-			  le->status ? le->msg : "it belongs to another now");
-		memset(le, 0, sizeof(*le));
-		zrec_unref(cr);
-		zrec_unref(pr);
-		fetched(s, c, -EAGAIN, NULL);
-		return -EAGAIN;
-	}
-	now = mono_ms();
-	s->bytes -= entry_bytes(c) + entry_bytes(o);
-	zrec_unref(c->rec);
-	c->rec = ret ? NULL : cr;
-	c->fetched = ret ? 0 : now;
-	zrec_unref(o->rec);
-	o->rec = ret ? NULL : pr;
-	o->fetched = ret ? 0 : now;
-	set_absent(s, o, false, now);
-	if (!ret)
-		c->stale_at = o->stale_at = 0;
-	s->bytes += entry_bytes(c) + entry_bytes(o);
-	fetched(s, c, ret, le);
-	fetched(s, o, ret, le);
-	return ret;
+	if (!l)
+		return false;
+	i = zlist_find(l->list, name);
+	*r = i >= 0 ? (struct zrec *)zlist_at(l->list, (size_t)i) : NULL;
+	*at = l->fetched;
+	return true;
 }
 
 int store_find(struct store *s, enum zkind k, const char *parent,
-	       const char *name, bool whole, struct zrec **out,
-	       long long *fresh_until, struct zen_err *err)
+	       const char *name, struct zrec **out, long long *fresh_until,
+	       struct zen_err *err)
 {
-	long long until = 0;
 	struct gone g = { 0 };
 	struct zen_err le = { 0 };
 	struct zrec *r = NULL;
-	struct entry *le_list, *o;
-	const struct hint *h;
+	long long at = 0;
+	struct entry *o;
 	char key[640];
-	long long now;
-	long i;
 	int ret;
 
 	if (fresh_until)
@@ -805,65 +725,21 @@ int store_find(struct store *s, enum zkind k, const char *parent,
 		name = "";
 	pthread_mutex_lock(&s->lock);
 again:
-	now = mono_ms();
-	make_key(key, sizeof(key), k, parent, NULL);
-	le_list = zkind_flags(k) & ZKF_LISTED ? find(s, key) : NULL;
-	make_key(key, sizeof(key), k, parent, name);
-	o = find(s, key);
-	/* A partial record (learned from a child) is newer than the
-	 * listing, but not enough for whole. */
-	if (le_list && usable(s, le_list, now) &&
-	    !(o && o->stale_at >= le_list->fetched) &&
-	    !(whole && o && o->rec && zrec_partial(o->rec) &&
-	      o->fetched > le_list->fetched)) {
-		i = zlist_find(le_list->list, name);
-		if (i >= 0) {
-			progress(s, le_list, i, now);
-			r = (struct zrec *)zlist_at(le_list->list, (size_t)i);
-			if (fresh(s, le_list, now))
-				until = le_list->fetched + s->ttl_ms;
-		}
-		/* An object fetched alone after the listing is newer. */
-		if (o && o->rec && o->fetched > le_list->fetched &&
-		    fresh(s, o, now)) {
-			r = o->rec;
-			until = o->fetched + s->ttl_ms;
-		}
-		ret = r ? 0 : -ENOENT;
-		if (!r)
-			zen_err_set(err, "no %s '%s'", zkind_name(k), name);
+	if (cached(s, k, parent, name, &o, &r, &at))
 		goto take;
-	}
-	o = get(s, key, false);
+	make_key(key, sizeof(key), k, parent, name);
+	o = o ? o : get(&s->t, key, false);
 	if (!o) {
 		ret = -ENOMEM;
 		goto out;
 	}
-	if (o->rec && fresh(s, o, now) && !(whole && zrec_partial(o->rec))) {
-		r = o->rec;
-		until = o->fetched + s->ttl_ms;
-		ret = 0;
-		goto take;
-	}
-	/* Known absent, and no listing since says otherwise. */
-	if (o->absent && fresh(s, o, now) &&
-	    !(le_list && le_list->list && le_list->fetched > o->fetched)) {
-		zen_err_set(err, "no %s '%s'", zkind_name(k), name);
-		ret = -ENOENT;
-		goto take;
-	}
 	if (join(s, o, &ret, err)) {
-		if (ret == -ZEN_WOULD_WAIT)
-			goto out;
-		r = o->rec;
-		/* a fetch through a child that did not count, or a partial
-		 * record where the whole one is wanted */
-		if (ret == -EAGAIN || (!ret && r && whole && zrec_partial(r)))
+		if (ret == -EAGAIN)
 			goto again;
-		if (!ret && !r)
-			ret = -ENOENT;
-		if (r)
-			until = o->fetched + s->ttl_ms;
+		if (ret)
+			goto out;
+		r = o->rec; /* NULL: removed since */
+		at = o->fetched;
 		goto take;
 	}
 	if (!zen_may_wait()) {
@@ -871,71 +747,109 @@ again:
 		goto out;
 	}
 	o->fetching = true;
-	h = whole ? NULL : hint_for(s, k, name, now);
-	ret = h ? fetch_via_child(s, o, k, name, h, &le) : -EAGAIN;
-	if (ret == -EAGAIN)
-		ret = fetch_into(s, o, k, parent, name, &le, &g);
+	ret = fetch_into(s, o, k, parent, name, &le, &g);
 	if (ret == -EAGAIN)
 		goto again; /* a write came first, and left nothing whole */
-	if (ret && err)
-		*err = le;
+	if (ret) {
+		if (err)
+			*err = le;
+		goto out;
+	}
 	r = o->rec;
-	if (!ret)
-		until = o->fetched + s->ttl_ms;
+	at = o->fetched;
 take:
-	if (!ret)
+	ret = r ? 0 : -ENOENT;
+	if (r) {
 		*out = zrec_ref(r);
-	if (fresh_until)
-		*fresh_until = ret ? 0 : until;
+		if (fresh_until)
+			*fresh_until = at + s->ttl_ms;
+	} else {
+		zen_err_set(err, "no %s '%s'", zkind_name(k), name);
+	}
 out:
 	pthread_mutex_unlock(&s->lock);
 	gone_tell(s, &g);
 	return ret;
 }
 
-/* The cached listing of k under parent, edited: rec in place of its
- * namesake (or added), or the entry listed as gone taken out.  Caller
- * holds lock. */
-static void edit_listing(struct store *s, enum zkind k, const char *parent,
-			 struct zrec *rec, const char *gone)
+int store_ident(struct store *s, enum zkind k, const char *parent,
+		const char *name, struct zrec **out, bool *checked,
+		struct zen_err *err)
 {
-	struct zlist *l;
+	struct zrec *r = NULL;
+	long long at;
+	struct entry *e;
+	char key[640];
+	int ret;
+
+	pthread_mutex_lock(&s->lock);
+	/* A fresh fact is better than the map, and confirms it. */
+	if (cached(s, k, parent, name, &e, &r, &at)) {
+		if (r)
+			ident_put(s, k, parent, name, r, true, at);
+		else
+			ident_drop(s, k, parent, name);
+		if (r)
+			*out = zrec_ref(r);
+		pthread_mutex_unlock(&s->lock);
+		if (!r) {
+			zen_err_set(err, "no %s '%s'", zkind_name(k), name);
+			return -ENOENT;
+		}
+		*checked = true;
+		return 0;
+	}
+	make_key(key, sizeof(key), k, parent, name);
+	e = find(&s->ids, key);
+	if (e) {
+		*out = zrec_ref(e->rec);
+		*checked = fresh(s, e, mono_ms());
+		pthread_mutex_unlock(&s->lock);
+		return 0;
+	}
+	pthread_mutex_unlock(&s->lock);
+	ret = store_find(s, k, parent, name, out, &at, err);
+	if (ret)
+		return ret;
+	pthread_mutex_lock(&s->lock);
+	ident_put(s, k, parent, name, *out, true, at - s->ttl_ms);
+	pthread_mutex_unlock(&s->lock);
+	*checked = true;
+	return 0;
+}
+
+/* The cached listing of k under parent, edited (list_apply); when not
+ * keep (out of memory, or a reply that did not say it all), it is no
+ * longer fresh: the next look fetches it again.  Caller holds lock. */
+static void edit_listing(struct store *s, enum zkind k, const char *parent,
+			 struct zrec *rec, const char *name)
+{
 	struct entry *e;
 	char key[640];
 
 	make_key(key, sizeof(key), k, parent, NULL);
-	e = find(s, key);
+	e = find(&s->t, key);
 	if (!e || !e->list)
 		return;
-	l = rec ? zlist_with(e->list, rec) : zlist_without(e->list, gone);
-	if (!l) {
-		/* Out of memory: forget the listing rather than lie. */
-		e->fetched = 0;
-		e->walk_until = 0;
-		return;
-	}
 	s->bytes -= entry_bytes(e);
-	zlist_unref(e->list);
-	e->list = l;
-	e->last_i = -1; /* the indices moved */
+	if (list_apply(&e->list, rec, name) || (rec && zrec_partial(rec)))
+		e->fetched = 0;
 	s->bytes += entry_bytes(e);
 }
 
 /* The object entry of k/parent/name now holds rec (NULL: nothing, until
- * fetched again; stale: and not from the listing either; absent: it is
- * gone), written through the tree: a fetch of it in flight yields.
- * Caller holds lock. */
+ * fetched again; absent: it is gone), written through the tree: a fetch
+ * of it in flight yields.  Caller holds lock. */
 static void set_object(struct store *s, enum zkind k, const char *parent,
-		       const char *name, struct zrec *rec, bool stale,
-		       bool absent)
+		       const char *name, struct zrec *rec, bool absent)
 {
 	long long now = mono_ms();
 	struct entry *e;
 	char key[640];
 
 	make_key(key, sizeof(key), k, parent, name);
-	e = rec || stale || (absent && s->nneg < NEG_MAX) ? get(s, key, false) :
-							    find(s, key);
+	e = rec || (absent && s->nneg < NEG_MAX) ? get(&s->t, key, false) :
+						   find(&s->t, key);
 	if (!e)
 		return;
 	s->bytes -= entry_bytes(e);
@@ -943,8 +857,6 @@ static void set_object(struct store *s, enum zkind k, const char *parent,
 	e->rec = zrec_ref(rec);
 	e->fetched = rec ? now : 0;
 	set_absent(s, e, absent, now);
-	if (stale)
-		e->stale_at = now;
 	e->wgen++;
 	s->bytes += entry_bytes(e);
 }
@@ -952,15 +864,15 @@ static void set_object(struct store *s, enum zkind k, const char *parent,
 void store_update(struct store *s, enum zkind k, const char *parent,
 		  struct zrec *rec)
 {
+	const char *name = zrec_name(rec);
+
 	pthread_mutex_lock(&s->lock);
-	log_write(s, k, parent, zrec_name(rec), rec);
-	if (zrec_partial(rec)) {
-		/* Part of the object is unknown: the next look fetches it. */
-		set_object(s, k, parent, zrec_name(rec), NULL, true, false);
-	} else {
-		edit_listing(s, k, parent, rec, NULL);
-		set_object(s, k, parent, zrec_name(rec), rec, false, false);
-	}
+	log_write(s, k, parent, name, rec);
+	edit_listing(s, k, parent, rec, name);
+	/* A reply that leaves fields out (a key's rotation) is not the
+	 * object: the next look fetches it. */
+	set_object(s, k, parent, name, zrec_partial(rec) ? NULL : rec, false);
+	ident_put(s, k, parent, name, rec, false, mono_ms());
 	pthread_mutex_unlock(&s->lock);
 }
 
@@ -970,7 +882,8 @@ void store_remove(struct store *s, enum zkind k, const char *parent,
 	pthread_mutex_lock(&s->lock);
 	log_write(s, k, parent, name, NULL);
 	edit_listing(s, k, parent, NULL, name);
-	set_object(s, k, parent, name, NULL, false, true);
+	set_object(s, k, parent, name, NULL, true);
+	ident_drop(s, k, parent, name);
 	pthread_mutex_unlock(&s->lock);
 }
 
@@ -1005,19 +918,13 @@ size_t store_sweep(struct store *s)
 	size_t freed = 0;
 
 	pthread_mutex_lock(&s->lock);
-	for (size_t i = 0; i < s->cap; i++) {
-		struct entry **pp = &s->tab[i];
+	for (size_t i = 0; i < s->t.cap; i++) {
+		struct entry **pp = &s->t.tab[i];
 
 		while (*pp) {
 			struct entry *e = *pp;
 
-			/* a stale mark outlives any listing it corrects */
-			if (e->fetching || e->waiters ||
-			    (e->stale_at &&
-			     now - e->stale_at <
-				     WALK_MAX_S * 1000LL + s->ttl_ms) ||
-			    fresh(s, e, now) ||
-			    (e->list && usable(s, e, now))) {
+			if (e->fetching || e->waiters || fresh(s, e, now)) {
 				pp = &e->next;
 				continue;
 			}
@@ -1028,7 +935,7 @@ size_t store_sweep(struct store *s)
 				gone_swept(e, &g);
 			freed += entry_bytes(e);
 			s->bytes -= entry_bytes(e);
-			s->n--;
+			s->t.n--;
 			entry_free(e);
 		}
 	}
@@ -1042,12 +949,10 @@ long long store_next_expiry(struct store *s)
 	long long next = 0, now = mono_ms(), t;
 
 	pthread_mutex_lock(&s->lock);
-	for (size_t i = 0; i < s->cap; i++)
-		for (struct entry *e = s->tab[i]; e; e = e->next) {
+	for (size_t i = 0; i < s->t.cap; i++)
+		for (struct entry *e = s->t.tab[i]; e; e = e->next) {
 			t = e->fetched + s->ttl_ms;
-			if (e->walk_until > t)
-				t = e->walk_until;
-			if (t > now && (!next || t < next))
+			if (e->fetched && t > now && (!next || t < next))
 				next = t;
 		}
 	pthread_mutex_unlock(&s->lock);

@@ -6,18 +6,9 @@
  * held across a network call.
  *
  * Freshness: a list or an object is used for meta_ttl seconds after it was
- * fetched.  A walk over a listing (ls -l, cat *\/id, find) is served from
- * the listing it started with: opening the directory starts a walk, and
- * each lookup of an entry other than the one looked up just before keeps
- * it going for WALK_GAP_MS more (so a second pass, as cat makes after the
- * shell's glob, is part of it), and at least WALK_GAP_MS past the
- * listing's meta_ttl (until then the kernel keeps the entries it was
- * given, and no lookup reaches the daemon); the listing then serves
- * lookups even when
- * older than meta_ttl, up to WALK_MAX_S after it was fetched.  A reader
- * polling one file does not extend it, so what it sees is at most
- * meta_ttl + WALK_GAP_MS old; readers moving between names see at most
- * WALK_MAX_S.
+ * fetched, whatever the access pattern; then the next look fetches it
+ * again: a listing (ls) the whole list, a lookup of one name the object
+ * alone (an O(1) find in a fresh listing, else one GET), never a list.
  *
  * A write through the tree puts the server's reply in place of the cached
  * object (store_update, store_remove): no list is dropped or fetched again.
@@ -40,33 +31,42 @@
 
 #include "backend/api.h"
 
-#define WALK_GAP_MS 1000
-#define WALK_MAX_S 60
-
 struct store *store_new(struct zen *z, unsigned ttl);
 void store_free(struct store *s);
 
 /*
  * The list of kind k (keys: of the account with UUID parent; else parent
- * is NULL): a new reference in *out.  opening: a directory is being opened
- * (a fresh listing, and a walk starts).
+ * is NULL): a new reference in *out.
  */
-int store_list(struct store *s, enum zkind k, const char *parent, bool opening,
+int store_list(struct store *s, enum zkind k, const char *parent,
 	       struct zlist **out, struct zen_err *e);
 
 /*
  * The object of kind k listed as name (server and current user: name
- * ignored): from a usable listing (O(1)), a fresh object, or one GET of
- * that object alone, never a whole list (or of a child it has, see
- * store_hint).  -ENOENT when there is none.  whole: every field is wanted
- * (a record learned from a child lacks the metadata: zrec_partial).
+ * ignored): from a fresh listing (O(1)), a fresh object, or one GET of
+ * that object alone, never a whole list.  -ENOENT when there is none.
  * *fresh_until (may be NULL): until when (CLOCK_MONOTONIC ms) the answer
- * is fresh, that is, younger than meta_ttl; 0 when it is only usable (a
- * walk's listing).  Nothing cached from it may be trusted longer.
+ * is fresh, that is, younger than meta_ttl.  Nothing cached from it may
+ * be trusted longer.
  */
 int store_find(struct store *s, enum zkind k, const char *parent,
-	       const char *name, bool whole, struct zrec **out,
-	       long long *fresh_until, struct zen_err *e);
+	       const char *name, struct zrec **out, long long *fresh_until,
+	       struct zen_err *e);
+
+/*
+ * The object of kind k listed as name, for its name and UUID alone (a
+ * path going through it to a child): from the identity map, which keeps
+ * the last record seen of each object asked for here past meta_ttl,
+ * without a request; else as store_find(), and remembered.  A name's
+ * UUID rarely changes, so an expired account's key is one GET of the key,
+ * with no list and no GET of the account.  *checked: the record was
+ * confirmed within meta_ttl; when it was not and a child is not found
+ * under it, the caller asks store_find() for the object itself (a 404
+ * drops it from the map, a reply that names another UUID replaces it).
+ */
+int store_ident(struct store *s, enum zkind k, const char *parent,
+		const char *name, struct zrec **out, bool *checked,
+		struct zen_err *e);
 
 /*
  * The object listed as name is gone, or no longer cached: a new listing
@@ -82,22 +82,9 @@ typedef void store_gone_fn(void *arg, enum zkind k, const char *parent,
 			   const char *name);
 void store_on_gone(struct store *s, store_gone_fn *fn, void *arg);
 
-/*
- * A lookup went from the object (k, name), whose UUID is id, to its child
- * (ck, cname) (an account's key).  The next time the object's record has
- * expired and the object is wanted but not whole, the child is fetched
- * instead: its reply names the object it belongs to (an API key's names
- * its account), and when that is still name with UUID id, it stands for
- * the object's own GET.  Else (a 404, another owner, any error the
- * server answers) the object is fetched alone after it; a server that does
- * not answer fails the object's lookup with it, with no second request to
- * wait out.  The
- * last few hints are kept, for minutes.
- */
-void store_hint(struct store *s, enum zkind k, const char *name, const char *id,
-		enum zkind ck, const char *cname);
-
-/* rec is what the server now says (a create or update reply). */
+/* rec is what the server now says (a create or update reply): it takes
+ * the place of what is cached.  A reply that leaves fields out
+ * (zrec_partial) is not cached: the next look fetches the object. */
 void store_update(struct store *s, enum zkind k, const char *parent,
 		  struct zrec *rec);
 /* The object listed as name is gone. */

@@ -618,27 +618,23 @@ static void check_credential(struct token_engine *te)
 /* Sleep until the wall-clock second wake (at most; a broadcast on cond
  * ends it sooner), now being the wall clock's time, on CLOCK_MONOTONIC.
  * Caller holds lock. */
-static void sleep_until(struct token_engine *te, const struct timespec *now,
-			time_t wake)
+static void sleep_until(struct token_engine *te, time_t now, time_t wake)
 {
 	struct timespec ts;
 
-	mono_deadline((wake - now->tv_sec) * 1000LL - now->tv_nsec / 1000000,
-		      &ts);
+	mono_deadline((wake - now) * 1000LL, &ts);
 	pthread_cond_timedwait(&te->cond, &te->lock, &ts);
 }
 
 static void *engine_main(void *arg)
 {
 	struct token_engine *te = arg;
-	struct timespec wall;
 	bool do_refresh, do_check, do_probe, expire;
 	time_t now, wake;
 
 	pthread_mutex_lock(&te->lock);
 	while (!te->stop) {
-		clock_gettime(CLOCK_REALTIME, &wall);
-		now = wall.tv_sec;
+		now = time(NULL);
 		wake = now + WALL_LOOK;
 		if (te->next_refresh && te->next_refresh < wake)
 			wake = te->next_refresh;
@@ -650,7 +646,7 @@ static void *engine_main(void *arg)
 		    !te->announced_expiry && te->exp - TOKEN_MARGIN < wake)
 			wake = te->exp - TOKEN_MARGIN;
 		if (wake > now && !te->kick && !te->mint_wanted) {
-			sleep_until(te, &wall, wake);
+			sleep_until(te, now, wake);
 			continue;
 		}
 		do_refresh = (te->next_refresh && te->next_refresh <= now) ||

@@ -290,15 +290,14 @@ class Bench:
     # -- cache control ------------------------------------------------------
 
     def wait_expired(self):
-        """Until everything the daemon cached is older than meta_ttl (and
-        no walk is going on)."""
+        """Until everything the daemon cached is older than meta_ttl."""
         left = self.expire_at - time.monotonic()
         if left > 0:
             time.sleep(left)
 
     def touched(self):
         """The daemon just fetched something: it is fresh until then."""
-        self.expire_at = time.monotonic() + self.ttl + 1.3
+        self.expire_at = time.monotonic() + self.ttl + 0.3
 
     # -- one step ------------------------------------------------------------
 

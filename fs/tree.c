@@ -475,46 +475,57 @@ static void objs_release(struct objs *o)
 /*
  * Find the objects m names: each '*' component in turn (the kind of the
  * row that ends with it; a key's parent is its account's UUID), or the
- * singleton of the row's kind.  whole: the last object's every field is
- * wanted (a file of it is rendered), not only that it exists and its
- * UUID.  0, -ENOENT, or how the server failed.
+ * singleton of the row's kind.  The last object is looked up fresh
+ * (store_find); those a path goes through to it only by name and UUID,
+ * from the identity map (store_ident).  When the last is not found under
+ * one the map gave unconfirmed, the path is looked up again with each
+ * object fresh: the name may be another object's now.  0, -ENOENT, or
+ * how the server failed.
  */
-static int resolve(struct fs *fs, const struct match *m, bool whole,
-		   struct objs *o)
+static int resolve(struct fs *fs, const struct match *m, struct objs *o)
 {
-	const char *pat = m->node->pattern, *star = pat;
+	const char *pat = m->node->pattern, *star;
 	struct zen_err e = { 0 };
+	bool checked, all_checked, verify = false;
 	int ret = 0;
 
+again:
+	star = pat;
+	all_checked = true;
 	o->n = 0;
 	o->fresh_until = 0;
 	for (int i = 0; i < m->nparams; i++) {
+		const char *parent = i ? zrec_id(o->rec[i - 1]) : NULL;
 		const struct node *r;
-		long long until;
+		long long until = 0;
 
 		star = strchr(star, '*');
 		r = row(pat, (size_t)(star - pat) + 1);
 		star++;
-		ret = store_find(fs->store, r->kind,
-				 i ? zrec_id(o->rec[i - 1]) : NULL,
-				 m->params[i], whole && i == m->nparams - 1,
-				 &o->rec[i], &until, &e);
+		checked = true;
+		if (i < m->nparams - 1 && !verify)
+			ret = store_ident(fs->store, r->kind, parent,
+					  m->params[i], &o->rec[i], &checked,
+					  &e);
+		else
+			ret = store_find(fs->store, r->kind, parent,
+					 m->params[i], &o->rec[i], &until, &e);
 		if (ret)
 			break;
-		if (!i || until < o->fresh_until)
+		all_checked = all_checked && checked;
+		if (until && (!o->fresh_until || until < o->fresh_until))
 			o->fresh_until = until;
 		o->n++;
-		/* the first object is found by name alone: a child's
-		 * lookup is a hint for when it is fetched again */
-		if (i == 1)
-			store_hint(fs->store, zrec_kind(o->rec[0]),
-				   m->params[0], zrec_id(o->rec[0]), r->kind,
-				   m->params[1]);
+	}
+	if (ret == -ENOENT && !all_checked) {
+		objs_release(o);
+		verify = true;
+		goto again;
 	}
 	/* A file of a singleton (server, whoami) reads its record. */
 	if (!ret && !m->nparams && zkind_flags(m->node->kind) & ZKF_SINGLETON &&
 	    m->node->type == REG) {
-		ret = store_find(fs->store, m->node->kind, NULL, "", true,
+		ret = store_find(fs->store, m->node->kind, NULL, "",
 				 &o->rec[0], &o->fresh_until, &e);
 		if (!ret)
 			o->n = 1;
@@ -539,7 +550,7 @@ int tree_exists(struct fs *fs, const struct match *m, long long *fresh_until)
 	/* Singletons exist; only '*' components are asked about. */
 	if (!m->nparams)
 		return 0;
-	ret = resolve(fs, m, false, &o);
+	ret = resolve(fs, m, &o);
 	if (!ret && (m->node->flags & NF_TRANSIENT) &&
 	    !key_value_exists(fs, m, &o))
 		ret = -ENOENT;
@@ -597,22 +608,6 @@ static int render_info(struct fs *fs, const struct zrec *r,
 	return *out ? 0 : -ENOMEM;
 }
 
-/* Does the file m names read the object's metadata?  A control file
- * reads body fields (active, status, lock); info.json reads all. */
-static bool reads_metadata(const struct match *m)
-{
-	const struct zfield *f;
-	size_t n;
-
-	if (m->node->render)
-		return false;
-	if (m->field < 0)
-		return true;
-	f = zkind_fields(m->node->kind, &n);
-	return (size_t)m->field < n && f[m->field].json &&
-	       !strncmp(f[m->field].json, "metadata.", 9);
-}
-
 int tree_render(struct fs *fs, const struct match *m, struct content **out,
 		long long *fresh_until)
 {
@@ -630,7 +625,7 @@ int tree_render(struct fs *fs, const struct match *m, struct content **out,
 		return -EINVAL; /* served by fs/publish.c */
 	if (nd->flags & NF_CTRL && !nd->render)
 		return -EACCES; /* write-only control file */
-	ret = resolve(fs, m, reads_metadata(m), &o);
+	ret = resolve(fs, m, &o);
 	if (ret)
 		return ret;
 	if (nd->render)
@@ -674,7 +669,7 @@ int tree_opendir(struct fs *fs, const struct match *m, struct dir_snap *d)
 	if (dir->type != DIR)
 		return -ENOTDIR;
 	memset(d, 0, sizeof(*d));
-	ret = resolve(fs, m, false, &o);
+	ret = resolve(fs, m, &o);
 	if (ret)
 		return ret;
 	for (size_t i = 0; i < NNODES && !ret; i++) {
@@ -709,8 +704,8 @@ int tree_opendir(struct fs *fs, const struct match *m, struct dir_snap *d)
 	}
 	if (star && !ret)
 		ret = store_list(fs->store, star->kind,
-				 o.n ? zrec_id(o.rec[o.n - 1]) : NULL, true,
-				 &d->list, &e);
+				 o.n ? zrec_id(o.rec[o.n - 1]) : NULL, &d->list,
+				 &e);
 	if (ret == -ENOMEM && !e.msg[0])
 		zen_err_set(&e, "out of memory");
 	if (ret && ret != -ZEN_WOULD_WAIT)
@@ -880,7 +875,7 @@ int tree_write(struct fs *fs, const struct match *m, const char *buf,
 	ret = parse_value(m, buf, len, who, &v);
 	if (ret)
 		return ret;
-	ret = resolve(fs, m, false, &o);
+	ret = resolve(fs, m, &o);
 	if (ret)
 		return ret;
 	ret = nd->write(fs, m, &o, &v, who, &after);
@@ -916,7 +911,7 @@ int tree_mkdir(struct fs *fs, const struct match *m, const struct caller *who)
 		return ret;
 	pm.node = parent;
 	pm.nparams = m->nparams - 1;
-	ret = resolve(fs, &pm, false, &o);
+	ret = resolve(fs, &pm, &o);
 	if (ret)
 		return ret;
 	ret = parent->mkdir(fs, m, &o, who, &created);
@@ -942,7 +937,7 @@ int tree_rmdir(struct fs *fs, const struct match *m, const struct caller *who)
 	ret = check_admin(fs, who, "rmdir", m);
 	if (ret)
 		return ret;
-	ret = resolve(fs, m, false, &o);
+	ret = resolve(fs, m, &o);
 	if (ret)
 		return ret;
 	ret = m->node->rmdir(fs, m, &o, who);

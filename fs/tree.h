@@ -67,8 +67,8 @@ int tree_render(struct fs *fs, const struct match *m, struct content **out,
 
 /*
  * A directory's entries, taken once when it is opened: the fixed names
- * and, for a directory of server objects, the listing (a walk over it is
- * served from that listing: backend/store.h).
+ * and, for a directory of server objects, the listing (a reference: it
+ * stays what it was when opened while the directory is read).
  */
 struct dir_fixed {
 	const char *name; /* static: a row's or a field's */

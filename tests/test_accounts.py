@@ -546,7 +546,7 @@ def test_name_a_listing_lacks_is_gone_from_stat_at_once(zenml_server,
     sadir = m.join("service-accounts")
     path = os.path.join(sadir, sa["name"])
     assert sa["name"] in os.listdir(sadir)
-    time.sleep(ttl + 1.5)  # the listing and its walk are over
+    time.sleep(ttl + 1.5)  # the listing has expired
     assert os.path.isdir(path)  # fetched alone: fresh for ttl s more
     srv.api("DELETE", SAS + "/" + sa["id"]).raise_for_status()
     assert sa["name"] not in os.listdir(sadir)
