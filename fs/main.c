@@ -418,7 +418,8 @@ static int first_token(struct daemon *d, const char *state_dir)
 			return exit_for(ret);
 		}
 		wait = backoff_ms(attempt, START_BACKOFF_MS,
-				  START_BACKOFF_MAX_MS, JITTER_FULL, e.retry_after);
+				  START_BACKOFF_MAX_MS, JITTER_FULL,
+				  e.retry_after);
 		fprintf(stderr,
 			"zenmlfs: %s '%s' failed: %s; trying again in %.1f s\n",
 			login ? "login to" : "first token from", d->o.url,

@@ -525,8 +525,8 @@ again:
 	/* A file of a singleton (server, whoami) reads its record. */
 	if (!ret && !m->nparams && zkind_flags(m->node->kind) & ZKF_SINGLETON &&
 	    m->node->type == REG) {
-		ret = store_find(fs->store, m->node->kind, NULL, "",
-				 &o->rec[0], &o->fresh_until, &e);
+		ret = store_find(fs->store, m->node->kind, NULL, "", &o->rec[0],
+				 &o->fresh_until, &e);
 		if (!ret)
 			o->n = 1;
 	}
