@@ -35,8 +35,8 @@ static pthread_t main_thread;
 static bool on_main; /* a notification was sent from the caller's thread */
 
 int __wrap_fuse_lowlevel_notify_inval_entry(struct fuse_session *se,
-					    fuse_ino_t parent,
-					    const char *name, size_t namelen);
+					    fuse_ino_t parent, const char *name,
+					    size_t namelen);
 int __wrap_fuse_lowlevel_notify_delete(struct fuse_session *se,
 				       fuse_ino_t parent, fuse_ino_t child,
 				       const char *name, size_t namelen);
@@ -57,8 +57,8 @@ static void record(const char *one)
 }
 
 int __wrap_fuse_lowlevel_notify_inval_entry(struct fuse_session *se,
-					    fuse_ino_t parent,
-					    const char *name, size_t namelen)
+					    fuse_ino_t parent, const char *name,
+					    size_t namelen)
 {
 	char one[128];
 

@@ -84,8 +84,8 @@ static const char *id_of(size_t i, char *buf, size_t size)
 static json_t *account_json(const char *name, const char *id)
 {
 	json_t *j = json_pack("{s:s, s:s, s:{s:s, s:s, s:s, s:b}}", "id", id,
-			      "name", name, "body", "full_name", "",
-			      "created", "2026-01-02T03:04:05", "updated",
+			      "name", name, "body", "full_name", "", "created",
+			      "2026-01-02T03:04:05", "updated",
 			      "2026-01-02T03:04:05", "active", 1);
 
 	if (!server_partial)
@@ -158,8 +158,9 @@ int __wrap_api_list(struct zen *z, enum zkind k, const char *parent,
 	for (size_t i = 0; i < NSRV; i++)
 		if (server_has[i])
 			json_array_append_new(
-				items, account_json(server_has[i],
-						    id_of(i, buf, sizeof(buf))));
+				items,
+				account_json(server_has[i],
+					     id_of(i, buf, sizeof(buf))));
 	*out = zlist_parse(k, items);
 	json_decref(items);
 	return *out ? 0 : -ENOMEM;
@@ -184,7 +185,8 @@ int __wrap_api_get(struct zen *z, enum zkind k, const char *parent,
 			if (server_key[n] && !strcmp(server_key[n], name_or_id))
 				j = key_json(name_or_id);
 	if (i >= 0)
-		j = account_json(name_or_id, id_of((size_t)i, buf, sizeof(buf)));
+		j = account_json(name_or_id,
+				 id_of((size_t)i, buf, sizeof(buf)));
 	if (!j) {
 		zen_err_set(e, "GET: server said 404");
 		e->status = 404;

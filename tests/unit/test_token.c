@@ -107,8 +107,8 @@ int __wrap_api_token(struct zen *z, unsigned lifetime, struct secret **out,
 		e->retry_after = fail_retry_after;
 	}
 	snprintf(claims, sizeof(claims),
-		 "{\"sub\":\"me\",\"iat\":%lld,\"exp\":%lld}",
-		 (long long)now_s, (long long)now_s + lifetime);
+		 "{\"sub\":\"me\",\"iat\":%lld,\"exp\":%lld}", (long long)now_s,
+		 (long long)now_s + lifetime);
 	pthread_mutex_unlock(&lock);
 	if (ret)
 		return ret;
@@ -385,8 +385,8 @@ static void single_flight(int with)
 		CHECK(m[i].ret == with);
 	}
 	CHECK(n_token == 1);
-	CHECK(status_has(te, with ? "refresh_failures: 1\n" :
-				    "refreshes: 1\n"));
+	CHECK(status_has(te,
+			 with ? "refresh_failures: 1\n" : "refreshes: 1\n"));
 	token_engine_free(te);
 }
 
