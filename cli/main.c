@@ -45,11 +45,11 @@
 #include "fs/newkeys.h"
 #include "fs/notify.h"
 #include "fs/ops.h"
-#include "fs/options.h"
+#include "cli/options.h"
 #include "fs/publish.h"
 #include "fs/self.h"
-#include "fs/service.h"
-#include "fs/statuscmd.h"
+#include "cli/service.h"
+#include "cli/status.h"
 
 #include "backend/banned.h" /* always the last include */
 

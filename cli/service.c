@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MIT
 #define _GNU_SOURCE /* pipe2 */
-#include "fs/service.h"
+#include "cli/service.h"
 
 #include <errno.h>
 #include <fcntl.h>

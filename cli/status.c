@@ -14,7 +14,7 @@
  * answers or its connection is aborted), holding none of the caller's
  * descriptors, and init reaps it.
  */
-#include "fs/statuscmd.h"
+#include "cli/status.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -28,7 +28,7 @@
 #include <unistd.h>
 
 #include "backend/util.h"
-#include "fs/service.h"
+#include "cli/service.h"
 
 #include "backend/banned.h" /* always the last include */
 
