@@ -11,6 +11,7 @@
 #include "backend/store.h"
 #include "backend/token.h"
 #include "backend/util.h"
+#include "fs/content.h"
 #include "fs/newkeys.h"
 #include "fs/publish.h"
 

@@ -2,7 +2,7 @@
 /*
  * What every part of the tree shares: the mount's settings (struct fs,
  * made once by main and read-only after), a path matched against the node
- * table, rendered content, and who is calling.
+ * table, and who is calling.
  */
 #ifndef ZENMLFS_FS_H
 #define ZENMLFS_FS_H
@@ -61,21 +61,6 @@ struct objs {
 	/* until when (CLOCK_MONOTONIC ms) all of them are fresh; 0: not */
 	long long fresh_until;
 };
-
-/* Rendered file content, reference-counted so a reply can use it without
- * holding a lock. */
-struct content {
-	int refs;
-	bool secret; /* data in guarded memory */
-	size_t len;
-	char *data;
-};
-
-struct content *content_new(size_t len, bool secret);
-/* A copy of s[0..len) with a newline appended when nl. */
-struct content *content_text(const char *s, size_t len, bool nl, bool secret);
-struct content *content_ref(struct content *c);
-void content_unref(struct content *c);
 
 /* Who is calling (from the FUSE request). */
 struct caller {

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "backend/secret.h"
+#include "fs/content.h"
 #include "fs/fs.h"
 
 #include "backend/banned.h" /* always the last include */

@@ -11,6 +11,7 @@
 #include "backend/log.h"
 #include "backend/secret.h"
 #include "backend/util.h"
+#include "fs/content.h"
 #include "fs/fs.h"
 
 #include "backend/banned.h" /* always the last include */

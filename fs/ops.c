@@ -24,6 +24,7 @@
 #include "backend/util.h"
 #include "backend/zenml.h"
 #include "fs/channel.h"
+#include "fs/content.h"
 #include "fs/defer.h"
 #include "fs/inode.h"
 #include "fs/notify.h"

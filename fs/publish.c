@@ -15,6 +15,7 @@
 #include "backend/secret.h"
 #include "backend/token.h"
 #include "backend/util.h"
+#include "fs/content.h"
 #include "fs/inode.h"
 #include "fs/notify.h"
 #include "fs/self.h"

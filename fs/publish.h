@@ -21,6 +21,8 @@
 
 #include "fs/fs.h"
 
+struct content;
+
 struct fuse_session;
 struct secret;
 

@@ -11,6 +11,7 @@
 #include <time.h>
 
 #include "backend/secret.h"
+#include "fs/content.h"
 #include "fs/fs.h"
 #include "fs/inode.h"
 
