@@ -1,32 +1,30 @@
 // SPDX-License-Identifier: MIT
 /*
- * The OAuth 2.0 device authorization grant against a ZenML server:
- * request a code, show where to approve it, poll at the server's interval
- * (slower on "slow_down") with a live countdown, save the session.
+ * zenmlfs login: the OAuth 2.0 device authorization grant
+ * (backend/login.c) on a terminal: show where to approve the code, poll
+ * at the server's interval (slower on "slow_down") with a live countdown,
+ * save the session.  zenmlfs logout: forget it.
  */
-#include "backend/login.h"
+#include "cli/login.h"
 
 #include <errno.h>
 #include <getopt.h>
-#include <jansson.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
 
-#include <sys/utsname.h>
-
 #include "backend/exitcode.h"
 #include "backend/http.h"
+#include "backend/login.h"
 #include "backend/secret.h"
 #include "backend/session.h"
 #include "backend/util.h"
 
 #include "backend/banned.h" /* always the last include */
-
-#define DEVICE_GRANT "urn:ietf:params:oauth:grant-type:device_code"
 
 enum {
 	L_OK = EXIT_OK,
@@ -43,46 +41,6 @@ static volatile sig_atomic_t interrupted;
 static void on_signal(int sig)
 {
 	interrupted = 1;
-}
-
-/*
- * The User-Agent the ZenML server reads a device's details from
- * (OAuthDeviceUserAgentHeader): "Host/<hostname> ZenML/<version>
- * Python/<version> OS/<system>", space-separated key/value pairs.  We are
- * not Python: that one is left out, and ZenML/ names zenmlfs.
- */
-static void device_user_agent(char *buf, size_t size)
-{
-	struct utsname u;
-	char host[sizeof(u.nodename)] = "unknown",
-	     os[sizeof(u.sysname)] = "Linux";
-
-	if (!uname(&u)) {
-		snprintf(host, sizeof(host), "%s", u.nodename);
-		snprintf(os, sizeof(os), "%s", u.sysname);
-	}
-	/* the header splits on spaces */
-	for (char *p = host; *p; p++)
-		if (*p == ' ' || (unsigned char)*p < 0x21 || *p == 0x7f)
-			*p = '-';
-	snprintf(buf, size, "Host/%s ZenML/zenmlfs-%s OS/%s zenmlfs/%s", host,
-		 ZENMLFS_VERSION, os, ZENMLFS_VERSION);
-}
-
-static int post_form(struct http_client *h, const char *form, size_t len,
-		     const char *path, const char *ua, struct http_response *r)
-{
-	return http_do(h,
-		       &(struct http_req){
-			       .method = "POST",
-			       .path = path,
-			       .ctype = "application/x-www-form-urlencoded",
-			       .body = form,
-			       .body_len = len,
-			       .secret_reply = true,
-			       .user_agent = ua,
-		       },
-		       r);
 }
 
 static void login_usage(FILE *f)
@@ -130,20 +88,39 @@ static struct http_client *client_for(const char *url, const char *cafile)
 	return h;
 }
 
-/* The device id is only in the device_id= parameter of the URL. */
-static void device_id_of(const char *uri, char *id, size_t size)
+/* What a poll's last step means: said on stdout; the exit code. */
+static int said(enum device_step step, const char *url, const char *cr,
+		const char *why)
 {
-	const char *p = strstr(uri, "device_id=");
-
-	id[0] = '\0';
-	if (p && strlen(p + 10) >= 36) {
-		snprintf(id, size, "%.36s", p + 10);
-		if (!uuid_valid(id))
-			id[0] = '\0';
+	switch (step) {
+	case DL_APPROVED:
+		return L_OK;
+	case DL_DENIED:
+		printf("%sthe login was denied: nothing was saved.\n", cr);
+		return L_DENIED;
+	case DL_EXPIRED:
+		printf("%sthe code expired before it was approved: "
+		       "run 'zenmlfs login %s' again.\n",
+		       cr, url);
+		return L_EXPIRED;
+	case DL_MALFORMED:
+		printf("%smalformed login reply from the server: nothing was "
+		       "saved.\n",
+		       cr);
+		return L_SERVER;
+	case DL_NOMEM:
+		printf("%scannot save the session under $XDG_STATE_HOME/"
+		       "zenmlfs\n",
+		       cr);
+		return L_FAIL;
+	default:
+		printf("%sthe server refused the login: %s\n", cr, why);
+		return L_DENIED;
 	}
 }
 
-int login_main(int argc, char **argv)
+/* The options of "zenmlfs login": -1 to go on, else the exit code. */
+static int login_args(int argc, char **argv, bool *trust, const char **cafile)
 {
 	static const struct option opts[] = {
 		{ "trust", no_argument, NULL, 't' },
@@ -151,19 +128,7 @@ int login_main(int argc, char **argv)
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
 	};
-	struct http_response r = { 0 };
-	struct http_client *h = NULL;
-	const char *cr;
-	struct secret *code = NULL, *form = NULL, *tok = NULL;
-	const char *cafile = NULL, *url;
-	char client[40], form_buf[256], full[2048], device[40], cls[64],
-		msg[300], ua[512];
-	bool tty = isatty(STDOUT_FILENO);
-	json_t *j = NULL, *v;
-	bool trust = false;
-	long interval, expires;
-	time_t deadline, next;
-	int c, ret = L_FAIL;
+	int c;
 
 	optind = 1;
 	opterr = 0;
@@ -173,10 +138,10 @@ int login_main(int argc, char **argv)
 			break;
 		switch (c) {
 		case 't':
-			trust = true;
+			*trust = true;
 			break;
 		case 'c':
-			cafile = optarg;
+			*cafile = optarg;
 			break;
 		case 'h':
 			login_usage(stdout);
@@ -196,106 +161,50 @@ int login_main(int argc, char **argv)
 			argv[optind + 1]);
 		return L_USAGE;
 	}
-	url = login_url(argc, argv);
-	h = client_for(url, cafile);
-	if (!h)
-		return url ? L_SERVER : L_USAGE;
-	url = http_base_url(h);
-	device_user_agent(ua, sizeof(ua));
-	/* After a countdown line, start over at its beginning. */
-	cr = tty ? "\r" : "";
-	if (session_client_id(client, sizeof(client))) {
-		fprintf(stderr, "zenmlfs: cannot create the client id under "
-				"$XDG_STATE_HOME/zenmlfs\n");
-		goto out;
-	}
+	return -1;
+}
 
-	/* 1. a device code */
-	snprintf(form_buf, sizeof(form_buf), "client_id=%s", client);
-	if (post_form(h, form_buf, strlen(form_buf),
-		      "/api/v1/device_authorization", ua, &r)) {
-		fprintf(stderr,
-			"zenmlfs: cannot reach the ZenML server at "
-			"'%s'\n",
-			url);
-		ret = L_SERVER;
-		goto out;
-	}
-	if (r.status != 200) {
-		zerr_parse(r.body, r.len, cls, sizeof(cls), msg, sizeof(msg));
-		fprintf(stderr,
-			"zenmlfs: '%s' refused the device login: "
-			"server said %ld (%s)\n",
-			url, r.status, msg);
-		ret = L_SERVER;
-		goto out;
-	}
-	j = json_loadb(r.body, r.len, 0, NULL);
-	http_response_release(&r);
-	v = json_object_get(j, "device_code");
-	if (!json_is_string(v) ||
-	    !json_is_string(json_object_get(j, "user_code")) ||
-	    !json_is_string(json_object_get(j, "verification_uri"))) {
-		fprintf(stderr,
-			"zenmlfs: malformed device login reply from "
-			"'%s'\n",
-			url);
-		ret = L_SERVER;
-		goto out;
-	}
-	/* The device code can be exchanged for a session: guarded memory. */
-	code = secret_new(json_string_value(v), json_string_length(v));
-	if (!code)
-		goto out;
-	interval = json_integer_value(json_object_get(j, "interval"));
-	expires = json_integer_value(json_object_get(j, "expires_in"));
-	if (interval < 1 || interval > 60)
-		interval = 5;
-	if (expires < 1 || expires > 3600)
-		expires = 300;
-	v = json_object_get(j, "verification_uri_complete");
-	if (!json_is_string(v))
-		v = json_object_get(j, "verification_uri");
-	snprintf(full, sizeof(full), "%s%s",
-		 json_string_value(v)[0] == '/' ? url : "",
-		 json_string_value(v));
-	device_id_of(full, device, sizeof(device));
+static void show_code(const struct device_login *dl, const char *url,
+		      bool trust)
+{
 	printf("To log in to %s, open this URL in a browser and approve "
 	       "the device:\n\n  %s\n\nuser code: %s\n",
-	       url, full, json_string_value(json_object_get(j, "user_code")));
+	       url, dl->verification, dl->user_code);
 	if (trust)
 		printf("Tick \"trust this device\" when approving: a trusted "
 		       "device's session lasts longer.\n");
 	printf("\n");
 	fflush(stdout);
+}
 
-	/* 2. poll */
+/*
+ * Poll until the code is approved (0, *session set) or not (the exit
+ * code, said on stdout), with a countdown on a terminal (cr: "\r" to go
+ * back to the start of its line).
+ */
+static int wait_approval(struct device_login *dl, const char *url,
+			 const char *cr, struct secret **session)
+{
+	time_t deadline = time(NULL) + dl->expires;
+	time_t next = time(NULL) + dl->interval;
+	enum device_step step = DL_PENDING;
+	char why[400];
+
 	signal(SIGINT, on_signal);
 	signal(SIGTERM, on_signal);
-	if (http_form_add(&form, "grant_type", DEVICE_GRANT,
-			  strlen(DEVICE_GRANT)) ||
-	    http_form_add(&form, "client_id", client, strlen(client)) ||
-	    http_form_add(&form, "device_code", code->buf, code->len))
-		goto out;
-	deadline = time(NULL) + expires;
-	next = time(NULL) + interval;
-	for (;;) {
+	while (step == DL_PENDING) {
 		time_t now = time(NULL);
 
 		if (interrupted) {
 			printf("%sinterrupted: nothing was saved.\n", cr);
-			ret = L_INTERRUPTED;
-			goto out;
+			return L_INTERRUPTED;
 		}
 		if (now >= deadline) {
-			printf("%sthe code expired before it was approved: "
-			       "run 'zenmlfs login %s' again.\n",
-			       cr, url);
-			ret = L_EXPIRED;
-			goto out;
+			step = DL_EXPIRED;
+			break;
 		}
 		/* A countdown on a terminal; plain lines otherwise. */
-		if (tty) {
+		if (cr[0]) {
 			printf("\rwaiting for approval... %3lds left ",
 			       (long)(deadline - now));
 			fflush(stdout);
@@ -304,74 +213,71 @@ int login_main(int argc, char **argv)
 			sleep(1);
 			continue;
 		}
-		next = now + interval;
-		if (post_form(h, form->buf, form->len, "/api/v1/login", ua, &r))
-			continue; /* transient: keep polling */
-		if (r.status == 200)
-			break;
-		zerr_parse(r.body, r.len, cls, sizeof(cls), msg, sizeof(msg));
-		if (r.status >= 500 || r.status == 429) {
-			/* The server is busy or restarting: keep polling
-			 * until the code expires. */
-			http_response_release(&r);
-			continue;
-		}
-		http_response_release(&r);
-		if (!strcmp(cls, "authorization_pending"))
-			continue;
-		if (!strcmp(cls, "slow_down")) {
-			interval += 5;
-			next = now + interval;
-			continue;
-		}
-		if (!strcmp(cls, "access_denied")) {
-			printf("%sthe login was denied: nothing was saved.\n",
-			       cr);
-			ret = L_DENIED;
-			goto out;
-		}
-		if (!strcmp(cls, "expired_token")) {
-			printf("%sthe code expired before it was approved: "
-			       "run 'zenmlfs login %s' again.\n",
-			       cr, url);
-			ret = L_EXPIRED;
-			goto out;
-		}
-		printf("%sthe server refused the login: %s%s%s\n", cr, cls,
-		       cls[0] ? ": " : "", msg);
-		ret = L_DENIED;
-		goto out;
+		step = device_login_poll(dl, session, why, sizeof(why));
+		next = now + dl->interval;
 	}
+	return said(step, url, cr, why);
+}
 
-	/* 3. save */
-	json_decref(j);
-	j = json_loadb(r.body, r.len, 0, NULL);
-	v = json_object_get(j, "access_token");
-	if (!json_is_string(v)) {
-		printf("%smalformed login reply from the server: nothing was "
-		       "saved.\n",
-		       cr);
-		ret = L_SERVER;
-		goto out;
-	}
-	tok = secret_new(json_string_value(v), json_string_length(v));
-	if (!tok || session_save(url, tok)) {
+/* Save the approved session and say how to mount with it. */
+static int save(const char *url, const struct device_login *dl,
+		const struct secret *session, const char *cr)
+{
+	char path[2048];
+
+	if (session_save(url, session)) {
 		printf("%scannot save the session under $XDG_STATE_HOME/"
 		       "zenmlfs\n",
 		       cr);
-		goto out;
+		return L_FAIL;
 	}
-	session_path(url, full, sizeof(full));
+	session_path(url, path, sizeof(path));
 	printf("%slogged in to %s%s%s; the session is saved in %s\n"
 	       "mount with: zenmlfs --url %s MOUNTPOINT\n",
-	       cr, url, device[0] ? " as device " : "", device, full, url);
-	ret = L_OK;
+	       cr, url, dl->device[0] ? " as device " : "", dl->device, path,
+	       url);
+	return L_OK;
+}
+
+int login_main(int argc, char **argv)
+{
+	struct device_login dl = { 0 };
+	struct secret *session = NULL;
+	struct http_client *h;
+	const char *cafile = NULL, *url;
+	/* After a countdown line, start over at its beginning. */
+	const char *cr = isatty(STDOUT_FILENO) ? "\r" : "";
+	char client[40], why[2200];
+	bool trust = false;
+	int ret;
+
+	ret = login_args(argc, argv, &trust, &cafile);
+	if (ret >= 0)
+		return ret;
+	url = login_url(argc, argv);
+	h = client_for(url, cafile);
+	if (!h)
+		return url ? L_SERVER : L_USAGE;
+	url = http_base_url(h);
+	ret = L_FAIL;
+	if (session_client_id(client, sizeof(client))) {
+		fprintf(stderr, "zenmlfs: cannot create the client id under "
+				"$XDG_STATE_HOME/zenmlfs\n");
+		goto out;
+	}
+	ret = device_login_start(&dl, h, client, why, sizeof(why));
+	if (ret) {
+		fprintf(stderr, "zenmlfs: %s\n", why);
+		ret = ret == -ENOMEM ? L_FAIL : L_SERVER;
+		goto out;
+	}
+	show_code(&dl, url, trust);
+	ret = wait_approval(&dl, url, cr, &session);
+	if (!ret)
+		ret = save(url, &dl, session, cr);
 out:
-	http_response_release(&r);
-	json_decref(j);
-	secret_unref(code);
-	secret_unref(form);
-	secret_unref(tok);
+	secret_unref(session);
+	device_login_release(&dl);
 	http_client_free(h);
 	return ret;
 }

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* "zenmlfs login URL [--trust]" (OAuth device flow) and "zenmlfs logout". */
-#ifndef ZENMLFS_LOGIN_H
-#define ZENMLFS_LOGIN_H
+#ifndef ZENMLFS_CLI_LOGIN_H
+#define ZENMLFS_CLI_LOGIN_H
 
 /* argv[0] is "login" / "logout".  Return the process exit code. */
 int login_main(int argc, char **argv);
