@@ -13,6 +13,7 @@
 
 #include <stdbool.h>
 
+struct channel;
 struct fuse_session;
 
 /*
@@ -35,9 +36,13 @@ void channel_fds_snapshot(struct channel_fds *s);
  * descriptor), or -1 (no auto_unmount). */
 int channel_unmount_socket(int dev, const struct channel_fds *before);
 
-/* After fuse_session_mount(): take over the channel's reads and writes. */
+/* What the channel of one mount remembers (fs->chan). */
+struct channel *channel_new(void);
+void channel_free(struct channel *ch);
+/* After fuse_session_mount(): take over the channel's reads and writes.
+ * The session's userdata is the struct fs that holds the channel. */
 int channel_setup(struct fuse_session *se);
 /* From op_init: ask for parallel lookups in the INIT reply. */
-void channel_want_parallel_dirops(bool on);
+void channel_want_parallel_dirops(struct channel *ch, bool on);
 
 #endif
