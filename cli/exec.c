@@ -61,7 +61,7 @@
 #include "backend/http.h"
 #include "backend/secret.h"
 #include "backend/util.h"
-#include "fs/statuscmd.h"
+#include "cli/status.h"
 
 #include "backend/banned.h" /* always the last include */
 

@@ -15,46 +15,67 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include "fs/fs.h"
+
 #include "backend/banned.h" /* always the last include */
 
-static bool want_parallel;
+struct channel {
+	uint64_t init_unique; /* the INIT request's, once read */
+	bool want_parallel;
+};
+
+struct channel *channel_new(void)
+{
+	return calloc(1, sizeof(struct channel));
+}
+
+void channel_free(struct channel *ch)
+{
+	free(ch);
+}
 
 /* The libfuse built with needs the INIT reply fixed (see channel.h). */
 #define CHANNEL_FIX_INIT (FUSE_VERSION < CHANNEL_INIT_FIXED)
 
 #if CHANNEL_FIX_INIT
-static uint64_t init_unique; /* the INIT request's, once read */
+/* The session's userdata is the struct fs (fs/ops.h). */
+static struct channel *channel_of(void *userdata)
+{
+	return ((struct fs *)userdata)->chan;
+}
 
 static ssize_t ch_read(int fd, void *buf, size_t len, void *userdata)
 {
+	struct channel *ch = channel_of(userdata);
 	const struct fuse_in_header *in = buf;
 	ssize_t n = read(fd, buf, len);
 
 	if (n >= (ssize_t)sizeof(*in) && in->opcode == FUSE_INIT)
-		__atomic_store_n(&init_unique, in->unique, __ATOMIC_RELEASE);
+		__atomic_store_n(&ch->init_unique, in->unique,
+				 __ATOMIC_RELEASE);
 	return n;
 }
 
 static ssize_t ch_writev(int fd, struct iovec *iov, int count, void *userdata)
 {
+	struct channel *ch = channel_of(userdata);
 	struct fuse_out_header *out = iov[0].iov_base;
-	uint64_t init = __atomic_load_n(&init_unique, __ATOMIC_ACQUIRE);
+	uint64_t init = __atomic_load_n(&ch->init_unique, __ATOMIC_ACQUIRE);
 
 	if (init && count >= 2 && iov[0].iov_len == sizeof(*out) &&
 	    out->unique == init && out->error == 0 &&
 	    iov[1].iov_len >=
 		    offsetof(struct fuse_init_out, flags) + sizeof(uint32_t) &&
-	    __atomic_load_n(&want_parallel, __ATOMIC_ACQUIRE))
+	    __atomic_load_n(&ch->want_parallel, __ATOMIC_ACQUIRE))
 		((struct fuse_init_out *)iov[1].iov_base)->flags |=
 			FUSE_PARALLEL_DIROPS;
 	return writev(fd, iov, count);
 }
-
 #endif
 
-void channel_want_parallel_dirops(bool on)
+void channel_want_parallel_dirops(struct channel *ch, bool on)
 {
-	__atomic_store_n(&want_parallel, on, __ATOMIC_RELEASE);
+	__atomic_store_n(&ch->want_parallel, on, __ATOMIC_RELEASE);
 }
 
 int channel_setup(struct fuse_session *se)
@@ -70,6 +91,7 @@ int channel_setup(struct fuse_session *se)
 		return 0;
 	return fuse_session_custom_io(se, &io, fuse_session_fd(se));
 #else
+	(void)se;
 	return 0;
 #endif
 }

@@ -18,6 +18,7 @@
 
 #include <stdbool.h>
 
+struct channel;
 struct fuse_session;
 
 /*
@@ -45,11 +46,15 @@ int channel_unmount_socket(int dev, const struct channel_fds *before);
 /* The libfuse that puts FUSE_PARALLEL_DIROPS in its INIT reply itself. */
 #define CHANNEL_INIT_FIXED FUSE_MAKE_VERSION(3, 17)
 
+/* What the channel of one mount remembers (fs->chan). */
+struct channel *channel_new(void);
+void channel_free(struct channel *ch);
 /* After fuse_session_mount(): take over the channel's reads and writes,
  * when the libfuse built with and run on is older than
- * CHANNEL_INIT_FIXED (else nothing to do). */
+ * CHANNEL_INIT_FIXED (else nothing to do).  The session's userdata is
+ * the struct fs that holds the channel. */
 int channel_setup(struct fuse_session *se);
 /* From op_init: ask for parallel lookups in the INIT reply. */
-void channel_want_parallel_dirops(bool on);
+void channel_want_parallel_dirops(struct channel *ch, bool on);
 
 #endif

@@ -11,6 +11,7 @@
 #include "backend/store.h"
 #include "backend/token.h"
 #include "backend/util.h"
+#include "fs/content.h"
 #include "fs/newkeys.h"
 #include "fs/publish.h"
 
@@ -69,7 +70,7 @@ int ctl_refresh(struct fs *fs, const struct match *m, const struct objs *o,
 	if (ret)
 		return failed(ret, "refresh", "token", &e);
 	/* the writer's next read sees it */
-	if (!publish_sync()) {
+	if (!publish_sync(fs)) {
 		log_err("refresh: the new token is not in place after 5 s");
 		return -ETIMEDOUT;
 	}
@@ -209,7 +210,8 @@ int ctl_rotate(struct fs *fs, const struct match *m, const struct objs *o,
 			     &value, &e);
 	if (ret)
 		return failed(ret, "rotate API key", name, &e);
-	newkey_put(zrec_name(o->rec[0]), zrec_name(r), zrec_id(r), value);
+	newkey_put(fs->newkeys, zrec_name(o->rec[0]), zrec_name(r), zrec_id(r),
+		   value);
 	if (is_own_key(fs, r)) {
 		/* Switch to the new key now, so the daemon outlives the
 		 * retain period of the old one. */
@@ -230,15 +232,16 @@ int ctl_rotate(struct fs *fs, const struct match *m, const struct objs *o,
 int render_key_value(struct fs *fs, const struct match *m, const struct objs *o,
 		     struct content **out)
 {
-	return newkey_get(zrec_name(o->rec[0]), zrec_name(obj(o)),
+	return newkey_get(fs->newkeys, zrec_name(o->rec[0]), zrec_name(obj(o)),
 			  zrec_id(obj(o)), fs->key_window, out);
 }
 
 bool key_value_exists(struct fs *fs, const struct match *m,
 		      const struct objs *o)
 {
-	return o->n == 2 && newkey_has(zrec_name(o->rec[0]), zrec_name(obj(o)),
-				       zrec_id(obj(o)), fs->key_window);
+	return o->n == 2 &&
+	       newkey_has(fs->newkeys, zrec_name(o->rec[0]), zrec_name(obj(o)),
+			  zrec_id(obj(o)), fs->key_window);
 }
 
 /* A name we create: what the server accepts and a path can carry. */
@@ -300,7 +303,7 @@ int mkdir_key(struct fs *fs, const struct match *m, const struct objs *parent,
 			 created, &value, &e);
 	if (ret)
 		return failed(ret, "create API key", full, &e);
-	newkey_put(account, name, zrec_id(*created), value);
+	newkey_put(fs->newkeys, account, name, zrec_id(*created), value);
 	secret_unref(value);
 	return 0;
 }
@@ -351,9 +354,9 @@ int rmdir_object(struct fs *fs, const struct match *m, const struct objs *o,
 	if (ret)
 		return failed(ret, what, name, &e);
 	if (k == ZK_ACCOUNT)
-		newkey_forget(zrec_name(r), NULL);
+		newkey_forget(fs->newkeys, zrec_name(r), NULL);
 	if (k == ZK_KEY)
-		newkey_forget(zrec_name(o->rec[0]), zrec_name(r));
+		newkey_forget(fs->newkeys, zrec_name(o->rec[0]), zrec_name(r));
 	if (is_own_key(fs, r)) {
 		snprintf(why, sizeof(why),
 			 "the daemon's own API key '%s' (%s) was deleted", name,

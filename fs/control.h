@@ -13,6 +13,8 @@
 
 #include "fs/fs.h"
 
+struct content;
+
 /* A control value, parsed (tree.c): a boolean or a number. */
 struct ctl_value {
 	bool on;

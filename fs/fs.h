@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * What every part of the tree shares: the mount's settings (struct fs,
- * made once by main and read-only after), a path matched against the node
- * table, rendered content, and who is calling.
+ * What every part of the tree shares: the mount (struct fs: its settings,
+ * made once by main and read-only after, and the objects it owns), a path
+ * matched against the node table, and who is calling.
  */
 #ifndef ZENMLFS_FS_H
 #define ZENMLFS_FS_H
@@ -19,8 +19,19 @@ struct token_engine;
 struct store;
 struct notifier;
 struct defer;
+struct itab;
+struct publisher;
+struct self;
+struct newkeys;
+struct hk;
+struct channel;
 
-/* The mount.  One instance, owned by main. */
+/*
+ * The mount: everything fs/ keeps is here or in an object it owns.  One
+ * instance, owned by main.  The server's side (zen, te, store) is made and
+ * freed by main; the rest by fs_create() and fs_destroy() (fs/mount.h),
+ * which joins every thread before it frees what the thread uses.
+ */
 struct fs {
 	struct zen *zen;
 	struct token_engine *te;
@@ -30,6 +41,15 @@ struct fs {
 	/* requests that wait on the server (fs/defer.h): metadata's, and
 	 * refresh writes' (the token's own) */
 	struct defer *pool, *tpool;
+	struct itab *itab; /* the inode table (fs/inode.h) */
+	struct publisher *pub; /* the token as published (fs/publish.h) */
+	struct self *self; /* the helper process (fs/self.h) */
+	struct newkeys *newkeys; /* new key values (fs/newkeys.h) */
+	struct hk *hk; /* the housekeeping thread (fs/housekeeping.h) */
+	struct channel *chan; /* the /dev/fuse channel (fs/channel.h) */
+	/* called once the kernel's INIT is answered (ops_on_init()) */
+	void (*on_init)(void *arg);
+	void *on_init_arg;
 	uid_t uid, owner; /* files' owner (-o uid); the user who mounted */
 	gid_t gid;
 	mode_t token_mode; /* token, token.json */
@@ -62,21 +82,6 @@ struct objs {
 	/* until when (CLOCK_MONOTONIC ms) all of them are fresh; 0: not */
 	long long fresh_until;
 };
-
-/* Rendered file content, reference-counted so a reply can use it without
- * holding a lock. */
-struct content {
-	struct ref refs;
-	bool secret; /* data in guarded memory */
-	size_t len;
-	char *data;
-};
-
-struct content *content_new(size_t len, bool secret);
-/* A copy of s[0..len) with a newline appended when nl. */
-struct content *content_text(const char *s, size_t len, bool nl, bool secret);
-struct content *content_ref(struct content *c);
-void content_unref(struct content *c);
 
 /* Who is calling (from the FUSE request). */
 struct caller {

@@ -8,6 +8,7 @@
 
 #include "backend/secret.h"
 #include "backend/util.h"
+#include "fs/content.h"
 #include "fs/fs.h"
 
 #include "backend/banned.h" /* always the last include */
@@ -39,11 +40,13 @@ struct table {
 	size_t cap, n;
 };
 
-/* lock protects everything here and every inode. */
-static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
-static struct table by_path, by_ino;
-static struct inode *tokens; /* token inodes, live */
-static uint64_t next_ino = ITAB_ROOT;
+struct itab {
+	/* lock protects everything here and every inode. */
+	pthread_mutex_t lock;
+	struct table by_path, by_ino;
+	struct inode *tokens; /* token inodes, live */
+	uint64_t next_ino;
+};
 
 static uint64_t hash_ino(uint64_t ino)
 {
@@ -110,45 +113,46 @@ static void table_shrink(struct table *t, bool path)
 	table_resize(t, path, cap);
 }
 
-static void link_path(struct inode *in)
+static void link_path(struct itab *it, struct inode *in)
 {
 	struct inode **c;
 
-	table_grow(&by_path, true);
-	c = pchain(&by_path, in, true);
+	table_grow(&it->by_path, true);
+	c = pchain(&it->by_path, in, true);
 	in->pnext = *c;
 	*c = in;
 	in->current = true;
-	by_path.n++;
+	it->by_path.n++;
 }
 
-static void unlink_path(struct inode *in)
+static void unlink_path(struct itab *it, struct inode *in)
 {
 	struct inode **pp;
 
 	if (!in->current)
 		return;
-	for (pp = pchain(&by_path, in, true); *pp; pp = &(*pp)->pnext)
+	for (pp = pchain(&it->by_path, in, true); *pp; pp = &(*pp)->pnext)
 		if (*pp == in) {
 			*pp = in->pnext;
 			break;
 		}
 	in->current = false;
-	by_path.n--;
+	it->by_path.n--;
 }
 
-static struct inode *find_path(const char *path)
+static struct inode *find_path(struct itab *it, const char *path)
 {
-	struct inode *in = by_path.b[hash_str(path) & (by_path.cap - 1)];
+	struct inode *in =
+		it->by_path.b[hash_str(path) & (it->by_path.cap - 1)];
 
 	while (in && strcmp(in->path, path))
 		in = in->pnext;
 	return in;
 }
 
-static struct inode *find_ino(uint64_t ino)
+static struct inode *find_ino(struct itab *it, uint64_t ino)
 {
-	struct inode *in = by_ino.b[hash_ino(ino) & (by_ino.cap - 1)];
+	struct inode *in = it->by_ino.b[hash_ino(ino) & (it->by_ino.cap - 1)];
 
 	while (in && in->ino != ino)
 		in = in->inext;
@@ -156,7 +160,7 @@ static struct inode *find_ino(uint64_t ino)
 }
 
 /* A new current inode for path (replacing none).  Caller holds lock. */
-static struct inode *inode_new(const char *path)
+static struct inode *inode_new(struct itab *it, const char *path)
 {
 	struct inode *in = calloc(1, sizeof(*in));
 	struct inode **c;
@@ -168,28 +172,28 @@ static struct inode *inode_new(const char *path)
 		free(in);
 		return NULL;
 	}
-	in->ino = next_ino++;
+	in->ino = it->next_ino++;
 	clock_gettime(CLOCK_REALTIME, &in->mtime);
-	table_grow(&by_ino, false);
-	c = pchain(&by_ino, in, false);
+	table_grow(&it->by_ino, false);
+	c = pchain(&it->by_ino, in, false);
 	in->inext = *c;
 	*c = in;
-	by_ino.n++;
-	link_path(in);
+	it->by_ino.n++;
+	link_path(it, in);
 	return in;
 }
 
-static void inode_free(struct inode *in)
+static void inode_free(struct itab *it, struct inode *in)
 {
 	struct inode **pp;
 
-	unlink_path(in);
-	for (pp = pchain(&by_ino, in, false); *pp; pp = &(*pp)->inext)
+	unlink_path(it, in);
+	for (pp = pchain(&it->by_ino, in, false); *pp; pp = &(*pp)->inext)
 		if (*pp == in) {
 			*pp = in->inext;
 			break;
 		}
-	by_ino.n--;
+	it->by_ino.n--;
 	if (in->tprev) {
 		*in->tprev = in->tnext;
 		if (in->tnext)
@@ -203,83 +207,87 @@ static void inode_free(struct inode *in)
 
 /* Free in if nobody needs it any more.  Caller holds lock, and walks no
  * table (they may shrink). */
-static void maybe_free(struct inode *in)
+static void maybe_free(struct itab *it, struct inode *in)
 {
 	if (in->nlookup || in->pinned)
 		return;
-	inode_free(in);
-	table_shrink(&by_path, true);
-	table_shrink(&by_ino, false);
+	inode_free(it, in);
+	table_shrink(&it->by_path, true);
+	table_shrink(&it->by_ino, false);
 }
 
-int itab_init(void)
+struct itab *itab_new(void)
 {
+	struct itab *it = calloc(1, sizeof(*it));
 	struct inode *root;
 
-	pthread_mutex_lock(&lock);
-	if (table_init(&by_path) || table_init(&by_ino)) {
-		pthread_mutex_unlock(&lock);
-		return -ENOMEM;
+	if (!it)
+		return NULL;
+	pthread_mutex_init(&it->lock, NULL);
+	it->next_ino = ITAB_ROOT;
+	if (table_init(&it->by_path) || table_init(&it->by_ino)) {
+		itab_free(it);
+		return NULL;
 	}
-	next_ino = ITAB_ROOT;
-	root = inode_new("/");
-	if (root)
-		root->pinned = true;
-	pthread_mutex_unlock(&lock);
-	return root ? 0 : -ENOMEM;
+	root = inode_new(it, "/");
+	if (!root) {
+		itab_free(it);
+		return NULL;
+	}
+	root->pinned = true;
+	return it;
 }
 
-void itab_release(void)
+void itab_free(struct itab *it)
 {
-	pthread_mutex_lock(&lock);
-	for (size_t i = 0; by_ino.b && i < by_ino.cap; i++)
-		while (by_ino.b[i])
-			inode_free(by_ino.b[i]);
-	free(by_ino.b);
-	free(by_path.b);
-	memset(&by_ino, 0, sizeof(by_ino));
-	memset(&by_path, 0, sizeof(by_path));
-	tokens = NULL;
-	pthread_mutex_unlock(&lock);
+	if (!it)
+		return;
+	for (size_t i = 0; it->by_ino.b && i < it->by_ino.cap; i++)
+		while (it->by_ino.b[i])
+			inode_free(it, it->by_ino.b[i]);
+	free(it->by_ino.b);
+	free(it->by_path.b);
+	pthread_mutex_destroy(&it->lock);
+	free(it);
 }
 
-int itab_lookup(const char *path, uint64_t *ino)
+int itab_lookup(struct itab *it, const char *path, uint64_t *ino)
 {
 	struct inode *in;
 
-	pthread_mutex_lock(&lock);
-	in = find_path(path);
+	pthread_mutex_lock(&it->lock);
+	in = find_path(it, path);
 	if (!in)
-		in = inode_new(path);
+		in = inode_new(it, path);
 	if (in) {
 		in->nlookup++;
 		*ino = in->ino;
 	}
-	pthread_mutex_unlock(&lock);
+	pthread_mutex_unlock(&it->lock);
 	return in ? 0 : -ENOMEM;
 }
 
-void itab_forget(uint64_t ino, uint64_t n)
+void itab_forget(struct itab *it, uint64_t ino, uint64_t n)
 {
 	struct inode *in;
 
-	pthread_mutex_lock(&lock);
-	in = find_ino(ino);
+	pthread_mutex_lock(&it->lock);
+	in = find_ino(it, ino);
 	if (in) {
 		in->nlookup = in->nlookup > n ? in->nlookup - n : 0;
-		maybe_free(in);
+		maybe_free(it, in);
 	}
-	pthread_mutex_unlock(&lock);
+	pthread_mutex_unlock(&it->lock);
 }
 
-int itab_path(uint64_t ino, char *buf, size_t size)
+int itab_path(struct itab *it, uint64_t ino, char *buf, size_t size)
 {
 	struct inode *in;
 	int ret = 0;
 	size_t n;
 
-	pthread_mutex_lock(&lock);
-	in = find_ino(ino);
+	pthread_mutex_lock(&it->lock);
+	in = find_ino(it, ino);
 	if (!in) {
 		ret = -ESTALE;
 	} else {
@@ -289,88 +297,89 @@ int itab_path(uint64_t ino, char *buf, size_t size)
 		else
 			memcpy(buf, in->path, n + 1);
 	}
-	pthread_mutex_unlock(&lock);
+	pthread_mutex_unlock(&it->lock);
 	return ret;
 }
 
-uint64_t itab_ino_of(const char *path)
+uint64_t itab_ino_of(struct itab *it, const char *path)
 {
 	struct inode *in;
 	uint64_t ino;
 
-	pthread_mutex_lock(&lock);
-	in = find_path(path);
+	pthread_mutex_lock(&it->lock);
+	in = find_path(it, path);
 	ino = in ? in->ino : 0;
-	pthread_mutex_unlock(&lock);
+	pthread_mutex_unlock(&it->lock);
 	return ino;
 }
 
-uint64_t itab_dirent_ino(const char *path)
+uint64_t itab_dirent_ino(struct itab *it, const char *path)
 {
-	uint64_t ino = itab_ino_of(path);
+	uint64_t ino = itab_ino_of(it, path);
 
 	/* Above any number the counter hands out; never 0 (libc skips
 	 * entries whose inode number is 0). */
 	return ino ? ino : (hash_str(path) | (1ULL << 62)) & ~(1ULL << 63);
 }
 
-bool itab_retired(uint64_t ino)
+bool itab_retired(struct itab *it, uint64_t ino)
 {
 	struct inode *in;
 	bool ret;
 
-	pthread_mutex_lock(&lock);
-	in = find_ino(ino);
+	pthread_mutex_lock(&it->lock);
+	in = find_ino(it, ino);
 	ret = in && !in->current;
-	pthread_mutex_unlock(&lock);
+	pthread_mutex_unlock(&it->lock);
 	return ret;
 }
 
-size_t itab_count(void)
+size_t itab_count(struct itab *it)
 {
 	size_t n;
 
-	pthread_mutex_lock(&lock);
-	n = by_ino.n;
-	pthread_mutex_unlock(&lock);
+	pthread_mutex_lock(&it->lock);
+	n = it->by_ino.n;
+	pthread_mutex_unlock(&it->lock);
 	return n;
 }
 
-int itab_publish(const char *path, struct secret *tok, int64_t exp,
-		 uint64_t *old)
+int itab_publish(struct itab *it, const char *path, struct secret *tok,
+		 int64_t exp, uint64_t *old)
 {
 	struct inode *prev, *in;
 
-	pthread_mutex_lock(&lock);
-	prev = find_path(path);
+	pthread_mutex_lock(&it->lock);
+	prev = find_path(it, path);
 	if (prev)
-		unlink_path(prev);
-	in = inode_new(path);
+		unlink_path(it, prev);
+	in = inode_new(it, path);
 	if (!in) {
 		if (prev)
-			link_path(prev);
-		pthread_mutex_unlock(&lock);
+			link_path(it, prev);
+		pthread_mutex_unlock(&it->lock);
 		return -ENOMEM;
 	}
 	in->tok = secret_ref(tok);
 	in->tok_exp = exp;
 	in->pinned = true;
-	in->tnext = tokens;
-	in->tprev = &tokens;
-	if (tokens)
-		tokens->tprev = &in->tnext;
-	tokens = in;
+	in->tnext = it->tokens;
+	in->tprev = &it->tokens;
+	if (it->tokens)
+		it->tokens->tprev = &in->tnext;
+	it->tokens = in;
 	*old = prev ? prev->ino : 0;
 	if (prev) {
 		/* Retired: it lives on while the kernel holds it. */
 		prev->pinned = false;
-		maybe_free(prev);
+		maybe_free(it, prev);
 	}
-	pthread_mutex_unlock(&lock);
+	pthread_mutex_unlock(&it->lock);
 	return 0;
 }
 
-int itab_rename(const char *from, const char *to, uint64_t *old)
+int itab_rename(struct itab *it, const char *from, const char *to,
+		uint64_t *old)
 {
 	struct inode *src, *dst;
 	char *path;
@@ -378,38 +387,38 @@ int itab_rename(const char *from, const char *to, uint64_t *old)
 	path = strdup(to);
 	if (!path)
 		return -ENOMEM;
-	pthread_mutex_lock(&lock);
-	src = find_path(from);
+	pthread_mutex_lock(&it->lock);
+	src = find_path(it, from);
 	if (!src) {
-		pthread_mutex_unlock(&lock);
+		pthread_mutex_unlock(&it->lock);
 		free(path);
 		return -ENOENT;
 	}
-	dst = find_path(to);
-	unlink_path(src);
+	dst = find_path(it, to);
+	unlink_path(it, src);
 	free(src->path);
 	src->path = path;
 	*old = 0;
 	if (dst) {
 		/* replaced: it lives on while the kernel holds it */
-		unlink_path(dst);
+		unlink_path(it, dst);
 		dst->pinned = false;
 		*old = dst->ino;
-		maybe_free(dst);
+		maybe_free(it, dst);
 	}
-	link_path(src);
-	pthread_mutex_unlock(&lock);
+	link_path(it, src);
+	pthread_mutex_unlock(&it->lock);
 	return 0;
 }
 
-int itab_token(uint64_t ino, struct secret **tok, int64_t *exp,
+int itab_token(struct itab *it, uint64_t ino, struct secret **tok, int64_t *exp,
 	       struct timespec *at)
 {
 	struct inode *in;
 	int ret = -ENOENT;
 
-	pthread_mutex_lock(&lock);
-	in = find_ino(ino);
+	pthread_mutex_lock(&it->lock);
+	in = find_ino(it, ino);
 	if (in && in->tok) {
 		*tok = secret_ref(in->tok);
 		*exp = in->tok_exp;
@@ -417,55 +426,57 @@ int itab_token(uint64_t ino, struct secret **tok, int64_t *exp,
 			*at = in->mtime;
 		ret = 0;
 	}
-	pthread_mutex_unlock(&lock);
+	pthread_mutex_unlock(&it->lock);
 	return ret;
 }
 
-size_t itab_tokens_expiring(time_t now, int margin, uint64_t *out, size_t max)
+size_t itab_tokens_expiring(struct itab *it, time_t now, int margin,
+			    uint64_t *out, size_t max)
 {
 	size_t n = 0;
 
-	pthread_mutex_lock(&lock);
-	for (struct inode *in = tokens; in && n < max; in = in->tnext)
+	pthread_mutex_lock(&it->lock);
+	for (struct inode *in = it->tokens; in && n < max; in = in->tnext)
 		if (!in->tok_dropped && in->tok_exp - margin <= now) {
 			in->tok_dropped = true;
 			out[n++] = in->ino;
 		}
-	pthread_mutex_unlock(&lock);
+	pthread_mutex_unlock(&it->lock);
 	return n;
 }
 
-size_t itab_tokens(uint64_t *out, size_t max)
+size_t itab_tokens(struct itab *it, uint64_t *out, size_t max)
 {
 	size_t n = 0;
 
-	pthread_mutex_lock(&lock);
-	for (struct inode *in = tokens; in && n < max; in = in->tnext)
+	pthread_mutex_lock(&it->lock);
+	for (struct inode *in = it->tokens; in && n < max; in = in->tnext)
 		out[n++] = in->ino;
-	pthread_mutex_unlock(&lock);
+	pthread_mutex_unlock(&it->lock);
 	return n;
 }
 
-time_t itab_tokens_next(int margin)
+time_t itab_tokens_next(struct itab *it, int margin)
 {
 	time_t next = 0;
 
-	pthread_mutex_lock(&lock);
-	for (struct inode *in = tokens; in; in = in->tnext)
+	pthread_mutex_lock(&it->lock);
+	for (struct inode *in = it->tokens; in; in = in->tnext)
 		if (!in->tok_dropped && in->tok_exp != INT64_MAX &&
 		    (!next || in->tok_exp - margin < next))
 			next = (time_t)(in->tok_exp - margin);
-	pthread_mutex_unlock(&lock);
+	pthread_mutex_unlock(&it->lock);
 	return next;
 }
 
-void itab_snap_set(uint64_t ino, struct content *c, struct timespec *mtime)
+void itab_snap_set(struct itab *it, uint64_t ino, struct content *c,
+		   struct timespec *mtime)
 {
 	struct inode *in;
 	uint64_t h = c ? hash_fnv1a(c->data, c->len) ^ c->len : 0;
 
-	pthread_mutex_lock(&lock);
-	in = find_ino(ino);
+	pthread_mutex_lock(&it->lock);
+	in = find_ino(it, ino);
 	if (in) {
 		if (!c || !h || in->hash != h)
 			clock_gettime(CLOCK_REALTIME, &in->mtime);
@@ -476,60 +487,60 @@ void itab_snap_set(uint64_t ino, struct content *c, struct timespec *mtime)
 	} else {
 		clock_gettime(CLOCK_REALTIME, mtime);
 	}
-	pthread_mutex_unlock(&lock);
+	pthread_mutex_unlock(&it->lock);
 }
 
 /* Move one kernel reference from in to the path's current inode,
  * making one when the path has none.  Caller holds lock. */
-static struct inode *to_current(struct inode *in)
+static struct inode *to_current(struct itab *it, struct inode *in)
 {
-	struct inode *cur = find_path(in->path);
+	struct inode *cur = find_path(it, in->path);
 
 	if (cur == in)
 		return in;
 	if (!cur) {
-		cur = inode_new(in->path);
+		cur = inode_new(it, in->path);
 		if (!cur)
 			return NULL;
 	}
 	cur->nlookup++;
 	in->nlookup--;
-	maybe_free(in);
+	maybe_free(it, in);
 	return cur;
 }
 
-int itab_snap_bind(uint64_t ino, struct content *c, uint64_t *out,
-		   struct timespec *mtime)
+int itab_snap_bind(struct itab *it, uint64_t ino, struct content *c,
+		   uint64_t *out, struct timespec *mtime)
 {
 	struct inode *in, *fresh;
 	uint64_t h = hash_fnv1a(c->data, c->len) ^ c->len;
 
-	pthread_mutex_lock(&lock);
-	in = find_ino(ino);
+	pthread_mutex_lock(&it->lock);
+	in = find_ino(it, ino);
 	if (!in) {
-		pthread_mutex_unlock(&lock);
+		pthread_mutex_unlock(&it->lock);
 		return -ESTALE;
 	}
 	/* a lookup racing ours may have given the path a new inode since */
-	in = to_current(in);
+	in = to_current(it, in);
 	if (!in) {
-		pthread_mutex_unlock(&lock);
+		pthread_mutex_unlock(&it->lock);
 		return -ENOMEM;
 	}
 	if (in->snap && !c->secret && in->hash != h) {
 		/* A new inode for the path; the old one keeps what it showed
 		 * for whoever holds it, and is freed once the kernel forgets
 		 * it.  The caller's reference moves to the new one. */
-		unlink_path(in);
-		fresh = inode_new(in->path);
+		unlink_path(it, in);
+		fresh = inode_new(it, in->path);
 		if (!fresh) {
-			link_path(in);
-			pthread_mutex_unlock(&lock);
+			link_path(it, in);
+			pthread_mutex_unlock(&it->lock);
 			return -ENOMEM;
 		}
 		fresh->nlookup = 1;
 		in->nlookup--;
-		maybe_free(in);
+		maybe_free(it, in);
 		in = fresh;
 	} else if (in->hash != h) {
 		/* nothing shown yet (or a secret, rendered per read) */
@@ -540,49 +551,50 @@ int itab_snap_bind(uint64_t ino, struct content *c, uint64_t *out,
 	in->snap = content_ref(c);
 	*mtime = in->mtime;
 	*out = in->ino;
-	pthread_mutex_unlock(&lock);
+	pthread_mutex_unlock(&it->lock);
 	return 0;
 }
 
-struct content *itab_snap_shown(uint64_t ino, struct timespec *mtime)
+struct content *itab_snap_shown(struct itab *it, uint64_t ino,
+				struct timespec *mtime)
 {
 	struct inode *in;
 	struct content *c = NULL;
 
-	pthread_mutex_lock(&lock);
-	in = find_ino(ino);
+	pthread_mutex_lock(&it->lock);
+	in = find_ino(it, ino);
 	if (in && in->snap && !in->snap->secret) {
 		c = content_ref(in->snap);
 		*mtime = in->mtime;
 	}
-	pthread_mutex_unlock(&lock);
+	pthread_mutex_unlock(&it->lock);
 	return c;
 }
 
-struct content *itab_snap_get(uint64_t ino)
+struct content *itab_snap_get(struct itab *it, uint64_t ino)
 {
 	struct inode *in;
 	struct content *c = NULL;
 
-	pthread_mutex_lock(&lock);
-	in = find_ino(ino);
+	pthread_mutex_lock(&it->lock);
+	in = find_ino(it, ino);
 	if (in)
 		c = content_ref(in->snap);
-	pthread_mutex_unlock(&lock);
+	pthread_mutex_unlock(&it->lock);
 	return c;
 }
 
-void itab_snap_stale(uint64_t ino)
+void itab_snap_stale(struct itab *it, uint64_t ino)
 {
 	struct inode *in;
 
-	pthread_mutex_lock(&lock);
-	in = find_ino(ino);
+	pthread_mutex_lock(&it->lock);
+	in = find_ino(it, ino);
 	if (in) {
 		content_unref(in->snap);
 		in->snap = NULL;
 		in->hash = 0;
 		clock_gettime(CLOCK_REALTIME, &in->mtime);
 	}
-	pthread_mutex_unlock(&lock);
+	pthread_mutex_unlock(&it->lock);
 }

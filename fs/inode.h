@@ -29,29 +29,31 @@
 #include <time.h>
 
 struct content;
+struct itab;
 struct secret;
 
 #define ITAB_ROOT 1
 
-int itab_init(void);
-void itab_release(void);
+/* An empty table but for the root (ITAB_ROOT); NULL when out of memory. */
+struct itab *itab_new(void);
+void itab_free(struct itab *t);
 
 /* The current inode of path (made if needed), with one more kernel
  * reference: for a LOOKUP/MKDIR reply.  0 or -ENOMEM. */
-int itab_lookup(const char *path, uint64_t *ino);
+int itab_lookup(struct itab *t, const char *path, uint64_t *ino);
 /* The kernel dropped n references; frees the inode when it can. */
-void itab_forget(uint64_t ino, uint64_t n);
+void itab_forget(struct itab *t, uint64_t ino, uint64_t n);
 /* The path of ino into buf: 0, -ESTALE (unknown), -ENAMETOOLONG. */
-int itab_path(uint64_t ino, char *buf, size_t size);
+int itab_path(struct itab *t, uint64_t ino, char *buf, size_t size);
 /* The current inode of path, 0 if none. */
-uint64_t itab_ino_of(const char *path);
+uint64_t itab_ino_of(struct itab *t, const char *path);
 /* An inode number for a directory entry: the current inode's, or a
  * stable number of its own when the kernel holds none. */
-uint64_t itab_dirent_ino(const char *path);
+uint64_t itab_dirent_ino(struct itab *t, const char *path);
 /* Is ino retired (its name has a newer inode)? */
-bool itab_retired(uint64_t ino);
+bool itab_retired(struct itab *t, uint64_t ino);
 /* How many inodes are in the table (tests, status). */
-size_t itab_count(void);
+size_t itab_count(struct itab *t);
 
 /* ---- the token ---- */
 
@@ -60,27 +62,29 @@ size_t itab_count(void);
  * pinned until the next publish.  The previous one is retired; its number
  * goes to *old (0 when there was none).  0 or -ENOMEM.
  */
-int itab_publish(const char *path, struct secret *tok, int64_t exp,
-		 uint64_t *old);
+int itab_publish(struct itab *t, const char *path, struct secret *tok,
+		 int64_t exp, uint64_t *old);
 /* The current inode of from becomes the current inode of to (a rename);
  * the one it replaces is retired, its number in *old (0: none). */
-int itab_rename(const char *from, const char *to, uint64_t *old);
+int itab_rename(struct itab *t, const char *from, const char *to,
+		uint64_t *old);
 /* The token ino was published with: a new reference, and its expiry and
  * publish time.  -ENOENT when ino is not a token inode. */
-int itab_token(uint64_t ino, struct secret **tok, int64_t *exp,
+int itab_token(struct itab *t, uint64_t ino, struct secret **tok, int64_t *exp,
 	       struct timespec *at);
 /*
  * Token inodes whose token reaches expiry - margin at or before now and
  * whose pages were not yet dropped: their numbers into out (at most max),
  * marked dropped.  O(live token inodes).
  */
-size_t itab_tokens_expiring(time_t now, int margin, uint64_t *out, size_t max);
+size_t itab_tokens_expiring(struct itab *t, time_t now, int margin,
+			    uint64_t *out, size_t max);
 /* Every live token inode (their pages must go: the token stopped being
  * servable).  O(live token inodes). */
-size_t itab_tokens(uint64_t *out, size_t max);
+size_t itab_tokens(struct itab *t, uint64_t *out, size_t max);
 /* The earliest expiry - margin of a live token inode not yet dropped;
  * 0 when none. */
-time_t itab_tokens_next(int margin);
+time_t itab_tokens_next(struct itab *t, int margin);
 
 /* ---- snapshots ---- */
 
@@ -88,7 +92,8 @@ time_t itab_tokens_next(int margin);
  * Keep c (a reference is taken; NULL drops the snapshot) as what ino
  * serves; *mtime gets its mtime, new when the content changed.
  */
-void itab_snap_set(uint64_t ino, struct content *c, struct timespec *mtime);
+void itab_snap_set(struct itab *t, uint64_t ino, struct content *c,
+		   struct timespec *mtime);
 /*
  * A lookup rendered c for ino (the path's current inode, on which the
  * caller holds one new reference).  The content an inode has shown never
@@ -98,14 +103,15 @@ void itab_snap_set(uint64_t ino, struct content *c, struct timespec *mtime);
  * gets the inode the path now has, *mtime its mtime.  A secret (rendered
  * for every read) stays on ino.
  */
-int itab_snap_bind(uint64_t ino, struct content *c, uint64_t *out,
-		   struct timespec *mtime);
+int itab_snap_bind(struct itab *t, uint64_t ino, struct content *c,
+		   uint64_t *out, struct timespec *mtime);
 /* What ino has shown (not a secret): a new reference and its mtime, or
  * NULL when it has shown nothing yet (or was written to since). */
-struct content *itab_snap_shown(uint64_t ino, struct timespec *mtime);
+struct content *itab_snap_shown(struct itab *t, uint64_t ino,
+				struct timespec *mtime);
 /* The snapshot of ino: a new reference, or NULL. */
-struct content *itab_snap_get(uint64_t ino);
+struct content *itab_snap_get(struct itab *t, uint64_t ino);
 /* Forget ino's snapshot and give it a new mtime (it was written to). */
-void itab_snap_stale(uint64_t ino);
+void itab_snap_stale(struct itab *t, uint64_t ino);
 
 #endif

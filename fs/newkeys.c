@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <time.h>
@@ -11,6 +12,7 @@
 #include "backend/log.h"
 #include "backend/secret.h"
 #include "backend/util.h"
+#include "fs/content.h"
 #include "fs/fs.h"
 
 #include "backend/banned.h" /* always the last include */
@@ -25,57 +27,62 @@ struct new_key {
 	long long at; /* CLOCK_MONOTONIC ms */
 };
 
-/* lock protects keys[] and n. */
-static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
-static struct new_key keys[NEW_KEYS_MAX];
-static int n;
+/* New key values of one mount (fs->newkeys). */
+struct newkeys {
+	pthread_mutex_t lock; /* protects keys[] and n */
+	struct new_key keys[NEW_KEYS_MAX];
+	int n;
+};
 
 /* Caller holds lock. */
-static void drop(int i)
+static void drop(struct newkeys *nk, int i)
 {
-	secret_unref(keys[i].value);
-	keys[i] = keys[--n];
-	memset(&keys[n], 0, sizeof(keys[n]));
+	secret_unref(nk->keys[i].value);
+	nk->keys[i] = nk->keys[--nk->n];
+	memset(&nk->keys[nk->n], 0, sizeof(nk->keys[nk->n]));
 }
 
 /* Caller holds lock. */
-static void forget(const char *account, const char *key)
+static void forget(struct newkeys *nk, const char *account, const char *key)
 {
-	for (int i = 0; i < n; i++)
-		if (!strcmp(keys[i].account, account) &&
-		    (!key || !strcmp(keys[i].key, key)))
-			drop(i--);
+	for (int i = 0; i < nk->n; i++)
+		if (!strcmp(nk->keys[i].account, account) &&
+		    (!key || !strcmp(nk->keys[i].key, key)))
+			drop(nk, i--);
 }
 
-void newkey_forget(const char *account, const char *key)
+void newkey_forget(struct newkeys *nk, const char *account, const char *key)
 {
-	pthread_mutex_lock(&lock);
-	forget(account, key);
-	pthread_mutex_unlock(&lock);
+	pthread_mutex_lock(&nk->lock);
+	forget(nk, account, key);
+	pthread_mutex_unlock(&nk->lock);
 }
 
-void newkey_put(const char *account, const char *key, const char *key_id,
-		struct secret *value)
+void newkey_put(struct newkeys *nk, const char *account, const char *key,
+		const char *key_id, struct secret *value)
 {
-	pthread_mutex_lock(&lock);
-	forget(account, key);
-	if (n == NEW_KEYS_MAX)
-		drop(0);
-	strlcpy_z(keys[n].account, account, sizeof(keys[n].account));
-	strlcpy_z(keys[n].key, key, sizeof(keys[n].key));
-	strlcpy_z(keys[n].id, key_id, sizeof(keys[n].id));
-	keys[n].value = secret_ref(value);
-	keys[n].at = mono_ms();
-	n++;
-	pthread_mutex_unlock(&lock);
+	struct new_key *k;
+
+	pthread_mutex_lock(&nk->lock);
+	forget(nk, account, key);
+	if (nk->n == NEW_KEYS_MAX)
+		drop(nk, 0);
+	k = &nk->keys[nk->n++];
+	strlcpy_z(k->account, account, sizeof(k->account));
+	strlcpy_z(k->key, key, sizeof(k->key));
+	strlcpy_z(k->id, key_id, sizeof(k->id));
+	k->value = secret_ref(value);
+	k->at = mono_ms();
+	pthread_mutex_unlock(&nk->lock);
 }
 
 /* The live value of account/key for key_id.  Caller holds lock. */
-static struct new_key *find(const char *account, const char *key,
-			    const char *key_id, unsigned window)
+static struct new_key *find(struct newkeys *nk, const char *account,
+			    const char *key, const char *key_id,
+			    unsigned window)
 {
-	for (int i = 0; i < n; i++) {
-		struct new_key *k = &keys[i];
+	for (int i = 0; i < nk->n; i++) {
+		struct new_key *k = &nk->keys[i];
 
 		if (strcmp(k->account, account) || strcmp(k->key, key))
 			continue;
@@ -88,34 +95,34 @@ static struct new_key *find(const char *account, const char *key,
 	return NULL;
 }
 
-int newkey_get(const char *account, const char *key, const char *key_id,
-	       unsigned window, struct content **out)
+int newkey_get(struct newkeys *nk, const char *account, const char *key,
+	       const char *key_id, unsigned window, struct content **out)
 {
 	struct new_key *k;
 	int ret = -ENOENT;
 
-	pthread_mutex_lock(&lock);
-	k = find(account, key, key_id, window);
+	pthread_mutex_lock(&nk->lock);
+	k = find(nk, account, key, key_id, window);
 	if (k) {
 		*out = content_text(k->value->buf, k->value->len, true, true);
 		ret = *out ? 0 : -ENOMEM;
 	}
-	pthread_mutex_unlock(&lock);
+	pthread_mutex_unlock(&nk->lock);
 	return ret;
 }
 
-bool newkey_has(const char *account, const char *key, const char *key_id,
-		unsigned window)
+bool newkey_has(struct newkeys *nk, const char *account, const char *key,
+		const char *key_id, unsigned window)
 {
 	bool ret;
 
-	pthread_mutex_lock(&lock);
-	ret = find(account, key, key_id, window) != NULL;
-	pthread_mutex_unlock(&lock);
+	pthread_mutex_lock(&nk->lock);
+	ret = find(nk, account, key, key_id, window) != NULL;
+	pthread_mutex_unlock(&nk->lock);
 	return ret;
 }
 
-long long newkey_expire(unsigned window,
+long long newkey_expire(struct newkeys *nk, unsigned window,
 			void (*gone)(const char *account, const char *key,
 				     void *arg),
 			void *arg)
@@ -123,9 +130,9 @@ long long newkey_expire(unsigned window,
 	char account[TREE_PARAM_MAX], key[TREE_PARAM_MAX];
 	long long now = mono_ms(), next = 0;
 
-	pthread_mutex_lock(&lock);
-	for (int i = 0; i < n; i++) {
-		long long due = keys[i].at + window * 1000LL;
+	pthread_mutex_lock(&nk->lock);
+	for (int i = 0; i < nk->n; i++) {
+		long long due = nk->keys[i].at + window * 1000LL;
 
 		if (now <= due) {
 			if (!next || due < next)
@@ -133,22 +140,33 @@ long long newkey_expire(unsigned window,
 			continue;
 		}
 		log_info("the new value of key '%s/%s' was wiped (key_window)",
-			 keys[i].account, keys[i].key);
-		strlcpy_z(account, keys[i].account, sizeof(account));
-		strlcpy_z(key, keys[i].key, sizeof(key));
-		drop(i--);
+			 nk->keys[i].account, nk->keys[i].key);
+		strlcpy_z(account, nk->keys[i].account, sizeof(account));
+		strlcpy_z(key, nk->keys[i].key, sizeof(key));
+		drop(nk, i--);
 		/* the kernel may hold it in the page cache: drop that too */
 		if (gone)
 			gone(account, key, arg);
 	}
-	pthread_mutex_unlock(&lock);
+	pthread_mutex_unlock(&nk->lock);
 	return next ? next + 1 : 0;
 }
 
-void newkey_release(void)
+struct newkeys *newkeys_new(void)
 {
-	pthread_mutex_lock(&lock);
-	while (n)
-		drop(0);
-	pthread_mutex_unlock(&lock);
+	struct newkeys *nk = calloc(1, sizeof(*nk));
+
+	if (nk)
+		pthread_mutex_init(&nk->lock, NULL);
+	return nk;
+}
+
+void newkeys_free(struct newkeys *nk)
+{
+	if (!nk)
+		return;
+	while (nk->n)
+		drop(nk, 0);
+	pthread_mutex_destroy(&nk->lock);
+	free(nk);
 }

@@ -10,29 +10,31 @@
 
 #include <stdbool.h>
 
+struct newkeys;
 struct secret;
 struct content;
 
 /* Keep value (a reference is taken) for account/key, id key_id. */
-void newkey_put(const char *account, const char *key, const char *key_id,
-		struct secret *value);
+void newkey_put(struct newkeys *nk, const char *account, const char *key,
+		const char *key_id, struct secret *value);
 /* The value and a newline (guarded memory), if it is there for key_id
  * and younger than window seconds; else -ENOENT. */
-int newkey_get(const char *account, const char *key, const char *key_id,
-	       unsigned window, struct content **out);
-bool newkey_has(const char *account, const char *key, const char *key_id,
-		unsigned window);
+int newkey_get(struct newkeys *nk, const char *account, const char *key,
+	       const char *key_id, unsigned window, struct content **out);
+bool newkey_has(struct newkeys *nk, const char *account, const char *key,
+		const char *key_id, unsigned window);
 /* Forget account/key's value (key NULL: all of the account's). */
-void newkey_forget(const char *account, const char *key);
+void newkey_forget(struct newkeys *nk, const char *account, const char *key);
 /*
  * Wipe the values older than window; for each, gone(its account, its key,
  * arg).  Returns when the next one is due (CLOCK_MONOTONIC ms), 0 when
  * none is kept.
  */
-long long newkey_expire(unsigned window,
+long long newkey_expire(struct newkeys *nk, unsigned window,
 			void (*gone)(const char *account, const char *key,
 				     void *arg),
 			void *arg);
-void newkey_release(void);
+struct newkeys *newkeys_new(void);
+void newkeys_free(struct newkeys *nk);
 
 #endif

@@ -24,6 +24,7 @@
 #include "backend/util.h"
 #include "backend/zenml.h"
 #include "fs/channel.h"
+#include "fs/content.h"
 #include "fs/defer.h"
 #include "fs/inode.h"
 #include "fs/notify.h"
@@ -49,13 +50,10 @@
  * them is far fewer) */
 #define READDIR_TAKEN_MAX 256
 
-static void (*init_fn)(void *arg);
-static void *init_arg;
-
-void ops_on_init(void (*fn)(void *arg), void *arg)
+void ops_on_init(struct fs *fs, void (*fn)(void *arg), void *arg)
 {
-	init_fn = fn;
-	init_arg = arg;
+	fs->on_init = fn;
+	fs->on_init_arg = arg;
 }
 
 static struct fs *fs_of(fuse_req_t req)
@@ -252,7 +250,7 @@ static int stat_content(struct fs *fs, const struct match *m, uint64_t *ino,
 
 	*fresh_until = 0;
 	if (!lookup && !(tree_flags(m) & NF_TOKEN_JSON)) {
-		c = itab_snap_shown(*ino, &st->st_mtim);
+		c = itab_snap_shown(fs->itab, *ino, &st->st_mtim);
 		if (c) {
 			st->st_size = (off_t)c->len;
 			content_unref(c);
@@ -284,11 +282,11 @@ static int stat_content(struct fs *fs, const struct match *m, uint64_t *ino,
 		st->st_size = (off_t)c->len;
 	}
 	if (lookup && c && !(tree_flags(m) & NF_TOKEN_JSON)) {
-		int err = itab_snap_bind(*ino, c, ino, &st->st_mtim);
+		int err = itab_snap_bind(fs->itab, *ino, c, ino, &st->st_mtim);
 
 		ret = ret ? ret : err;
 	} else {
-		itab_snap_set(*ino, c, &st->st_mtim);
+		itab_snap_set(fs->itab, *ino, c, &st->st_mtim);
 	}
 	content_unref(c);
 	return ret;
@@ -343,7 +341,7 @@ static int stat_ino(struct fs *fs, const char *path, uint64_t *ino, bool lookup,
 		}
 	} else if (tree_flags(&m) & NF_TOKEN) {
 		/* Its token never changes: only its nlink (replaced). */
-		ret = publish_stat(*ino, &len, &st->st_mtim, &retired);
+		ret = publish_stat(fs, *ino, &len, &st->st_mtim, &retired);
 		st->st_size = (off_t)len;
 		st->st_nlink = retired ? 0 : 1;
 		*entry_to = tree_flags(&m) & NF_HIDDEN ? 0 :
@@ -356,7 +354,7 @@ static int stat_ino(struct fs *fs, const char *path, uint64_t *ino, bool lookup,
 		*entry_to = tree_flags(&m) & NF_TOKEN_JSON ?
 				    TOKEN_ENTRY_TIMEOUT :
 				    0;
-		if (!ret && itab_retired(*ino))
+		if (!ret && itab_retired(fs->itab, *ino))
 			st->st_nlink = 0;
 	}
 	st->st_ino = *ino;
@@ -367,23 +365,24 @@ static int stat_ino(struct fs *fs, const char *path, uint64_t *ino, bool lookup,
 }
 
 /* The path of ino and the node it is. */
-static int ino_match(fuse_ino_t ino, char *path, size_t size, struct match *m)
+static int ino_match(struct fs *fs, fuse_ino_t ino, char *path, size_t size,
+		     struct match *m)
 {
-	int ret = itab_path(ino, path, size);
+	int ret = itab_path(fs->itab, ino, path, size);
 
 	return ret ? ret : tree_match(path, m);
 }
 
 /* The path of a child of parent into buf. */
-static int child_path(fuse_ino_t parent, const char *name, char *buf,
-		      size_t size)
+static int child_path(struct fs *fs, fuse_ino_t parent, const char *name,
+		      char *buf, size_t size)
 {
 	size_t n;
 	int ret;
 
 	if (strlen(name) >= TREE_PARAM_MAX)
 		return -ENAMETOOLONG;
-	ret = itab_path(parent, buf, size);
+	ret = itab_path(fs->itab, parent, buf, size);
 	if (ret)
 		return ret;
 	n = strlen(buf);
@@ -404,13 +403,13 @@ static int entry_for(struct fs *fs, const char *path,
 	memset(e, 0, sizeof(*e));
 	if (tree_match(path, &(struct match){ 0 }))
 		return -ENOENT;
-	ret = itab_lookup(path, &ino);
+	ret = itab_lookup(fs->itab, path, &ino);
 	if (ret)
 		return ret;
 	ret = stat_ino(fs, path, &ino, true, &e->attr, &e->attr_timeout,
 		       &e->entry_timeout);
 	if (ret) {
-		itab_forget(ino, 1);
+		itab_forget(fs->itab, ino, 1);
 		return ret;
 	}
 	e->ino = ino;
@@ -429,13 +428,15 @@ void ops_object_gone(void *arg, enum zkind kind, const char *parent,
 	 * parent, a directory without '*') */
 	if (parent || tree_kind_path(kind, NULL, NULL, 0, dir, sizeof(dir)))
 		return;
-	ino = itab_ino_of(dir);
+	ino = itab_ino_of(fs->itab, dir);
 	if (ino)
 		notify_entry(fs->meta, ino, name);
 }
 
 static void op_init(void *data, struct fuse_conn_info *conn)
 {
+	struct fs *fs = data;
+
 	/* Metadata files depend on the kernel dropping pages when size or
 	 * mtime change. */
 	if (conn->capable & FUSE_CAP_AUTO_INVAL_DATA)
@@ -444,7 +445,7 @@ static void op_init(void *data, struct fuse_conn_info *conn)
 	 * (fs/channel.c puts the flag in the INIT reply). */
 	if (conn->capable & FUSE_CAP_PARALLEL_DIROPS) {
 		conn->want |= FUSE_CAP_PARALLEL_DIROPS;
-		channel_want_parallel_dirops(true);
+		channel_want_parallel_dirops(fs->chan, true);
 	}
 	conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
 	/* Every listing with its entries' attributes: the kernel's "auto"
@@ -456,8 +457,8 @@ static void op_init(void *data, struct fuse_conn_info *conn)
 	if (!(conn->capable & FUSE_CAP_NO_OPEN_SUPPORT))
 		log_warn("the kernel has no no-open mode: every read of "
 			 "'token' goes through the daemon");
-	if (init_fn)
-		init_fn(init_arg);
+	if (fs->on_init)
+		fs->on_init(fs->on_init_arg);
 }
 
 static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
@@ -469,7 +470,7 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	struct match m;
 	int ret;
 
-	ret = child_path(parent, name, path, sizeof(path));
+	ret = child_path(fs, parent, name, path, sizeof(path));
 	if (!ret)
 		ret = entry_for(fs, path, &e);
 	if (ret == -ZEN_WOULD_WAIT && worker) {
@@ -480,7 +481,8 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	/* Someone reads the token: the credential check may run. */
 	if (!ret && !tree_match(path, &m) &&
 	    (tree_flags(&m) & (NF_TOKEN | NF_TOKEN_JSON)) &&
-	    !(tree_flags(&m) & NF_HIDDEN) && !self_is(fuse_req_ctx(req)->pid))
+	    !(tree_flags(&m) & NF_HIDDEN) &&
+	    !self_is(fs->self, fuse_req_ctx(req)->pid))
 		token_engine_touch(fs->te);
 	if (ret == -ENOENT && !tree_match(path, &m) &&
 	    (tree_flags(&m) & NF_TOKEN) && !(tree_flags(&m) & NF_HIDDEN))
@@ -501,15 +503,17 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 
 static void op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
 {
-	itab_forget(ino, nlookup);
+	itab_forget(fs_of(req)->itab, ino, nlookup);
 	fuse_reply_none(req);
 }
 
 static void op_forget_multi(fuse_req_t req, size_t count,
 			    struct fuse_forget_data *forgets)
 {
+	struct fs *fs = fs_of(req);
+
 	for (size_t i = 0; i < count; i++)
-		itab_forget(forgets[i].ino, forgets[i].nlookup);
+		itab_forget(fs->itab, forgets[i].ino, forgets[i].nlookup);
 	fuse_reply_none(req);
 }
 
@@ -517,14 +521,15 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino,
 		       struct fuse_file_info *fi)
 {
 	bool worker = on_worker();
+	struct fs *fs = fs_of(req);
 	double attr_to, entry_to;
 	char path[PATH_MAX];
 	struct stat st;
 	int ret;
 
-	ret = itab_path(ino, path, sizeof(path));
+	ret = itab_path(fs->itab, ino, path, sizeof(path));
 	if (!ret)
-		ret = stat_ino(fs_of(req), path, &(uint64_t){ ino }, false, &st,
+		ret = stat_ino(fs, path, &(uint64_t){ ino }, false, &st,
 			       &attr_to, &entry_to);
 	if (ret == -ZEN_WOULD_WAIT && worker) {
 		defer(req, &(struct job){ .op = J_GETATTR, .ino = ino }, NULL,
@@ -550,7 +555,7 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
 	int ret;
 
 	caller_of(req, &who);
-	ret = ino_match(ino, path, sizeof(path), &m);
+	ret = ino_match(fs, ino, path, sizeof(path), &m);
 	if (ret)
 		goto out;
 	/* Only truncation of control files is accepted (and ignored);
@@ -611,7 +616,7 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	struct match m;
 	int ret;
 
-	ret = ino_match(ino, path, sizeof(path), &m);
+	ret = ino_match(fs, ino, path, sizeof(path), &m);
 	if (ret)
 		goto err;
 	if (S_ISDIR(tree_mode(fs, &m))) {
@@ -626,7 +631,7 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		secret_unref(tok);
 		return;
 	}
-	c = itab_snap_get(ino);
+	c = itab_snap_get(fs->itab, ino);
 	/* A secret is re-checked on every read from the start (key window,
 	 * token expiry). */
 	if (!c || (c->secret && off == 0)) {
@@ -656,6 +661,7 @@ err:
 }
 
 struct inval {
+	struct fs *fs;
 	struct notifier *q;
 	uint64_t skip, seq;
 };
@@ -663,10 +669,10 @@ struct inval {
 static void inval_file(const char *path, void *arg)
 {
 	struct inval *iv = arg;
-	uint64_t ino = itab_ino_of(path);
+	uint64_t ino = itab_ino_of(iv->fs->itab, path);
 
 	if (ino && ino != iv->skip) {
-		itab_snap_stale(ino);
+		itab_snap_stale(iv->fs->itab, ino);
 		iv->seq = notify_inval(iv->q, ino);
 	}
 }
@@ -681,7 +687,7 @@ static void inval_file(const char *path, void *arg)
 static void invalidate_object(struct fs *fs, const struct match *m,
 			      uint64_t written)
 {
-	struct inval iv = { fs->meta, written, 0 };
+	struct inval iv = { fs, fs->meta, written, 0 };
 
 	tree_object_files(m, inval_file, &iv);
 	if (iv.seq)
@@ -692,13 +698,14 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
 		     size_t size, off_t off, struct fuse_file_info *fi)
 {
 	bool worker = on_worker();
+	struct fs *fs = fs_of(req);
 	char path[PATH_MAX];
 	struct caller who;
 	struct match m;
 	int ret;
 
 	caller_of(req, &who);
-	ret = ino_match(ino, path, sizeof(path), &m);
+	ret = ino_match(fs, ino, path, sizeof(path), &m);
 	if (ret)
 		goto out;
 	/* A write waits on the server: a server object's control file on
@@ -723,7 +730,7 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
 	/* The kernel put the written bytes in its page cache: the next
 	 * GETATTR reports a new mtime, so it drops them (the kernel asks
 	 * again after a write). */
-	itab_snap_stale(ino);
+	itab_snap_stale(fs->itab, ino);
 	if (!ret)
 		invalidate_object(fs_of(req), &m, ino);
 out:
@@ -750,7 +757,7 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino,
 	uint64_t seq;
 	int ret;
 
-	ret = ino_match(ino, path, sizeof(path), &m);
+	ret = ino_match(fs, ino, path, sizeof(path), &m);
 	if (ret)
 		goto out;
 	d = calloc(1, sizeof(*d) + strlen(path) + 1);
@@ -833,7 +840,7 @@ static void readdir_common(fuse_req_t req, fuse_ino_t ino, size_t size,
 			if (ret == -ZEN_WOULD_WAIT && worker) {
 				/* again on the pool, from the same offset */
 				for (size_t t = 0; t < ntaken; t++)
-					itab_forget(taken[t], 1);
+					itab_forget(fs->itab, taken[t], 1);
 				free(buf);
 				defer(req,
 				      &(struct job){ .op = J_READDIRPLUS,
@@ -850,7 +857,8 @@ static void readdir_common(fuse_req_t req, fuse_ino_t ino, size_t size,
 				/* gone since opendir: the name alone */
 				memset(&e, 0, sizeof(e));
 				e.attr.st_mode = is_dir ? S_IFDIR : S_IFREG;
-				e.attr.st_ino = itab_dirent_ino(child);
+				e.attr.st_ino =
+					itab_dirent_ino(fs->itab, child);
 			}
 		}
 		if (plus)
@@ -861,7 +869,7 @@ static void readdir_common(fuse_req_t req, fuse_ino_t ino, size_t size,
 					      name, &e.attr, (off_t)(i + 1));
 		if (n > size - used) {
 			if (looked_up)
-				itab_forget(e.ino, 1);
+				itab_forget(fs->itab, e.ino, 1);
 			break;
 		}
 		used += n;
@@ -910,7 +918,7 @@ static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name,
 		return;
 	}
 	caller_of(req, &who);
-	ret = child_path(parent, name, path, sizeof(path));
+	ret = child_path(fs, parent, name, path, sizeof(path));
 	if (ret)
 		goto out;
 	if (tree_match(path, &m)) {
@@ -943,7 +951,7 @@ static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 		return;
 	}
 	caller_of(req, &who);
-	ret = child_path(parent, name, path, sizeof(path));
+	ret = child_path(fs_of(req), parent, name, path, sizeof(path));
 	if (!ret)
 		ret = tree_match(path, &m);
 	if (!ret)
@@ -959,7 +967,7 @@ static void refuse_op(fuse_req_t req, const char *what, fuse_ino_t parent,
 	struct caller who;
 
 	caller_of(req, &who);
-	if (child_path(parent, name, path, sizeof(path)))
+	if (child_path(fs_of(req), parent, name, path, sizeof(path)))
 		snprintf(path, sizeof(path), "?/%.200s", name);
 	log_warn("uid %u pid %d may not %s '%s': the tree does not allow it",
 		 (unsigned)who.uid, (int)who.pid, what, path);
@@ -999,11 +1007,13 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
 		      fuse_ino_t newparent, const char *newname,
 		      unsigned int flags)
 {
+	struct fs *fs = fs_of(req);
 	struct caller who;
 
 	/* The daemon's own publication of a new token (fs/publish.c). */
 	caller_of(req, &who);
-	if (!flags && !publish_renamed(&who, parent, name, newparent, newname))
+	if (!flags &&
+	    !publish_renamed(fs, &who, parent, name, newparent, newname))
 		fuse_reply_err(req, 0);
 	else
 		refuse_op(req, "rename", parent, name);

@@ -12,13 +12,16 @@
 
 #include "backend/api.h"
 
+struct defer;
+struct fs;
+
 extern const struct fuse_lowlevel_ops zen_ops;
 
 /* A pool that runs requests which wait on the server (fs/defer.h): the
  * metadata's, or (token) the one for refresh writes. */
 struct defer *ops_pool_new(bool token);
 /* Called once the kernel's INIT is answered (arg: ops_on_init's arg). */
-void ops_on_init(void (*fn)(void *arg), void *arg);
+void ops_on_init(struct fs *fs, void (*fn)(void *arg), void *arg);
 
 /* The store's store_gone_fn (backend/store.h): an object the kernel may
  * still hold an entry for is gone; the entry is dropped. */

@@ -14,6 +14,7 @@
 #include "backend/secret.h"
 #include "backend/token.h"
 #include "backend/util.h"
+#include "fs/content.h"
 #include "fs/inode.h"
 #include "fs/notify.h"
 #include "fs/self.h"
@@ -26,18 +27,6 @@
 #define SYNC_WAIT_MS 5000
 #define TOKEN_INOS_MAX 256
 
-/* The token's own notifier: publication and the drop of a token near
- * expiry never queue behind metadata work (fs/notify.h). */
-static struct notifier *tq;
-
-/* lock protects current (the token the names point to) and last_seq, and
- * orders publications. */
-static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
-static struct secret *current;
-static uint64_t last_seq;
-static bool first_done; /* nothing is published before publish_first() */
-static bool withdrawn; /* the daemon is stopping (atomic access) */
-
 /*
  * A new token reaches the names by a rename through the mount, done by
  * the daemon itself from the notify thread: the kernel swaps the dentry
@@ -49,38 +38,55 @@ static bool withdrawn; /* the daemon is stopping (atomic access) */
  * watchers see nothing.
  */
 struct rename_job {
+	struct fs *fs;
 	const char *staged, *name;
 };
 
-static const struct rename_job jobs[] = {
-	{ TOKEN_JSON_STAGED, TOKEN_JSON_NAME },
-	{ TOKEN_STAGED, TOKEN_NAME },
-};
+#define NJOBS 2
 
-/* our mount, once up: where to rename, and how to know it is ours */
-static char *mount_path;
-static dev_t mount_dev;
-static bool warned_rename;
+/* The token as published: one per mount (fs->pub). */
+struct publisher {
+	/* The token's own notifier: publication and the drop of a token
+	 * near expiry never queue behind metadata work (fs/notify.h). */
+	struct notifier *tq;
+	/* lock protects current (the token the names point to) and
+	 * last_seq, and orders publications. */
+	pthread_mutex_t lock;
+	struct secret *current;
+	uint64_t last_seq;
+	bool first_done; /* nothing is published before publish_first() */
+	bool withdrawn; /* the daemon is stopping (atomic access) */
+	/* token.json first, token last */
+	struct rename_job jobs[NJOBS];
+	/* our mount, once up: where to rename, and how to know it is ours */
+	char *mount_path;
+	dev_t mount_dev;
+	bool warned_rename;
+};
 
 static void rename_job(struct fuse_session *se, void *arg)
 {
 	const struct rename_job *j = arg;
+	struct fs *fs = j->fs;
+	struct publisher *pub = fs->pub;
 	char from[PATH_MAX], to[PATH_MAX];
 	uint64_t old = 0;
 	int err = ENODEV;
 
-	if (mount_path) {
-		snprintf(from, sizeof(from), "%s/%s", mount_path, j->staged);
-		snprintf(to, sizeof(to), "%s/%s", mount_path, j->name);
-		err = -self_rename(mount_path, mount_dev, from, to);
+	if (pub->mount_path) {
+		snprintf(from, sizeof(from), "%s/%s", pub->mount_path,
+			 j->staged);
+		snprintf(to, sizeof(to), "%s/%s", pub->mount_path, j->name);
+		err = -self_rename(fs->self, pub->mount_path, pub->mount_dev,
+				   from, to);
 		if (!err)
 			return;
 	}
-	if (!warned_rename && mount_path) {
-		warned_rename = true;
+	if (!pub->warned_rename && pub->mount_path) {
+		pub->warned_rename = true;
 		log_warn("cannot publish the token by a rename in '%s' (%s): "
 			 "watchers of the folder get no event",
-			 mount_path, strerror(err));
+			 pub->mount_path, strerror(err));
 	}
 	if (err == ETIMEDOUT || err == EBUSY)
 		log_warn("the mount helper did not rename '%s' in time: the "
@@ -88,7 +94,7 @@ static void rename_job(struct fuse_session *se, void *arg)
 			 j->name);
 	snprintf(from, sizeof(from), "/%s", j->staged);
 	snprintf(to, sizeof(to), "/%s", j->name);
-	if (!itab_rename(from, to, &old) && old)
+	if (!itab_rename(fs->itab, from, to, &old) && old)
 		fuse_lowlevel_notify_delete(se, ITAB_ROOT, old, j->name,
 					    strlen(j->name));
 }
@@ -96,12 +102,14 @@ static void rename_job(struct fuse_session *se, void *arg)
 static void expire_due(struct fuse_session *se, void *arg);
 
 /* Arm the timer for the next token inode to reach its margin. */
-static void arm_expiry(void)
+static void arm_expiry(struct fs *fs)
 {
-	time_t next = itab_tokens_next(TOKEN_MARGIN), now = time(NULL);
+	struct publisher *pub = fs->pub;
+	time_t next = itab_tokens_next(fs->itab, TOKEN_MARGIN),
+	       now = time(NULL);
 
-	if (tq)
-		notify_timer(tq, expire_due, NULL,
+	if (pub->tq)
+		notify_timer(pub->tq, expire_due, fs,
 			     next ? mono_ms() + (next > now ? next - now : 0) *
 							1000LL :
 				    0);
@@ -112,95 +120,123 @@ static void arm_expiry(void)
  * page cache; reads then come to the daemon and fail with the reason. */
 static void expire_due(struct fuse_session *se, void *arg)
 {
+	struct fs *fs = arg;
 	uint64_t inos[TOKEN_INOS_MAX];
 	size_t n;
 
-	n = itab_tokens_expiring(time(NULL), TOKEN_MARGIN, inos,
+	n = itab_tokens_expiring(fs->itab, time(NULL), TOKEN_MARGIN, inos,
 				 TOKEN_INOS_MAX);
 	for (size_t i = 0; i < n; i++)
 		fuse_lowlevel_notify_inval_inode(se, inos[i], 0, 0);
-	arm_expiry();
+	arm_expiry(fs);
 }
 
-int publish_start(struct fuse_session *se)
+int publish_new(struct fs *fs)
 {
-	int ret;
+	struct publisher *pub = calloc(1, sizeof(*pub));
 
-	tq = notifier_new("zenmlfs-token", false);
-	if (!tq)
+	if (!pub)
 		return -ENOMEM;
-	ret = notifier_start(tq, se);
-	if (ret)
-		return ret;
-	arm_expiry();
+	pthread_mutex_init(&pub->lock, NULL);
+	pub->jobs[0] =
+		(struct rename_job){ fs, TOKEN_JSON_STAGED, TOKEN_JSON_NAME };
+	pub->jobs[1] = (struct rename_job){ fs, TOKEN_STAGED, TOKEN_NAME };
+	fs->pub = pub;
 	return 0;
 }
 
-void publish_stop(void)
+int publish_start(struct fs *fs, struct fuse_session *se)
 {
-	notifier_stop(tq);
+	struct publisher *pub = fs->pub;
+	int ret;
+
+	pub->tq = notifier_new("zenmlfs-token", false);
+	if (!pub->tq)
+		return -ENOMEM;
+	ret = notifier_start(pub->tq, se);
+	if (ret)
+		return ret;
+	arm_expiry(fs);
+	return 0;
+}
+
+void publish_stop(struct fs *fs)
+{
+	struct publisher *pub = fs->pub;
+
+	notifier_stop(pub->tq);
 }
 
 /* Bind the names to tok.  Caller holds lock. */
-static int publish(struct secret *tok, int64_t exp, bool tell_kernel)
+static int publish(struct fs *fs, struct secret *tok, int64_t exp,
+		   bool tell_kernel)
 {
+	struct publisher *pub = fs->pub;
 	uint64_t old = 0;
 	int ret;
 
 	if (!tell_kernel) {
-		ret = itab_publish("/" TOKEN_NAME, tok, exp, &old);
+		ret = itab_publish(fs->itab, "/" TOKEN_NAME, tok, exp, &old);
 		if (!ret)
-			ret = itab_publish("/" TOKEN_JSON_NAME, tok, exp, &old);
+			ret = itab_publish(fs->itab, "/" TOKEN_JSON_NAME, tok,
+					   exp, &old);
 	} else {
-		ret = itab_publish("/" TOKEN_JSON_STAGED, tok, exp, &old);
+		ret = itab_publish(fs->itab, "/" TOKEN_JSON_STAGED, tok, exp,
+				   &old);
 		if (!ret)
-			ret = itab_publish("/" TOKEN_STAGED, tok, exp, &old);
+			ret = itab_publish(fs->itab, "/" TOKEN_STAGED, tok, exp,
+					   &old);
 	}
 	if (ret)
 		return ret;
-	secret_unref(current);
-	current = secret_ref(tok);
+	secret_unref(pub->current);
+	pub->current = secret_ref(tok);
 	log_debug("token published: %zu bytes", tok->len);
-	for (size_t i = 0; tell_kernel && i < sizeof(jobs) / sizeof(jobs[0]);
-	     i++)
-		last_seq = notify_call(tq, rename_job, (void *)&jobs[i]);
-	arm_expiry();
+	for (size_t i = 0; tell_kernel && i < NJOBS; i++)
+		pub->last_seq =
+			notify_call(pub->tq, rename_job, (void *)&pub->jobs[i]);
+	arm_expiry(fs);
 	return 0;
 }
 
-void publish_mounted(const char *path, dev_t dev)
+void publish_mounted(struct fs *fs, const char *path, dev_t dev)
 {
-	pthread_mutex_lock(&lock);
-	if (!mount_path) {
-		mount_path = strdup(path);
-		mount_dev = dev;
+	struct publisher *pub = fs->pub;
+
+	pthread_mutex_lock(&pub->lock);
+	if (!pub->mount_path) {
+		pub->mount_path = strdup(path);
+		pub->mount_dev = dev;
 	}
-	pthread_mutex_unlock(&lock);
+	pthread_mutex_unlock(&pub->lock);
 }
 
-int publish_renamed(const struct caller *who, uint64_t parent, const char *name,
-		    uint64_t newparent, const char *newname)
+int publish_renamed(struct fs *fs, const struct caller *who, uint64_t parent,
+		    const char *name, uint64_t newparent, const char *newname)
 {
+	struct publisher *pub = fs->pub;
 	uint64_t old;
 
 	/* only the daemon's helper, only the staged names */
-	if (!self_is(who->pid) || parent != ITAB_ROOT || newparent != ITAB_ROOT)
+	if (!self_is(fs->self, who->pid) || parent != ITAB_ROOT ||
+	    newparent != ITAB_ROOT)
 		return -EPERM;
-	for (size_t i = 0; i < sizeof(jobs) / sizeof(jobs[0]); i++) {
+	for (size_t i = 0; i < NJOBS; i++) {
 		char from[64], to[64];
 
-		if (strcmp(name, jobs[i].staged) ||
-		    strcmp(newname, jobs[i].name))
+		if (strcmp(name, pub->jobs[i].staged) ||
+		    strcmp(newname, pub->jobs[i].name))
 			continue;
-		snprintf(from, sizeof(from), "/%s", jobs[i].staged);
-		snprintf(to, sizeof(to), "/%s", jobs[i].name);
-		return itab_rename(from, to, &old);
+		snprintf(from, sizeof(from), "/%s", pub->jobs[i].staged);
+		snprintf(to, sizeof(to), "/%s", pub->jobs[i].name);
+		return itab_rename(fs->itab, from, to, &old);
 	}
 	return -EPERM;
 }
 
 int publish_first(struct fs *fs)
 {
+	struct publisher *pub = fs->pub;
 	struct secret *tok;
 	int64_t exp;
 	int ret;
@@ -208,10 +244,10 @@ int publish_first(struct fs *fs)
 	ret = token_engine_get(fs->te, &tok, &exp);
 	if (ret)
 		return ret;
-	pthread_mutex_lock(&lock);
-	ret = publish(tok, exp, false);
-	first_done = !ret;
-	pthread_mutex_unlock(&lock);
+	pthread_mutex_lock(&pub->lock);
+	ret = publish(fs, tok, exp, false);
+	pub->first_done = !ret;
+	pthread_mutex_unlock(&pub->lock);
 	secret_unref(tok);
 	return ret;
 }
@@ -219,6 +255,7 @@ int publish_first(struct fs *fs)
 void publish_changed(void *arg)
 {
 	struct fs *fs = arg;
+	struct publisher *pub = fs->pub;
 	uint64_t inos[TOKEN_INOS_MAX];
 	struct secret *tok = NULL;
 	int64_t exp;
@@ -226,31 +263,32 @@ void publish_changed(void *arg)
 	int ret;
 
 	ret = token_engine_get(fs->te, &tok, &exp);
-	pthread_mutex_lock(&lock);
-	if (!first_done) {
+	pthread_mutex_lock(&pub->lock);
+	if (!pub->first_done) {
 		/* the first token: publish_first() comes next */
-	} else if (!ret && !secret_equal(tok, current)) {
-		if (publish(tok, exp, true))
+	} else if (!ret && !secret_equal(tok, pub->current)) {
+		if (publish(fs, tok, exp, true))
 			log_err("cannot publish the new token: out of memory");
 	} else if (ret) {
 		/* Nothing may be served: every read must come here to
 		 * fail, none may find a token in the page cache. */
-		n = itab_tokens(inos, TOKEN_INOS_MAX);
+		n = itab_tokens(fs->itab, inos, TOKEN_INOS_MAX);
 		for (size_t i = 0; i < n; i++)
-			last_seq = notify_inval(tq, inos[i]);
+			pub->last_seq = notify_inval(pub->tq, inos[i]);
 	}
-	pthread_mutex_unlock(&lock);
+	pthread_mutex_unlock(&pub->lock);
 	secret_unref(tok);
 }
 
-bool publish_sync(void)
+bool publish_sync(struct fs *fs)
 {
+	struct publisher *pub = fs->pub;
 	uint64_t seq;
 
-	pthread_mutex_lock(&lock);
-	seq = last_seq;
-	pthread_mutex_unlock(&lock);
-	return !tq || notify_wait(tq, seq, SYNC_WAIT_MS);
+	pthread_mutex_lock(&pub->lock);
+	seq = pub->last_seq;
+	pthread_mutex_unlock(&pub->lock);
+	return !pub->tq || notify_wait(pub->tq, seq, SYNC_WAIT_MS);
 }
 
 int publish_read(struct fs *fs, uint64_t ino, struct secret **tok)
@@ -258,9 +296,9 @@ int publish_read(struct fs *fs, uint64_t ino, struct secret **tok)
 	int64_t exp;
 	int ret;
 
-	if (__atomic_load_n(&withdrawn, __ATOMIC_ACQUIRE))
+	if (__atomic_load_n(&fs->pub->withdrawn, __ATOMIC_ACQUIRE))
 		return -ENOTCONN;
-	ret = itab_token(ino, tok, &exp, NULL);
+	ret = itab_token(fs->itab, ino, tok, &exp, NULL);
 	if (ret)
 		return ret;
 	ret = token_engine_servable(fs->te, exp);
@@ -271,17 +309,18 @@ int publish_read(struct fs *fs, uint64_t ino, struct secret **tok)
 	return ret;
 }
 
-int publish_stat(uint64_t ino, size_t *len, struct timespec *at, bool *retired)
+int publish_stat(struct fs *fs, uint64_t ino, size_t *len, struct timespec *at,
+		 bool *retired)
 {
 	struct secret *tok;
 	int64_t exp;
 	int ret;
 
-	ret = itab_token(ino, &tok, &exp, at);
+	ret = itab_token(fs->itab, ino, &tok, &exp, at);
 	if (ret)
 		return ret;
 	*len = tok->len;
-	*retired = itab_retired(ino);
+	*retired = itab_retired(fs->itab, ino);
 	secret_unref(tok);
 	return 0;
 }
@@ -294,9 +333,9 @@ int publish_render_json(struct fs *fs, uint64_t ino, struct content **out)
 	int64_t exp;
 	int ret, n;
 
-	if (__atomic_load_n(&withdrawn, __ATOMIC_ACQUIRE))
+	if (__atomic_load_n(&fs->pub->withdrawn, __ATOMIC_ACQUIRE))
 		return -ENOTCONN;
-	ret = itab_token(ino, &tok, &exp, NULL);
+	ret = itab_token(fs->itab, ino, &tok, &exp, NULL);
 	if (!ret) {
 		ret = token_engine_servable(fs->te, exp);
 		if (ret)
@@ -330,32 +369,33 @@ int publish_render_json(struct fs *fs, uint64_t ino, struct content **out)
 	return 0;
 }
 
-bool publish_withdraw(void)
+bool publish_withdraw(struct fs *fs)
 {
+	struct publisher *pub = fs->pub;
 	uint64_t inos[TOKEN_INOS_MAX];
 	size_t n;
 
-	__atomic_store_n(&withdrawn, true, __ATOMIC_RELEASE);
-	if (!tq)
+	__atomic_store_n(&pub->withdrawn, true, __ATOMIC_RELEASE);
+	if (!pub->tq)
 		return true;
-	pthread_mutex_lock(&lock);
-	n = itab_tokens(inos, TOKEN_INOS_MAX);
+	pthread_mutex_lock(&pub->lock);
+	n = itab_tokens(fs->itab, inos, TOKEN_INOS_MAX);
 	for (size_t i = 0; i < n; i++)
-		last_seq = notify_inval(tq, inos[i]);
-	pthread_mutex_unlock(&lock);
-	return publish_sync();
+		pub->last_seq = notify_inval(pub->tq, inos[i]);
+	pthread_mutex_unlock(&pub->lock);
+	return publish_sync(fs);
 }
 
-void publish_release(void)
+void publish_free(struct fs *fs)
 {
-	pthread_mutex_lock(&lock);
-	secret_unref(current);
-	current = NULL;
-	notifier_free(tq);
-	tq = NULL;
-	free(mount_path);
-	mount_path = NULL;
-	first_done = false;
-	__atomic_store_n(&withdrawn, false, __ATOMIC_RELEASE);
-	pthread_mutex_unlock(&lock);
+	struct publisher *pub = fs->pub;
+
+	if (!pub)
+		return;
+	secret_unref(pub->current);
+	notifier_free(pub->tq);
+	free(pub->mount_path);
+	pthread_mutex_destroy(&pub->lock);
+	free(pub);
+	fs->pub = NULL;
 }

@@ -21,6 +21,8 @@
 
 #include "fs/fs.h"
 
+struct content;
+
 struct fuse_session;
 struct secret;
 
@@ -32,10 +34,13 @@ struct secret;
 #define TOKEN_STAGED ".token-new"
 #define TOKEN_JSON_STAGED ".token.json-new"
 
+/* The publisher of fs (fs->pub); publish_free() after publish_stop(). */
+int publish_new(struct fs *fs);
+void publish_free(struct fs *fs);
 /* The token's own notifier thread (fs/notify.h), once the session is
  * mounted; publish_stop() ends it (nothing more reaches the kernel). */
-int publish_start(struct fuse_session *se);
-void publish_stop(void);
+int publish_start(struct fs *fs, struct fuse_session *se);
+void publish_stop(struct fs *fs);
 /* Publish the engine's first token (before the kernel can ask). */
 int publish_first(struct fs *fs);
 /* The token engine's on_change (arg: the struct fs). */
@@ -43,28 +48,28 @@ void publish_changed(void *arg);
 /* Wait until the kernel was told about everything published so far (a
  * writer of "refresh" then reads the new token at once): true, or false
  * after SYNC_WAIT_MS. */
-bool publish_sync(void);
+bool publish_sync(struct fs *fs);
 /* The mount is up at path, on device dev (which tells it is still ours):
  * new tokens are published by a rename through it (fs/self.h). */
-void publish_mounted(const char *path, dev_t dev);
+void publish_mounted(struct fs *fs, const char *path, dev_t dev);
 /* A RENAME request: 0 when it is our own publication (the table is
  * switched), -EPERM for anything else. */
-int publish_renamed(const struct caller *who, uint64_t parent, const char *name,
-		    uint64_t newparent, const char *newname);
+int publish_renamed(struct fs *fs, const struct caller *who, uint64_t parent,
+		    const char *name, uint64_t newparent, const char *newname);
 /* The daemon is stopping: token reads fail with ENOTCONN from now on and
  * the pages of every token inode are dropped, so a single-file bind or a
  * held fd that outlives the daemon gets an error, not a token from the
  * page cache that nothing would ever drop.  Waits until the kernel was
  * told (false: not within SYNC_WAIT_MS).  Call while the FUSE loop still
  * answers: a drop waits for a READ of the same page in flight. */
-bool publish_withdraw(void);
-void publish_release(void);
+bool publish_withdraw(struct fs *fs);
 
 /* The token of token inode ino, if it may be served now: a new
  * reference.  -ENOENT when ino is no token inode. */
 int publish_read(struct fs *fs, uint64_t ino, struct secret **tok);
 /* Size, publish time and whether ino was replaced, for stat. */
-int publish_stat(uint64_t ino, size_t *len, struct timespec *at, bool *retired);
+int publish_stat(struct fs *fs, uint64_t ino, size_t *len, struct timespec *at,
+		 bool *retired);
 /* token.json for the token of inode ino. */
 int publish_render_json(struct fs *fs, uint64_t ino, struct content **out);
 #endif

@@ -10,6 +10,7 @@
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/prctl.h>
@@ -61,18 +62,41 @@ struct self_rep {
  * a caller that gives up closes its end and a late reply goes nowhere.
  * cancel (an eventfd) wakes every waiter at a stop.
  */
-static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
-static int fd = -1;
-static int cancel_fd = -1;
-static pid_t helper_pid; /* atomic access */
+struct self {
+	pthread_mutex_t lock;
+	int fd; /* our end of the helper's socket; -1: none */
+	int cancel_fd;
+	pid_t helper_pid; /* atomic access */
+};
 
-int self_start(void)
+struct self *self_new(void)
+{
+	struct self *sf = calloc(1, sizeof(*sf));
+
+	if (!sf)
+		return NULL;
+	pthread_mutex_init(&sf->lock, NULL);
+	sf->fd = -1;
+	sf->cancel_fd = -1;
+	return sf;
+}
+
+void self_free(struct self *sf)
+{
+	if (!sf)
+		return;
+	self_stop(sf);
+	pthread_mutex_destroy(&sf->lock);
+	free(sf);
+}
+
+int self_start(struct self *sf)
 {
 	int sv[2], ret;
 	pid_t pid;
 
-	cancel_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	if (cancel_fd < 0)
+	sf->cancel_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (sf->cancel_fd < 0)
 		return -errno;
 	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv))
 		return -errno;
@@ -99,34 +123,34 @@ int self_start(void)
 		_exit(127);
 	}
 	close(sv[1]);
-	pthread_mutex_lock(&lock);
-	fd = sv[0];
-	pthread_mutex_unlock(&lock);
-	__atomic_store_n(&helper_pid, pid, __ATOMIC_RELEASE);
+	pthread_mutex_lock(&sf->lock);
+	sf->fd = sv[0];
+	pthread_mutex_unlock(&sf->lock);
+	__atomic_store_n(&sf->helper_pid, pid, __ATOMIC_RELEASE);
 	return 0;
 }
 
-void self_cancel(void)
+void self_cancel(struct self *sf)
 {
-	if (cancel_fd >= 0)
-		eventfd_write(cancel_fd, 1);
+	if (sf->cancel_fd >= 0)
+		eventfd_write(sf->cancel_fd, 1);
 }
 
-void self_stop(void)
+void self_stop(struct self *sf)
 {
-	pid_t pid = __atomic_exchange_n(&helper_pid, 0, __ATOMIC_ACQ_REL);
+	pid_t pid = __atomic_exchange_n(&sf->helper_pid, 0, __ATOMIC_ACQ_REL);
 	struct timespec pause = { 0, 10 * 1000 * 1000 };
 	struct self_req rq = { .op = OP_QUIT };
 
-	self_cancel();
-	pthread_mutex_lock(&lock);
-	if (fd >= 0) {
+	self_cancel(sf);
+	pthread_mutex_lock(&sf->lock);
+	if (sf->fd >= 0) {
 		/* a stop, not a death: it exits at once */
-		send(fd, &rq, sizeof(rq), MSG_NOSIGNAL | MSG_DONTWAIT);
-		close(fd);
+		send(sf->fd, &rq, sizeof(rq), MSG_NOSIGNAL | MSG_DONTWAIT);
+		close(sf->fd);
 	}
-	fd = -1;
-	pthread_mutex_unlock(&lock);
+	sf->fd = -1;
+	pthread_mutex_unlock(&sf->lock);
 	if (pid > 0) {
 		/* it exits at once unless it waits on a mount still up */
 		for (int i = 0; i < 200; i++) {
@@ -138,14 +162,14 @@ void self_stop(void)
 		waitpid(pid, NULL, 0);
 	}
 reaped:
-	if (cancel_fd >= 0)
-		close(cancel_fd);
-	cancel_fd = -1;
+	if (sf->cancel_fd >= 0)
+		close(sf->cancel_fd);
+	sf->cancel_fd = -1;
 }
 
-bool self_is(pid_t pid)
+bool self_is(struct self *sf, pid_t pid)
 {
-	pid_t h = __atomic_load_n(&helper_pid, __ATOMIC_ACQUIRE);
+	pid_t h = __atomic_load_n(&sf->helper_pid, __ATOMIC_ACQUIRE);
 
 	return h > 0 && pid == h;
 }
@@ -175,12 +199,12 @@ static ssize_t send_req(int sock, struct self_req *rq, const int *pass,
 
 /* The helper is gone (it crashed, or was killed): reap it, and every
  * later call fails at once. */
-static void helper_died(void)
+static void helper_died(struct self *sf)
 {
-	pid_t pid = __atomic_exchange_n(&helper_pid, 0, __ATOMIC_ACQ_REL);
+	pid_t pid = __atomic_exchange_n(&sf->helper_pid, 0, __ATOMIC_ACQ_REL);
 
-	close(fd);
-	fd = -1;
+	close(sf->fd);
+	sf->fd = -1;
 	if (pid > 0)
 		waitpid(pid, NULL, 0); /* its socket closed: it is exiting */
 	log_warn("the mount helper is gone: folder watchers get no event "
@@ -189,11 +213,11 @@ static void helper_died(void)
 
 /* One request, one reply (on a socket of its own), waiting at most
  * timeout_ms or until self_cancel(). */
-static int call(struct self_req *rq, struct self_rep *rep, int pass,
-		int timeout_ms)
+static int call(struct self *sf, struct self_req *rq, struct self_rep *rep,
+		int pass, int timeout_ms)
 {
 	struct pollfd pfd[2] = { { .events = POLLIN },
-				 { .fd = cancel_fd, .events = POLLIN } };
+				 { .fd = sf->cancel_fd, .events = POLLIN } };
 	int rp[2], fds[2], ret;
 	ssize_t n;
 
@@ -201,11 +225,11 @@ static int call(struct self_req *rq, struct self_rep *rep, int pass,
 		return -errno;
 	fds[0] = rp[1];
 	fds[1] = pass;
-	pthread_mutex_lock(&lock);
-	if (fd < 0) {
+	pthread_mutex_lock(&sf->lock);
+	if (sf->fd < 0) {
 		ret = -ENOTCONN;
 	} else {
-		n = send_req(fd, rq, fds, pass >= 0 ? 2 : 1);
+		n = send_req(sf->fd, rq, fds, pass >= 0 ? 2 : 1);
 		if (n == (ssize_t)sizeof(*rq))
 			ret = 0;
 		else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
@@ -213,9 +237,9 @@ static int call(struct self_req *rq, struct self_rep *rep, int pass,
 		else
 			ret = -EPIPE;
 		if (ret == -EPIPE)
-			helper_died();
+			helper_died(sf);
 	}
-	pthread_mutex_unlock(&lock);
+	pthread_mutex_unlock(&sf->lock);
 	close(rp[1]);
 	if (ret)
 		goto out;
@@ -250,7 +274,7 @@ static int set_path(char *dst, const char *src)
 	return 0;
 }
 
-int self_stat_dev(const char *path, dev_t *dev)
+int self_stat_dev(struct self *sf, const char *path, dev_t *dev)
 {
 	struct self_req rq = { .op = OP_STAT };
 	struct self_rep rep;
@@ -259,13 +283,13 @@ int self_stat_dev(const char *path, dev_t *dev)
 	ret = set_path(rq.a, path);
 	if (ret)
 		return ret;
-	ret = call(&rq, &rep, -1, STAT_TIMEOUT_MS);
+	ret = call(sf, &rq, &rep, -1, STAT_TIMEOUT_MS);
 	if (!ret)
 		*dev = (dev_t)rep.dev;
 	return ret;
 }
 
-long self_read(const char *path)
+long self_read(struct self *sf, const char *path)
 {
 	struct self_req rq = { .op = OP_READ };
 	struct self_rep rep;
@@ -274,11 +298,12 @@ long self_read(const char *path)
 	ret = set_path(rq.a, path);
 	if (ret)
 		return ret;
-	ret = call(&rq, &rep, -1, READ_TIMEOUT_MS);
+	ret = call(sf, &rq, &rep, -1, READ_TIMEOUT_MS);
 	return ret ? ret : (long)rep.len;
 }
 
-int self_rename(const char *dir, dev_t dev, const char *from, const char *to)
+int self_rename(struct self *sf, const char *dir, dev_t dev, const char *from,
+		const char *to)
 {
 	struct self_req rq = { .op = OP_RENAME, .dev = dev };
 	struct self_rep rep;
@@ -289,24 +314,22 @@ int self_rename(const char *dir, dev_t dev, const char *from, const char *to)
 		ret = set_path(rq.b, from);
 	if (!ret)
 		ret = set_path(rq.c, to);
-	return ret ? ret : call(&rq, &rep, -1, RENAME_TIMEOUT_MS);
+	return ret ? ret : call(sf, &rq, &rep, -1, RENAME_TIMEOUT_MS);
 }
 
-int self_hold(int sock)
+int self_hold(struct self *sf, int sock)
 {
 	struct self_req rq = { .op = OP_HOLD };
 	struct self_rep rep;
 
-	return call(&rq, &rep, sock, STAT_TIMEOUT_MS);
+	return call(sf, &rq, &rep, sock, STAT_TIMEOUT_MS);
 }
 
 /* ---- the helper ------------------------------------------------------ */
 
-static int held = -1; /* OP_HOLD's descriptor */
-
 /* Receive one request, its reply socket in *reply (-1: none), and the
- * descriptor OP_HOLD carries. */
-static ssize_t recv_req(struct self_req *rq, int *reply)
+ * descriptor OP_HOLD carries (into *held, once). */
+static ssize_t recv_req(struct self_req *rq, int *reply, int *held)
 {
 	union {
 		char buf[CMSG_SPACE(2 * sizeof(int))];
@@ -338,8 +361,8 @@ static ssize_t recv_req(struct self_req *rq, int *reply)
 			if (i == 0 && *reply < 0)
 				*reply = got[i];
 			else if (n == (ssize_t)sizeof(*rq) &&
-				 rq->op == OP_HOLD && held < 0)
-				held = got[i];
+				 rq->op == OP_HOLD && *held < 0)
+				*held = got[i];
 			else
 				close(got[i]);
 		}
@@ -351,7 +374,7 @@ static ssize_t recv_req(struct self_req *rq, int *reply)
  * thread is gone (this process is then re-parented) its /dev/fuse
  * descriptor is closed and the connection aborted; only then does the
  * held socket close, so fusermount3 finds ENOTCONN and unmounts. */
-static void outlive(pid_t daemon)
+static void outlive(pid_t daemon, int held)
 {
 	struct timespec pause = { 0, 2 * 1000 * 1000 };
 
@@ -361,7 +384,7 @@ static void outlive(pid_t daemon)
 		nanosleep(&pause, NULL);
 }
 
-static void serve(const struct self_req *rq, struct self_rep *rep)
+static void serve(const struct self_req *rq, struct self_rep *rep, int held)
 {
 	static char buf[READ_MAX];
 	struct stat st;
@@ -412,7 +435,7 @@ int self_helper_main(void)
 	static struct self_req rq;
 	pid_t daemon = getppid();
 	struct self_rep rep;
-	int reply;
+	int reply, held = -1; /* OP_HOLD's descriptor */
 	ssize_t n;
 
 	/* No core, no ptrace.  It ends with the daemon: a stop says
@@ -425,11 +448,11 @@ int self_helper_main(void)
 	prctl(PR_SET_DUMPABLE, 0);
 	prctl(PR_SET_NAME, "zenmlfs-helper");
 	for (;;) {
-		n = recv_req(&rq, &reply);
+		n = recv_req(&rq, &reply, &held);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n <= 0) {
-			outlive(daemon);
+			outlive(daemon, held);
 			return 0;
 		}
 		if (n == (ssize_t)sizeof(rq) && rq.op == OP_QUIT)
@@ -440,7 +463,7 @@ int self_helper_main(void)
 		} else {
 			rq.a[PATH_MAX - 1] = rq.b[PATH_MAX - 1] =
 				rq.c[PATH_MAX - 1] = '\0';
-			serve(&rq, &rep);
+			serve(&rq, &rep, held);
 		}
 		/* the caller may have given up: its socket is closed */
 		if (reply >= 0) {

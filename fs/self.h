@@ -29,19 +29,25 @@
 /* The hidden first argument that makes the binary the helper. */
 #define SELF_HELPER_ARG "--self-helper"
 
+struct self;
+
+/* The helper's handle, not started (calls fail with -ENOTCONN); freeing
+ * it stops the helper. */
+struct self *self_new(void);
+void self_free(struct self *sf);
 /* Start the helper.  Call with no FUSE session open.  -errno when it
  * cannot be started: the callers then do without it. */
-int self_start(void);
+int self_start(struct self *sf);
 /* Every call waiting for the helper returns -ECANCELED now, and every
  * later one at once (a stop). */
-void self_cancel(void);
+void self_cancel(struct self *sf);
 /* Stop it (after the mount is gone) and reap it. */
-void self_stop(void);
+void self_stop(struct self *sf);
 /* Is the request's pid the helper? */
-bool self_is(pid_t pid);
+bool self_is(struct self *sf, pid_t pid);
 
 /* The device of the file system at path (its root), through the helper. */
-int self_stat_dev(const char *path, dev_t *dev);
+int self_stat_dev(struct self *sf, const char *path, dev_t *dev);
 /*
  * Each call waits for the helper's reply at most a few seconds (a rename
  * 2 s, the others 10 s: -ETIMEDOUT); the helper goes on with the next
@@ -49,9 +55,10 @@ int self_stat_dev(const char *path, dev_t *dev);
  * with -ENOTCONN.
  */
 /* Read path (up to 64 KiB, the bytes are dropped): its length or -errno. */
-long self_read(const char *path);
+long self_read(struct self *sf, const char *path);
 /* rename(from, to) when dir is still on device dev; -ESTALE when not. */
-int self_rename(const char *dir, dev_t dev, const char *from, const char *to);
+int self_rename(struct self *sf, const char *dir, dev_t dev, const char *from,
+		const char *to);
 
 /*
  * Give the helper a copy of fusermount3's auto_unmount socket
@@ -59,7 +66,7 @@ int self_rename(const char *dir, dev_t dev, const char *from, const char *to);
  * daemon is entirely gone, its connection aborted, so that fusermount3
  * then unmounts.
  */
-int self_hold(int sock);
+int self_hold(struct self *sf, int sock);
 
 /* The helper's main(): argv[1] is SELF_HELPER_ARG, fd 3 its socket. */
 int self_helper_main(void);

@@ -16,6 +16,8 @@
 
 #include "fs/fs.h"
 
+struct content;
+
 /* Node flags. */
 #define NF_TOKEN 0x1 /* the token: fs/publish.h */
 #define NF_TOKEN_JSON 0x2 /* token.json: fs/publish.h */

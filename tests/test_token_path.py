@@ -34,7 +34,7 @@ from zenserver import jwt_claims
 
 MARGIN = 30             # never served this close to exp (docs/design.md)
 CLOCK_SLACK = 2.0       # exp is whole seconds; the machine is loaded
-FUSE_THREADS_MAX = 16   # fs/main.c: every FUSE worker
+FUSE_THREADS_MAX = 16   # cli/main.c: every FUSE worker
 REQUEST_TIMEOUT = 20    # the daemon's total timeout per server request
 HELPER_TIMEOUT = 10     # fs/self.c REPLY_TIMEOUT_MS of the old daemon
 # The promise "a refresh write returns when the new token is what the

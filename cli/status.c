@@ -14,7 +14,7 @@
  * answers or its connection is aborted), holding none of the caller's
  * descriptors, and init reaps it.
  */
-#include "fs/statuscmd.h"
+#include "cli/status.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -28,7 +28,7 @@
 #include <unistd.h>
 
 #include "backend/util.h"
-#include "fs/service.h"
+#include "cli/service.h"
 
 #include "backend/banned.h" /* always the last include */
 
@@ -207,13 +207,12 @@ static int answer(int fd, struct probe *p, long long deadline)
 	return 0;
 }
 
-int status_main(int argc, char **argv)
+/* The mount point to ask: argv[1], or the only zenmlfs mount (into
+ * only).  -1 to go on, else the exit code. */
+static int status_args(int argc, char **argv, char *only, size_t size,
+		       const char **path)
 {
-	static struct probe p;
-	char only[PATH_MAX], why[256];
-	const char *path;
-	int fds[2], ret;
-	pid_t pid;
+	char why[256];
 
 	if (argc > 1 &&
 	    (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
@@ -233,13 +232,23 @@ int status_main(int argc, char **argv)
 		return STATUS_UNKNOWN;
 	}
 	if (argc == 2) {
-		path = argv[1];
-	} else if (status_only_mount(only, sizeof(only), why, sizeof(why))) {
+		*path = argv[1];
+	} else if (status_only_mount(only, size, why, sizeof(why))) {
 		fprintf(stderr, "zenmlfs: status: %s\n", why);
 		return STATUS_UNKNOWN;
 	} else {
-		path = only;
+		*path = only;
 	}
+	return -1;
+}
+
+/* Ask path in a child process (it may hang on a dead mount): 0 with *p,
+ * else the exit code, said on stderr. */
+static int probe_in_child(const char *path, struct probe *p)
+{
+	int fds[2], ret;
+	pid_t pid;
+
 	if (pipe2(fds, O_CLOEXEC)) {
 		fprintf(stderr, "zenmlfs: status: cannot make a pipe: %s\n",
 			strerror(errno));
@@ -259,24 +268,38 @@ int status_main(int argc, char **argv)
 		child_main(path, fds[1]);
 	}
 	close(fds[1]);
-	ret = answer(fds[0], &p, mono_ms() + ANSWER_WAIT_S * 1000LL);
+	ret = answer(fds[0], p, mono_ms() + ANSWER_WAIT_S * 1000LL);
 	close(fds[0]);
-	if (ret) {
-		/* Gone at once if its request is still queued; else it stays
-		 * until the daemon answers, and init reaps it. */
-		kill(pid, SIGKILL);
-		reap(pid, 200);
-		if (ret == -ETIMEDOUT)
-			fprintf(stderr,
-				"zenmlfs: status: '%s' does not answer within "
-				"%d s\n",
-				path, ANSWER_WAIT_S);
-		else
-			fprintf(stderr, "zenmlfs: status: cannot probe '%s'\n",
-				path);
-		return STATUS_UNKNOWN;
+	if (!ret) {
+		reap(pid, 1000);
+		return 0;
 	}
-	reap(pid, 1000);
+	/* Gone at once if its request is still queued; else it stays until
+	 * the daemon answers, and init reaps it. */
+	kill(pid, SIGKILL);
+	reap(pid, 200);
+	if (ret == -ETIMEDOUT)
+		fprintf(stderr,
+			"zenmlfs: status: '%s' does not answer within %d s\n",
+			path, ANSWER_WAIT_S);
+	else
+		fprintf(stderr, "zenmlfs: status: cannot probe '%s'\n", path);
+	return STATUS_UNKNOWN;
+}
+
+int status_main(int argc, char **argv)
+{
+	static struct probe p;
+	char only[PATH_MAX];
+	const char *path = NULL;
+	int ret;
+
+	ret = status_args(argc, argv, only, sizeof(only), &path);
+	if (ret >= 0)
+		return ret;
+	ret = probe_in_child(path, &p);
+	if (ret)
+		return ret;
 	p.status[sizeof(p.status) - 1] = '\0';
 	p.why[sizeof(p.why) - 1] = '\0';
 	if (p.status[0])

@@ -30,7 +30,6 @@
 #include "backend/exitcode.h"
 #include "backend/http.h"
 #include "backend/log.h"
-#include "backend/login.h"
 #include "backend/secret.h"
 #include "backend/session.h"
 #include "backend/store.h"
@@ -38,18 +37,18 @@
 #include "backend/util.h"
 #include "backend/zenml.h"
 #include "cli/exec.h"
+#include "cli/login.h"
 #include "fs/channel.h"
 #include "fs/defer.h"
 #include "fs/housekeeping.h"
-#include "fs/inode.h"
-#include "fs/newkeys.h"
+#include "fs/mount.h"
 #include "fs/notify.h"
 #include "fs/ops.h"
-#include "fs/options.h"
+#include "cli/options.h"
 #include "fs/publish.h"
 #include "fs/self.h"
-#include "fs/service.h"
-#include "fs/statuscmd.h"
+#include "cli/service.h"
+#include "cli/status.h"
 
 #include "backend/banned.h" /* always the last include */
 
@@ -66,14 +65,21 @@
 /* what main writes to the stop eventfd to end the stopper thread */
 #define STOPPER_QUIT (1ULL << 62)
 
-/* Everything the daemon is made of; main owns it. */
+/* Everything the daemon is made of: mount_main() allocates it, and
+ * daemon_free() joins its threads and frees it, in one place. */
 struct daemon {
 	struct options o;
 	struct fs fs;
+	struct fuse_args args;
 	struct fuse_session *se;
 	char mountpoint[PATH_MAX];
+	char state_dir[PATH_MAX]; /* where the key's session is kept; "" */
 	int mount_id; /* ours, in /proc/self/mountinfo */
+	bool mounted; /* fuse_session_mount() succeeded */
 	bool log_lost; /* in the background, with nowhere to log to */
+	int ready_fd; /* to the waiting terminal (cli/service.h); -1 */
+	/* posted by SIGINT, SIGTERM, SIGQUIT: the stopper ends the mount */
+	int stop_fd;
 	pthread_t main_thread; /* runs the FUSE loop */
 	pthread_t ready, stopper;
 	bool ready_started, stopper_started; /* atomic access */
@@ -81,8 +87,9 @@ struct daemon {
 	pthread_mutex_t stop_lock; /* orders stop_serving() */
 };
 
-/* Posted by SIGINT, SIGTERM, SIGQUIT: the stopper thread ends the mount. */
-static int stop_fd = -1;
+/* The daemon the signal handlers reach: set before they are installed,
+ * NULL before its descriptors are closed (atomic access). */
+static struct daemon *signalled;
 
 static void harden(void)
 {
@@ -213,14 +220,14 @@ static void *ready_main(void *arg)
 
 	/* through the helper: never a thread of ours on our own mount */
 	snprintf(path, sizeof(path), "%s/token", d->mountpoint);
-	n = self_read(path);
+	n = self_read(d->fs.self, path);
 	if (n <= 0)
 		log_debug("readiness check: cannot read '%s': %s", path,
 			  n ? strerror((int)-n) : "it is empty");
 	/* only while the mount at the path is still ours */
 	if (our_mount_id(d->mountpoint) == d->mount_id &&
-	    !self_stat_dev(d->mountpoint, &dev))
-		publish_mounted(d->mountpoint, dev);
+	    !self_stat_dev(d->fs.self, d->mountpoint, &dev))
+		publish_mounted(&d->fs, d->mountpoint, dev);
 	log_info("mounted '%s' at '%s' (auth: %s from %s, token lifetime "
 		 "%u s)",
 		 zen_url(d->fs.zen), d->mountpoint,
@@ -233,7 +240,7 @@ static void *ready_main(void *arg)
 			"zenmlfs: warning: no syslog socket (/dev/log) and no "
 			"--log: the daemon's log will be lost (pass --log "
 			"FILE)\n");
-	service_ready();
+	service_ready(&d->ready_fd);
 	return NULL;
 }
 
@@ -254,21 +261,25 @@ static void on_init(void *arg)
 
 static void on_hup_signal(int sig)
 {
-	hk_hup();
+	struct daemon *d = __atomic_load_n(&signalled, __ATOMIC_ACQUIRE);
+
+	if (d)
+		hk_hup(d->fs.hk);
 }
 
 static void on_stop_signal(int sig)
 {
+	struct daemon *d = __atomic_load_n(&signalled, __ATOMIC_ACQUIRE);
 	int e = errno;
 
-	if (stop_fd >= 0)
-		eventfd_write(stop_fd, 1);
+	if (d && d->stop_fd >= 0)
+		eventfd_write(d->stop_fd, 1);
 	errno = e;
 }
 
 /* Signals: INT, TERM and QUIT stop the mount (the stopper thread), HUP
  * re-reads the key, the rest that would kill the daemon are ignored. */
-static int setup_signals(void)
+static int setup_signals(struct daemon *d)
 {
 	static const int ignored[] = { SIGUSR1, SIGUSR2, SIGALRM, SIGVTALRM,
 				       SIGPROF, SIGIO,	 SIGPWR,  SIGTTIN,
@@ -276,9 +287,10 @@ static int setup_signals(void)
 	static const int stops[] = { SIGINT, SIGTERM, SIGQUIT };
 	struct sigaction sa = { 0 };
 
-	stop_fd = eventfd(0, EFD_CLOEXEC);
-	if (stop_fd < 0)
+	d->stop_fd = eventfd(0, EFD_CLOEXEC);
+	if (d->stop_fd < 0)
 		return -1;
+	__atomic_store_n(&signalled, d, __ATOMIC_RELEASE);
 	/* no SA_RESTART: the FUSE loop's wait must see EINTR */
 	sa.sa_handler = on_stop_signal;
 	sigemptyset(&sa.sa_mask);
@@ -384,8 +396,9 @@ static void say_failed(struct daemon *d, int ret, const struct zen_err *e,
  * as it is meanwhile; the terminal and the log say so); a refusal of the
  * credential or a server that is not ZenML ends the start at once.
  */
-static int first_token(struct daemon *d, const char *state_dir)
+static int first_token(struct daemon *d)
 {
+	const char *state_dir = d->state_dir;
 	struct zen_err e = { 0 };
 	unsigned long wait;
 	unsigned delay = d->o.start_delay;
@@ -457,13 +470,13 @@ static void stop_serving(struct daemon *d)
 	d->stopped = true;
 	zen_shutdown(d->fs.zen);
 	defer_stop(d->fs.pool);
-	if (!publish_withdraw())
+	if (!publish_withdraw(&d->fs))
 		log_warn("stopping: the kernel did not drop the token's pages "
 			 "in time");
-	publish_stop();
+	publish_stop(&d->fs);
 	defer_stop(d->fs.tpool);
 	notifier_stop(d->fs.meta);
-	self_cancel();
+	self_cancel(d->fs.self);
 	if (__atomic_load_n(&d->ready_started, __ATOMIC_ACQUIRE)) {
 		pthread_join(d->ready, NULL);
 		__atomic_store_n(&d->ready_started, false, __ATOMIC_RELEASE);
@@ -478,7 +491,7 @@ static void *stopper_main(void *arg)
 	struct daemon *d = arg;
 	eventfd_t v = 0;
 
-	while (eventfd_read(stop_fd, &v) && errno == EINTR)
+	while (eventfd_read(d->stop_fd, &v) && errno == EINTR)
 		;
 	if (v >= STOPPER_QUIT)
 		return NULL;
@@ -508,244 +521,322 @@ static int serve(struct daemon *d)
 	return EXIT_OK;
 }
 
-static int mount_main(int argc, char **argv)
+/* 1. The command line and the server's URL: -1 to go on, else the exit
+ * code. */
+static int parse_command_line(struct daemon *d, int argc, char **argv)
 {
-	struct fuse_args args = FUSE_ARGS_INIT(0, NULL);
-	struct daemon d = { 0 };
-	struct http_client *http;
-	struct zen_cred cred;
-	const char *why_url;
-	char why[700], state_dir[PATH_MAX] = "";
-	sigset_t old;
-	struct channel_fds fds;
-	int code, ret, unmount_sock;
+	const char *why;
 
-	/* 1. The command line. */
-	switch (options_parse(argc, argv, &d.o)) {
+	switch (options_parse(argc, argv, &d->o)) {
 	case OPT_DONE:
-		code = EXIT_OK;
-		goto out_opts;
+		return EXIT_OK;
 	case OPT_USAGE:
-		code = EXIT_USAGE;
-		goto out_opts;
+		return EXIT_USAGE;
 	default:
 		break;
 	}
-	if (url_check(d.o.url, &why_url)) {
+	if (url_check(d->o.url, &why)) {
 		char shown[1100]; /* never the password it may hold */
 
-		url_redact(d.o.url, shown, sizeof(shown));
+		url_redact(d->o.url, shown, sizeof(shown));
 		fprintf(stderr, "zenmlfs: invalid server URL '%s': %s\n", shown,
-			why_url);
-		code = EXIT_SERVER;
-		goto out_opts;
+			why);
+		return EXIT_SERVER;
 	}
-	/* 2. The mount point. */
-	ret = service_check_mountpoint(d.o.mountpoint, d.o.fake, d.mountpoint,
-				       sizeof(d.mountpoint), why, sizeof(why));
+	return -1;
+}
+
+/* 2. The mount point, and the log: -1 to go on, else the exit code. */
+static int check_mountpoint_and_log(struct daemon *d)
+{
+	char why[700];
+	int ret;
+
+	ret = service_check_mountpoint(d->o.mountpoint, d->o.fake,
+				       d->mountpoint, sizeof(d->mountpoint),
+				       why, sizeof(why));
 	if (ret) {
 		fprintf(stderr, "zenmlfs: cannot mount at '%s': %s\n",
-			d.o.mountpoint, why);
-		code = EXIT_MOUNT;
-		goto out_opts;
+			d->o.mountpoint, why);
+		return EXIT_MOUNT;
 	}
-	if (d.o.fake) {
-		code = EXIT_OK; /* mount -f: everything checked, nothing done */
-		goto out_opts;
-	}
-	log_set_debug(d.o.debug);
-	ret = d.o.log_path ? log_open(d.o.log_path) : 0;
+	if (d->o.fake)
+		return EXIT_OK; /* mount -f: everything checked, nothing done */
+	log_set_debug(d->o.debug);
+	ret = d->o.log_path ? log_open(d->o.log_path) : 0;
 	if (ret) {
 		fprintf(stderr, "zenmlfs: cannot open log file '%s': %s\n",
-			d.o.log_path,
+			d->o.log_path,
 			ret == -ELOOP  ? "it is a symbolic link" :
 			ret == -EINVAL ? "not a regular file" :
 					 strerror(-ret));
-		code = EXIT_USAGE;
-		goto out_opts;
+		return EXIT_USAGE;
 	}
-	/* 3. The credential. */
-	ret = cred_find(d.o.url, d.o.key_file, true, &cred, why, sizeof(why));
+	return -1;
+}
+
+/* 3. The credential, and 4. the background (the terminal waits for the
+ * outcome): -1 to go on, else the exit code. */
+static int credential_and_background(struct daemon *d, struct zen_cred *cred)
+{
+	char why[700];
+	int ret;
+
+	ret = cred_find(d->o.url, d->o.key_file, true, cred, why, sizeof(why));
 	if (ret) {
 		report("%s", why);
-		code = exit_for(ret);
-		goto out_log;
+		return exit_for(ret);
 	}
-	if (d.o.token_mode_set && !d.o.allow_other)
+	if (d->o.token_mode_set && !d->o.allow_other)
 		fprintf(stderr,
 			"zenmlfs: warning: token_mode has no effect without "
 			"allow_other: only you can enter the mount\n");
-
-	/* 4. The background, with the terminal waiting for the outcome. */
-	ret = d.o.foreground ? 0 : service_daemonize();
+	ret = d->o.foreground ? 0 : service_daemonize(&d->ready_fd);
 	if (ret) {
-		cred_release(&cred);
+		cred_release(cred);
 		report("cannot go to the background: %s", strerror(-ret));
-		code = EXIT_RUNTIME;
-		goto out_log;
+		return EXIT_RUNTIME;
 	}
+	return -1;
+}
 
-	/* The helper for the daemon's own trips through the mount, before
-	 * any FUSE descriptor exists (fs/self.h). */
-	ret = self_start();
-	if (ret)
-		log_warn("cannot start the mount helper: %s (the folder's "
-			 "watchers get no event)",
-			 strerror(-ret));
+/* 5. The server: the session (it takes cred), the token engine, the first
+ * token.  -1 to go on, else the exit code. */
+static int connect_server(struct daemon *d, struct zen_cred *cred)
+{
+	struct http_client *http;
+	int ret;
 
-	/* 5. The server. */
-	code = EXIT_RUNTIME;
-	http = http_client_new(&(struct http_opts){ .base_url = d.o.url,
-						    .cafile = d.o.cafile });
+	http = http_client_new(&(struct http_opts){ .base_url = d->o.url,
+						    .cafile = d->o.cafile });
 	if (!http) {
-		cred_release(&cred);
-		goto out_log;
+		cred_release(cred);
+		return EXIT_RUNTIME;
 	}
-	d.fs.zen = zen_new(http, &cred, d.o.pro ? ZS_PRO_API : ZS_WORKSPACE);
-	if (!d.fs.zen) {
-		cred_release(&cred);
+	d->fs.zen = zen_new(http, cred, d->o.pro ? ZS_PRO_API : ZS_WORKSPACE);
+	if (!d->fs.zen) {
+		cred_release(cred);
 		http_client_free(http);
-		goto out_log;
+		return EXIT_RUNTIME;
 	}
-	d.fs.te = token_engine_new(
-		d.fs.zen, &(struct token_opts){
-				  .lifetime = d.o.token_lifetime,
-				  .check_interval = d.o.check_interval,
-				  .check_default = !d.o.check_interval_set,
-				  .on_change = token_changed,
-				  .arg = &d.fs,
-			  });
-	if (!d.fs.te)
-		goto out_zen;
-	if (!d.o.state_dir) {
-		if (session_state_dir(state_dir, sizeof(state_dir)))
-			state_dir[0] = '\0';
-	} else if (strcmp(d.o.state_dir, "none")) {
-		strlcpy_z(state_dir, d.o.state_dir, sizeof(state_dir));
+	d->fs.te = token_engine_new(
+		d->fs.zen, &(struct token_opts){
+				   .lifetime = d->o.token_lifetime,
+				   .check_interval = d->o.check_interval,
+				   .check_default = !d->o.check_interval_set,
+				   .on_change = token_changed,
+				   .arg = &d->fs,
+			   });
+	if (!d->fs.te)
+		return EXIT_RUNTIME;
+	if (!d->o.state_dir) {
+		if (session_state_dir(d->state_dir, sizeof(d->state_dir)))
+			d->state_dir[0] = '\0';
+	} else if (strcmp(d->o.state_dir, "none")) {
+		strlcpy_z(d->state_dir, d->o.state_dir, sizeof(d->state_dir));
 	}
-	code = first_token(&d, state_dir);
-	if (code)
-		goto out_engine;
+	ret = first_token(d);
+	return ret ? ret : -1;
+}
 
-	/* 6. The tree. */
-	code = EXIT_RUNTIME;
-	d.fs.store = store_new(d.fs.zen, d.o.meta_ttl);
-	d.fs.uid = d.o.uid >= 0 ? (uid_t)d.o.uid : getuid();
-	d.fs.gid = d.o.gid >= 0 ? (gid_t)d.o.gid : getgid();
-	d.fs.owner = getuid();
-	d.fs.token_mode = d.o.token_mode;
-	d.fs.tree_mode = d.o.tree_mode;
-	d.fs.meta_ttl = d.o.meta_ttl;
-	d.fs.key_window = d.o.key_window;
-	d.fs.mount_time = time(NULL);
-	d.fs.pid = getpid();
-	d.fs.mountpoint = d.mountpoint;
-	d.fs.meta = notifier_new("zenmlfs-meta", true);
-	d.fs.pool = ops_pool_new(false);
-	d.fs.tpool = ops_pool_new(true);
-	pthread_mutex_init(&d.stop_lock, NULL);
-	if (!d.fs.store || !d.fs.meta || !d.fs.pool || !d.fs.tpool ||
-	    itab_init() || publish_first(&d.fs))
-		goto out_tree;
-	store_on_gone(d.fs.store, ops_object_gone, &d.fs);
+/* 6. The tree: the cache, the settings, the first token published. */
+static int make_tree(struct daemon *d)
+{
+	struct fs *fs = &d->fs;
 
-	/* 7. The mount. */
-	if (fuse_args_for(&d, argv[0], &args))
-		goto out_tree;
-	d.se = fuse_session_new(&args, &zen_ops, sizeof(zen_ops), &d.fs);
-	if (!d.se) {
+	fs->store = store_new(fs->zen, d->o.meta_ttl);
+	fs->uid = d->o.uid >= 0 ? (uid_t)d->o.uid : getuid();
+	fs->gid = d->o.gid >= 0 ? (gid_t)d->o.gid : getgid();
+	fs->owner = getuid();
+	fs->token_mode = d->o.token_mode;
+	fs->tree_mode = d->o.tree_mode;
+	fs->meta_ttl = d->o.meta_ttl;
+	fs->key_window = d->o.key_window;
+	fs->mount_time = time(NULL);
+	fs->pid = getpid();
+	fs->mountpoint = d->mountpoint;
+	if (!fs->store || publish_first(fs))
+		return EXIT_RUNTIME;
+	store_on_gone(fs->store, ops_object_gone, fs);
+	return -1;
+}
+
+/* 7. The mount: -1 to go on, else the exit code. */
+static int mount_it(struct daemon *d, const char *argv0)
+{
+	struct channel_fds fds;
+	int unmount_sock;
+
+	if (fuse_args_for(d, argv0, &d->args))
+		return EXIT_RUNTIME;
+	d->se = fuse_session_new(&d->args, &zen_ops, sizeof(zen_ops), &d->fs);
+	if (!d->se) {
 		report("cannot start a FUSE session (bad mount options?)");
-		code = EXIT_USAGE;
-		goto out_tree;
+		return EXIT_USAGE;
 	}
-	if (setup_signals())
-		goto out_session;
+	if (setup_signals(d))
+		return EXIT_RUNTIME;
 	channel_fds_snapshot(&fds);
-	if (fuse_session_mount(d.se, d.mountpoint)) {
-		report("cannot mount at '%s'", d.mountpoint);
-		code = EXIT_MOUNT;
-		goto out_signals;
+	if (fuse_session_mount(d->se, d->mountpoint)) {
+		report("cannot mount at '%s'", d->mountpoint);
+		return EXIT_MOUNT;
 	}
-	d.mount_id = our_mount_id(d.mountpoint);
-	unmount_sock = channel_unmount_socket(fuse_session_fd(d.se), &fds);
-	if (unmount_sock >= 0 && self_hold(unmount_sock))
+	d->mounted = true;
+	d->mount_id = our_mount_id(d->mountpoint);
+	unmount_sock = channel_unmount_socket(fuse_session_fd(d->se), &fds);
+	if (unmount_sock >= 0 && self_hold(d->fs.self, unmount_sock))
 		log_warn("the mount helper cannot hold the auto_unmount "
 			 "socket: a killed daemon may leave a dead mount");
-	if (channel_setup(d.se)) {
+	if (channel_setup(d->se)) {
 		report("cannot set up the FUSE channel");
-		goto out_unmount;
+		return EXIT_RUNTIME;
 	}
-	if (!d.o.foreground && !d.o.log_path) {
-		d.log_lost = !log_syslog_available();
+	if (!d->o.foreground && !d->o.log_path) {
+		d->log_lost = !log_syslog_available();
 		log_use_syslog();
 	}
+	return -1;
+}
 
-	/* 8. Threads (after the fork), then serve. */
+/* 8. The threads (after the fork), with the stop signals blocked in
+ * them.  0 or -errno. */
+static int start_threads(struct daemon *d)
+{
+	sigset_t old;
+	int ret;
+
 	block_signals(true, &old);
-	ops_on_init(on_init, &d);
-	d.main_thread = pthread_self();
-	ret = notifier_start(d.fs.meta, d.se);
+	ops_on_init(&d->fs, on_init, d);
+	d->main_thread = pthread_self();
+	ret = notifier_start(d->fs.meta, d->se);
 	if (!ret)
-		ret = publish_start(d.se);
+		ret = publish_start(&d->fs, d->se);
 	if (!ret)
-		ret = defer_start(d.fs.pool);
+		ret = defer_start(d->fs.pool);
 	if (!ret)
-		ret = defer_start(d.fs.tpool);
+		ret = defer_start(d->fs.tpool);
 	if (!ret)
-		ret = token_engine_start(d.fs.te);
+		ret = token_engine_start(d->fs.te);
 	if (!ret)
-		ret = hk_start(&d.fs, reload, &d);
+		ret = hk_start(d->fs.hk, reload, d);
 	if (!ret) {
-		ret = -pthread_create(&d.stopper, NULL, stopper_main, &d);
-		d.stopper_started = !ret;
+		ret = -pthread_create(&d->stopper, NULL, stopper_main, d);
+		d->stopper_started = !ret;
 	}
 	block_signals(false, &old);
-	if (!ret)
-		code = serve(&d);
-	service_notify("STOPPING=1");
+	return ret;
+}
 
+/* Serve until a stop, then end the service: the exit code. */
+static int run(struct daemon *d)
+{
+	int code = EXIT_RUNTIME;
+
+	if (!start_threads(d))
+		code = serve(d);
+	service_notify("STOPPING=1");
 	/* After a signal the stopper did this already; after an unmount
 	 * from outside, main does (the connection is gone: nothing waits). */
-	stop_serving(&d);
-	if (d.stopper_started) {
-		eventfd_write(stop_fd, STOPPER_QUIT);
-		pthread_join(d.stopper, NULL);
+	stop_serving(d);
+	if (d->stopper_started) {
+		eventfd_write(d->stop_fd, STOPPER_QUIT);
+		pthread_join(d->stopper, NULL);
+		d->stopper_started = false;
 	}
-	unmount_ours(&d);
-	self_stop();
-	hk_stop();
-	token_engine_stop(d.fs.te);
-	goto out_signals;
-out_unmount:
-	unmount_ours(&d);
-out_signals:
-	if (stop_fd >= 0) {
-		int fd = stop_fd;
+	return code;
+}
 
-		stop_fd = -1; /* before the close: a late signal skips it */
+static struct daemon *daemon_new(void)
+{
+	struct daemon *d = calloc(1, sizeof(*d));
+
+	if (!d)
+		return NULL;
+	d->ready_fd = -1;
+	d->stop_fd = -1;
+	d->args = (struct fuse_args)FUSE_ARGS_INIT(0, NULL);
+	pthread_mutex_init(&d->stop_lock, NULL);
+	return d;
+}
+
+/*
+ * Everything the daemon made, however far the start got, in the order in
+ * which nothing is freed while a thread may use it: our mount goes, the
+ * helper and the threads are joined (the readiness thread by
+ * stop_serving(), which ran if the loop did), then the session, the
+ * mount's objects, the server's.
+ */
+static void daemon_free(struct daemon *d)
+{
+	int fd = d->stop_fd;
+
+	if (d->mounted)
+		unmount_ours(d);
+	if (d->fs.self)
+		self_stop(d->fs.self);
+	if (d->fs.hk)
+		hk_stop(d->fs.hk);
+	if (d->fs.te)
+		token_engine_stop(d->fs.te);
+	if (__atomic_load_n(&d->ready_started, __ATOMIC_ACQUIRE))
+		pthread_join(d->ready, NULL);
+	/* a late signal finds no daemon before its descriptor closes */
+	__atomic_store_n(&signalled, NULL, __ATOMIC_RELEASE);
+	if (fd >= 0)
 		close(fd);
+	if (d->se)
+		fuse_session_destroy(d->se);
+	fuse_opt_free_args(&d->args);
+	fs_destroy(&d->fs);
+	store_free(d->fs.store);
+	token_engine_free(d->fs.te);
+	zen_free(d->fs.zen);
+	if (d->ready_fd >= 0)
+		close(d->ready_fd);
+	options_release(&d->o);
+	pthread_mutex_destroy(&d->stop_lock);
+	free(d);
+}
+
+/* The mount, from the command line to the unmount: the exit code. */
+static int mount_main(int argc, char **argv)
+{
+	struct daemon *d = daemon_new();
+	struct zen_cred cred;
+	int code, ret;
+
+	if (!d)
+		return EXIT_RUNTIME;
+	code = parse_command_line(d, argc, argv);
+	if (code < 0)
+		code = check_mountpoint_and_log(d);
+	if (code >= 0) {
+		daemon_free(d);
+		return code;
 	}
-out_session:
-	fuse_session_destroy(d.se);
-out_tree:
-	fuse_opt_free_args(&args);
-	defer_free(d.fs.pool);
-	defer_free(d.fs.tpool);
-	notifier_free(d.fs.meta);
-	publish_stop();
-	newkey_release();
-	publish_release();
-	itab_release();
-	store_free(d.fs.store);
-out_engine:
-	token_engine_free(d.fs.te);
-out_zen:
-	zen_free(d.fs.zen);
-out_log:
-	self_stop();
+	code = credential_and_background(d, &cred);
+	if (code < 0 && fs_create(&d->fs)) {
+		cred_release(&cred);
+		code = EXIT_RUNTIME;
+	}
+	if (code < 0) {
+		/* The helper for the daemon's own trips through the mount,
+		 * before any FUSE descriptor exists (fs/self.h). */
+		ret = self_start(d->fs.self);
+		if (ret)
+			log_warn("cannot start the mount helper: %s (the "
+				 "folder's watchers get no event)",
+				 strerror(-ret));
+		code = connect_server(d, &cred);
+	}
+	if (code < 0)
+		code = make_tree(d);
+	if (code < 0)
+		code = mount_it(d, argv[0]);
+	if (code < 0)
+		code = run(d);
+	daemon_free(d);
 	log_close();
-out_opts:
-	options_release(&d.o);
 	return code;
 }
 

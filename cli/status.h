@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* "zenmlfs status [MOUNTPOINT]": a mount's status, as an exit code too. */
-#ifndef ZENMLFS_STATUSCMD_H
-#define ZENMLFS_STATUSCMD_H
+#ifndef ZENMLFS_STATUS_H
+#define ZENMLFS_STATUS_H
 
 /* Exit codes: 0 ok, 1 degraded, 2 expired or unauthenticated, 3 not a
  * zenmlfs mount, or no answer within 2 s. */

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-#include "fs/options.h"
+#include "cli/options.h"
 
 #include <errno.h>
 #include <getopt.h>

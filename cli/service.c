@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MIT
 #define _GNU_SOURCE /* pipe2 */
-#include "fs/service.h"
+#include "cli/service.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -19,9 +19,7 @@
 
 #include "backend/banned.h" /* always the last include */
 
-static int ready_fd = -1; /* the child's end of the pipe to the parent */
-
-int service_daemonize(void)
+int service_daemonize(int *ready_fd)
 {
 	int fds[2], status;
 	char byte;
@@ -38,7 +36,7 @@ int service_daemonize(void)
 	}
 	if (pid == 0) {
 		close(fds[0]);
-		ready_fd = fds[1];
+		*ready_fd = fds[1];
 		setsid();
 		return 0;
 	}
@@ -54,11 +52,11 @@ int service_daemonize(void)
 	_exit(WIFEXITED(status) ? WEXITSTATUS(status) : 6);
 }
 
-void service_ready(void)
+void service_ready(int *ready_fd)
 {
 	int fd;
 
-	if (ready_fd < 0)
+	if (*ready_fd < 0)
 		return;
 	fd = open("/dev/null", O_RDWR | O_CLOEXEC);
 	if (fd >= 0) {
@@ -68,11 +66,11 @@ void service_ready(void)
 		if (fd > STDERR_FILENO)
 			close(fd);
 	}
-	if (write(ready_fd, "1", 1) < 0) {
+	if (write(*ready_fd, "1", 1) < 0) {
 		/* the parent is gone: nobody to tell */
 	}
-	close(ready_fd);
-	ready_fd = -1;
+	close(*ready_fd);
+	*ready_fd = -1;
 }
 
 void service_notify(const char *fmt, ...)

@@ -16,12 +16,14 @@
  * Fork now.  The parent waits until the child calls service_ready() (then
  * exits 0) or exits (then exits with the child's code), so the daemon has
  * one PID for its whole life and the terminal still sees every startup
- * error.  Returns 0 in the child, -errno on failure.
+ * error.  Returns 0 in the child, with *ready_fd its end of the pipe to the
+ * parent; -errno on failure.
  */
-int service_daemonize(void);
-/* The mount is up: release the waiting parent, detach from the terminal
- * (standard streams to /dev/null). */
-void service_ready(void);
+int service_daemonize(int *ready_fd);
+/* The mount is up: release the waiting parent (through *ready_fd, then
+ * -1; nothing when it is -1 already), detach from the terminal (standard
+ * streams to /dev/null). */
+void service_ready(int *ready_fd);
 
 /* Send one sd_notify message ("READY=1", "STATUS=...") if NOTIFY_SOCKET
  * is set. */
