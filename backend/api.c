@@ -743,9 +743,10 @@ int api_get(struct zen *z, enum zkind k, const char *parent,
 {
 	char path[1024];
 
-	/* Names that can be no object's: no need to ask. */
+	/* Names that can be no object's (a kind listed by id is named by
+	 * UUIDs alone): no need to ask. */
 	if (!name_ok(name_or_id) ||
-	    (k == ZK_DEVICE && !uuid_valid(name_or_id))) {
+	    (!strcmp(kinds[k].name_field, "id") && !uuid_valid(name_or_id))) {
 		zen_err_set(e, "no %s '%s'", kinds[k].what, name_or_id);
 		return -ENOENT;
 	}
