@@ -101,34 +101,33 @@ static int derive_key(const char *url, unsigned char *key)
 	return 0;
 }
 
-int session_save(const char *url, const struct secret *token)
+/*
+ * A sealed file: magic, pre (a salt, or nothing), a random nonce, and
+ * plain in a secretbox under key; written to path.tmp, synced, renamed
+ * over path (0600, never through a symbolic link), in dir made 0700.
+ */
+static int write_sealed(const char *path, const char *magic,
+			const unsigned char *pre, size_t prelen,
+			const unsigned char *key, const struct secret *plain)
 {
-	unsigned char *key = NULL, *box = NULL;
 	unsigned char nonce[crypto_secretbox_NONCEBYTES];
-	char path[PATH_MAX], tmp[PATH_MAX + 8], dir[PATH_MAX];
-	size_t boxlen = token->len + crypto_secretbox_MACBYTES;
-	int fd = -1, ret;
+	size_t boxlen = plain->len + crypto_secretbox_MACBYTES;
+	char tmp[PATH_MAX + 8], dir[PATH_MAX];
+	unsigned char *box;
+	int fd, ret = 0;
 
-	ret = session_path(url, path, sizeof(path));
-	if (ret)
-		return ret;
-	snprintf(dir, sizeof(dir), "%s", path);
+	if (strlcpy_z(dir, path, sizeof(dir)) >= sizeof(dir))
+		return -ENAMETOOLONG;
 	*strrchr(dir, '/') = '\0';
 	ret = make_dirs(dir);
 	if (ret)
 		return ret;
-	key = sodium_malloc(crypto_secretbox_KEYBYTES);
 	box = malloc(boxlen);
-	if (!key || !box) {
-		ret = -ENOMEM;
-		goto out;
-	}
-	ret = derive_key(url, key);
-	if (ret)
-		goto out;
+	if (!box)
+		return -ENOMEM;
 	randombytes_buf(nonce, sizeof(nonce));
-	crypto_secretbox_easy(box, (const unsigned char *)token->buf,
-			      token->len, nonce, key);
+	crypto_secretbox_easy(box, (const unsigned char *)plain->buf,
+			      plain->len, nonce, key);
 	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
 	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW,
 		  0600);
@@ -136,77 +135,122 @@ int session_save(const char *url, const struct secret *token)
 		ret = -errno;
 		goto out;
 	}
-	if (fchmod(fd, 0600) || write(fd, MAGIC, MAGIC_LEN) != MAGIC_LEN ||
+	errno = 0;
+	if (fchmod(fd, 0600) || write(fd, magic, MAGIC_LEN) != MAGIC_LEN ||
+	    (prelen && write(fd, pre, prelen) != (ssize_t)prelen) ||
 	    write(fd, nonce, sizeof(nonce)) != (ssize_t)sizeof(nonce) ||
 	    write(fd, box, boxlen) != (ssize_t)boxlen || fsync(fd)) {
 		ret = errno ? -errno : -EIO;
 		unlink(tmp);
-		goto out;
-	}
-	if (rename(tmp, path)) {
+	} else if (rename(tmp, path)) {
 		ret = -errno;
 		unlink(tmp);
 	}
+	close(fd);
 out:
-	if (fd >= 0)
-		close(fd);
-	sodium_free(key);
 	free(box);
+	return ret;
+}
+
+/* A sealed file's bytes (malloc'd, *len of them), once its size and magic
+ * are checked (prelen: the bytes between magic and nonce).  -ENOENT: no
+ * file; -EBADMSG: not one of ours. */
+static int read_sealed(const char *path, const char *magic, size_t prelen,
+		       unsigned char **buf, size_t *len)
+{
+	size_t least = MAGIC_LEN + prelen + crypto_secretbox_NONCEBYTES +
+		       crypto_secretbox_MACBYTES + 1;
+	ssize_t n;
+	int fd;
+
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0)
+		return errno == ENOENT ? -ENOENT : -errno;
+	*buf = malloc(FILE_MAX);
+	if (!*buf) {
+		close(fd);
+		return -ENOMEM;
+	}
+	*len = 0;
+	for (;;) {
+		n = read(fd, *buf + *len, FILE_MAX - *len);
+		if (n <= 0)
+			break;
+		*len += (size_t)n;
+	}
+	close(fd);
+	if (*len < least || *len == FILE_MAX ||
+	    memcmp(*buf, magic, MAGIC_LEN)) {
+		free(*buf);
+		*buf = NULL;
+		return -EBADMSG;
+	}
+	return 0;
+}
+
+/* Open the box of a sealed file's bytes, its nonce at buf + at, into
+ * guarded memory.  -EBADMSG: another key, or altered. */
+static int open_sealed(const unsigned char *buf, size_t len, size_t at,
+		       const unsigned char *key, struct secret **out)
+{
+	const unsigned char *box = buf + at + crypto_secretbox_NONCEBYTES;
+	size_t boxlen = len - at - crypto_secretbox_NONCEBYTES;
+	unsigned char *plain = sodium_malloc(boxlen);
+	int ret = 0;
+
+	if (!plain)
+		return -ENOMEM;
+	if (crypto_secretbox_open_easy(plain, box, boxlen, buf + at, key))
+		ret = -EBADMSG;
+	else
+		*out = secret_new((char *)plain,
+				  boxlen - crypto_secretbox_MACBYTES);
+	if (!ret && !*out)
+		ret = -ENOMEM;
+	sodium_free(plain);
+	return ret;
+}
+
+int session_save(const char *url, const struct secret *token)
+{
+	char path[PATH_MAX];
+	unsigned char *key;
+	int ret;
+
+	ret = session_path(url, path, sizeof(path));
+	if (ret)
+		return ret;
+	key = sodium_malloc(crypto_secretbox_KEYBYTES);
+	if (!key)
+		return -ENOMEM;
+	ret = derive_key(url, key);
+	if (!ret)
+		ret = write_sealed(path, MAGIC, NULL, 0, key, token);
+	sodium_free(key);
 	return ret;
 }
 
 int session_load(const char *url, struct secret **token)
 {
-	unsigned char *key = NULL, *buf = NULL, *plain = NULL;
+	unsigned char *key = NULL, *buf = NULL;
 	char path[PATH_MAX];
-	ssize_t n;
-	size_t len = 0, hdr = MAGIC_LEN + crypto_secretbox_NONCEBYTES;
-	int fd, ret;
+	size_t len;
+	int ret;
 
-	ret = session_path(url, path, sizeof(path));
-	if (ret)
+	if (session_path(url, path, sizeof(path)))
 		return -ENOENT;
-	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-	if (fd < 0)
-		return errno == ENOENT ? -ENOENT : -errno;
-	buf = malloc(FILE_MAX);
-	if (!buf) {
-		close(fd);
-		return -ENOMEM;
-	}
-	for (;;) {
-		n = read(fd, buf + len, FILE_MAX - len);
-		if (n <= 0)
-			break;
-		len += n;
-	}
-	close(fd);
-	if (len < hdr + crypto_secretbox_MACBYTES + 1 || len == FILE_MAX ||
-	    memcmp(buf, MAGIC, MAGIC_LEN)) {
-		ret = -EBADMSG;
-		goto out;
-	}
-	key = sodium_malloc(crypto_secretbox_KEYBYTES);
-	plain = sodium_malloc(len);
-	if (!key || !plain) {
-		ret = -ENOMEM;
-		goto out;
-	}
-	ret = derive_key(url, key);
+	ret = read_sealed(path, MAGIC, 0, &buf, &len);
 	if (ret)
-		goto out;
-	if (crypto_secretbox_open_easy(plain, buf + hdr, len - hdr,
-				       buf + MAGIC_LEN, key)) {
-		ret = -EBADMSG;
-		goto out;
-	}
-	*token = secret_new((char *)plain,
-			    len - hdr - crypto_secretbox_MACBYTES);
-	ret = *token ? 0 : -ENOMEM;
-out:
+		return ret;
+	key = sodium_malloc(crypto_secretbox_KEYBYTES);
+	if (!key)
+		ret = -ENOMEM;
+	if (!ret)
+		ret = derive_key(url, key);
+	if (!ret)
+		ret = open_sealed(buf, len, MAGIC_LEN, key, token);
 	free(buf);
 	sodium_free(key);
-	sodium_free(plain);
 	return ret;
 }
 
@@ -336,112 +380,45 @@ static void key_derive(const unsigned char *salt, const char *url,
 int keysession_save(const char *dir, const char *url, const struct secret *key,
 		    const struct secret *sess)
 {
-	unsigned char *k = NULL, *box = NULL;
-	unsigned char salt[SALT_LEN], nonce[crypto_secretbox_NONCEBYTES];
-	char path[PATH_MAX], tmp[PATH_MAX + 8], sub[PATH_MAX];
-	size_t boxlen = sess->len + crypto_secretbox_MACBYTES;
-	int fd = -1, ret, n;
+	unsigned char salt[SALT_LEN], *k;
+	char path[PATH_MAX];
+	int ret;
 
 	ret = keysession_path(dir, url, key, path, sizeof(path));
 	if (ret)
 		return ret;
-	n = snprintf(sub, sizeof(sub), "%s/keysessions", dir);
-	if (n < 0 || (size_t)n >= sizeof(sub))
-		return -ENAMETOOLONG;
-	ret = make_dirs(sub);
-	if (ret)
-		return ret;
 	k = sodium_malloc(crypto_secretbox_KEYBYTES);
-	box = malloc(boxlen);
-	if (!k || !box) {
-		ret = -ENOMEM;
-		goto out;
-	}
+	if (!k)
+		return -ENOMEM;
 	randombytes_buf(salt, sizeof(salt));
-	randombytes_buf(nonce, sizeof(nonce));
 	key_derive(salt, url, key, k);
-	crypto_secretbox_easy(box, (const unsigned char *)sess->buf, sess->len,
-			      nonce, k);
-	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW,
-		  0600);
-	if (fd < 0) {
-		ret = -errno;
-		goto out;
-	}
-	errno = 0;
-	if (fchmod(fd, 0600) || write(fd, KMAGIC, MAGIC_LEN) != MAGIC_LEN ||
-	    write(fd, salt, sizeof(salt)) != (ssize_t)sizeof(salt) ||
-	    write(fd, nonce, sizeof(nonce)) != (ssize_t)sizeof(nonce) ||
-	    write(fd, box, boxlen) != (ssize_t)boxlen || fsync(fd)) {
-		ret = errno ? -errno : -EIO;
-		unlink(tmp);
-		goto out;
-	}
-	if (rename(tmp, path)) {
-		ret = -errno;
-		unlink(tmp);
-	}
-out:
-	if (fd >= 0)
-		close(fd);
+	ret = write_sealed(path, KMAGIC, salt, sizeof(salt), k, sess);
 	sodium_free(k);
-	free(box);
 	return ret;
 }
 
 int keysession_load(const char *dir, const char *url, const struct secret *key,
 		    struct secret **sess)
 {
-	unsigned char *k = NULL, *buf = NULL, *plain = NULL;
-	size_t len = 0,
-	       hdr = MAGIC_LEN + SALT_LEN + crypto_secretbox_NONCEBYTES;
+	unsigned char *k = NULL, *buf = NULL;
 	char path[PATH_MAX];
-	ssize_t n;
-	int fd, ret;
+	size_t len;
+	int ret;
 
-	ret = keysession_path(dir, url, key, path, sizeof(path));
-	if (ret)
+	if (keysession_path(dir, url, key, path, sizeof(path)))
 		return -ENOENT;
-	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-	if (fd < 0)
-		return errno == ENOENT ? -ENOENT : -errno;
-	buf = malloc(FILE_MAX);
-	if (!buf) {
-		close(fd);
-		return -ENOMEM;
-	}
-	for (;;) {
-		n = read(fd, buf + len, FILE_MAX - len);
-		if (n <= 0)
-			break;
-		len += n;
-	}
-	close(fd);
-	if (len < hdr + crypto_secretbox_MACBYTES + 1 || len == FILE_MAX ||
-	    memcmp(buf, KMAGIC, MAGIC_LEN)) {
-		ret = -EBADMSG;
-		goto out;
-	}
+	ret = read_sealed(path, KMAGIC, SALT_LEN, &buf, &len);
+	if (ret)
+		return ret;
 	k = sodium_malloc(crypto_secretbox_KEYBYTES);
-	plain = sodium_malloc(len);
-	if (!k || !plain) {
+	if (!k) {
 		ret = -ENOMEM;
-		goto out;
+	} else {
+		key_derive(buf + MAGIC_LEN, url, key, k);
+		ret = open_sealed(buf, len, MAGIC_LEN + SALT_LEN, k, sess);
 	}
-	key_derive(buf + MAGIC_LEN, url, key, k);
-	if (crypto_secretbox_open_easy(plain, buf + hdr, len - hdr,
-				       buf + MAGIC_LEN + SALT_LEN, k)) {
-		ret = -EBADMSG;
-		goto out;
-	}
-	*sess = secret_new((char *)plain,
-			   len - hdr - crypto_secretbox_MACBYTES);
-	ret = *sess ? 0 : -ENOMEM;
-out:
 	free(buf);
 	sodium_free(k);
-	sodium_free(plain);
 	return ret;
 }
 
