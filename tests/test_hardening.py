@@ -391,8 +391,9 @@ def test_writes_at_an_offset_act_on_nothing(zenml_server, cleanup, proxy,
 def test_recovery_within_seconds_of_the_server(zenml_server, service_account,
                                                proxy, mount):
     """While the token is expired, the daemon notices the server is back
-    within a few seconds (not after a 60 s backoff), logs it, and status
-    keeps the error with its time."""
+    within the probe's bound (14 s at most, so that it serves within 15 s
+    of the return: docs/design.md, Fleet), not after a 60 s backoff; it
+    logs it, and status keeps the error with its time."""
     m = mount(service_account.key, "token_lifetime=60", url=proxy.url)
     m.expect_errors = True
     first = m.read("token")
@@ -406,10 +407,10 @@ def test_recovery_within_seconds_of_the_server(zenml_server, service_account,
     assert st["last_error"] != "-" and st["last_error_at"] != "-", st
     proxy.set_mode("pass")
     t0 = time.monotonic()
-    wait_for(lambda: os_error(lambda: m.read("token")) is None, 15,
+    wait_for(lambda: os_error(lambda: m.read("token")) is None, 30,
              "reads to recover")
     took = time.monotonic() - t0
-    assert took <= 5 + 1, "recovered after %.1f s" % took
+    assert took <= 14 + 1, "recovered after %.1f s" % took
     assert m.read("token") != first
     st = m.status()
     assert st["state"] == "ok", st

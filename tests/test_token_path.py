@@ -369,12 +369,13 @@ def test_long_no_stale_token_under_slow_metadata(zenml_server, cleanup,
     when the read began, or fails with an errno; never a stale one.  And
     the token is replaced in the background meanwhile."""
     srv = zenml_server
-    for i in range(20):
+    accounts, delay = 20, 3.0
+    for i in range(accounts):
         srv.create_service_account(cleanup.sa("zfs-sweep-%s-%02d" % (
             secrets.token_hex(3), i)))
     m = admin_mount("token_lifetime=60,meta_ttl=1", proxy.url)
     m.expect_errors = True      # lookups of missing names, timeouts
-    proxy.add_fault(SAS, "delay", delay=3.0)
+    proxy.add_fault(SAS, "delay", delay=delay)
     stop = threading.Event()
     lock = threading.Lock()
     stats = {"done": 0, "errnos": {}}
@@ -422,7 +423,11 @@ def test_long_no_stale_token_under_slow_metadata(zenml_server, cleanup,
             while time.monotonic() < end and m.proc.poll() is None:
                 time.sleep(1)
             stop.set()
-        end = time.monotonic() + REQUEST_TIMEOUT + 10
+        # A sweep under way when the load stops may still take one GET
+        # per account, one after the other (`ls -l` stats them in turn,
+        # and each record is fresh for meta_ttl=1 s only): that long, and
+        # a request's timeout more, is slow; longer would be a hang.
+        end = time.monotonic() + accounts * delay + REQUEST_TIMEOUT + 10
         for t in bg + miss_threads:
             t.join(max(0.1, end - time.monotonic()))
     finally:
