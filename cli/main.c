@@ -64,6 +64,9 @@
 #define MALLOC_ARENAS 2
 /* what main writes to the stop eventfd to end the stopper thread */
 #define STOPPER_QUIT (1ULL << 62)
+/* How long a stop keeps answering a detached mount that something still
+ * uses (an open file, a working directory in it). */
+#define STOP_DRAIN_MS 2000
 
 /* Everything the daemon is made of: mount_main() allocates it, and
  * daemon_free() joins its threads and frees it, in one place. */
@@ -76,6 +79,7 @@ struct daemon {
 	char state_dir[PATH_MAX]; /* where the key's session is kept; "" */
 	int mount_id; /* ours, in /proc/self/mountinfo */
 	bool mounted; /* fuse_session_mount() succeeded */
+	bool detached; /* a stop took our mount out of the tree */
 	bool log_lost; /* in the background, with nowhere to log to */
 	int ready_fd; /* to the waiting terminal (cli/service.h); -1 */
 	/* posted by SIGINT, SIGTERM, SIGQUIT: the stopper ends the mount */
@@ -338,15 +342,19 @@ static void unmount_ours(struct daemon *d)
 	struct mnt_info mi;
 	bool ours, dead;
 
-	ours = !service_mount_at(d->mountpoint, &mi) && mi.id == d->mount_id;
+	ours = !d->detached && !service_mount_at(d->mountpoint, &mi) &&
+	       mi.id == d->mount_id;
 	/* A severed connection (unmounted already): libfuse only closes. */
 	dead = poll(&pfd, 1, 0) == 1 && (pfd.revents & POLLERR);
 	if (ours || dead) {
 		fuse_session_unmount(d->se);
-		log_info("unmounted '%s'", d->mountpoint);
+		if (!d->detached)
+			log_info("unmounted '%s'", d->mountpoint);
 		return;
 	}
-	log_warn("'%s' now holds another mount: left as it is", d->mountpoint);
+	if (!d->detached)
+		log_warn("'%s' now holds another mount: left as it is",
+			 d->mountpoint);
 	/* Our connection, wherever it is now, ends with its descriptor
 	 * (/dev/null takes its number, for libfuse to close later). */
 	int nul = open("/dev/null", O_RDWR | O_CLOEXEC);
@@ -355,6 +363,36 @@ static void unmount_ours(struct daemon *d)
 		dup2(nul, pfd.fd);
 		close(nul);
 	}
+}
+
+/*
+ * Take our mount out of the tree while the loop still answers: a request
+ * already past the mount point gets its answer, a new lookup finds the
+ * directory underneath (ENOENT), and none is cut half-way (the kernel
+ * ends what is queued on a closing connection with ECONNABORTED).  The
+ * kernel ends the connection itself once nothing uses the detached mount;
+ * an open file or a working directory in it may hold it longer, hence
+ * the bound.
+ */
+static void detach_ours(struct daemon *d)
+{
+	struct pollfd pfd = { .fd = fuse_session_fd(d->se) };
+	struct mnt_info mi;
+	int ret;
+
+	if (!d->mounted || service_mount_at(d->mountpoint, &mi) ||
+	    mi.id != d->mount_id)
+		return;
+	ret = service_detach(d->mountpoint);
+	if (ret) {
+		log_warn("stopping: cannot detach '%s': %s", d->mountpoint,
+			 strerror(-ret));
+		return;
+	}
+	d->detached = true;
+	log_info("unmounted '%s'", d->mountpoint);
+	while (poll(&pfd, 1, STOP_DRAIN_MS) < 0 && errno == EINTR)
+		;
 }
 
 /* Sleep ms, a stop signal ending the process meanwhile (none is
@@ -455,7 +493,8 @@ static int first_token(struct daemon *d)
  * pool's jobs then reply at once) and stop the pool; withdraw the token
  * and stop both notifiers while the FUSE loop still answers (a page drop
  * waits for a READ of that page, an entry drop for a LOOKUP in that
- * directory); wake whatever waits on the helper; only then end the loop.
+ * directory); wake whatever waits on the helper; detach the mount and
+ * answer what is already on its way; only then end the loop.
  * Each step is bounded, so a stop ends within seconds whatever is in
  * flight.  Runs once, from the stopper thread (a signal) or from main
  * (the loop ended by itself: unmounted from outside).
@@ -481,6 +520,7 @@ static void stop_serving(struct daemon *d)
 		pthread_join(d->ready, NULL);
 		__atomic_store_n(&d->ready_started, false, __ATOMIC_RELEASE);
 	}
+	detach_ours(d);
 	fuse_session_exit(d->se);
 	pthread_mutex_unlock(&d->stop_lock);
 }

@@ -201,9 +201,7 @@ static int lexical_abspath(const char *path, char *out, size_t size)
 	return 0;
 }
 
-/* Detach the mount at abs: umount2() as root, fusermount3 otherwise (it
- * lets a user remove the mounts they made). */
-static int detach_mount(const char *abs)
+int service_detach(const char *abs)
 {
 	int status;
 	pid_t pid;
@@ -253,7 +251,7 @@ static int replace_dead_mount(const char *abs, bool dry_run, char *why,
 	}
 	if (dry_run)
 		return 0;
-	ret = detach_mount(abs);
+	ret = service_detach(abs);
 	if (ret) {
 		snprintf(why, whysz,
 			 "it is a dead zenmlfs mount that could not be "

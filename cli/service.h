@@ -40,6 +40,11 @@ struct mnt_info {
 /* 0 with *out, -ENOENT when nothing is mounted at path. */
 int service_mount_at(const char *path, struct mnt_info *out);
 
+/* Detach the mount at abs (lazily: what uses it keeps it until done):
+ * umount2() as root, fusermount3 otherwise (it lets a user remove the
+ * mounts they made).  0 or -errno. */
+int service_detach(const char *abs);
+
 /*
  * Check a mount point before anything is sent anywhere: it exists, is a
  * directory, has no live zenmlfs mounted on it, and the caller may mount

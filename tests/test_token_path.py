@@ -566,6 +566,41 @@ def test_sigterm_ends_with_every_worker_busy(zenml_server, service_account,
         "a read of token still stuck after the stop"
 
 
+
+STOP_ERRNOS = {errno.ENOENT, errno.ENOTCONN}
+
+
+def test_stop_cuts_no_read_half_way(zenml_server, service_account, mount):
+    """Readers open and read token back to back while the daemon stops on
+    SIGTERM, five times: every read either gets the token or fails as a
+    stop says it (ENOTCONN: the token is withdrawn; ENOENT: the mount is
+    gone), never ECONNABORTED, which the kernel gives a request still
+    queued when a daemon stops answering before its mount is gone."""
+    bad = []
+    for _ in range(5):
+        m = mount(service_account.key)
+        tok = m.read("token")
+        readers = [TokenReader(m.join("token"), every=0) for _ in range(4)]
+        for r in readers:
+            r.__enter__()
+        end = time.monotonic() + 30
+        while min(len(r.log) for r in readers) < 20:
+            assert time.monotonic() < end, "the readers read nothing"
+            time.sleep(0.01)
+        os.kill(m.proc.pid, signal.SIGTERM)
+        m.proc.wait(STOP_BOUND)
+        for r in readers:
+            r.__exit__()
+        for r in readers:
+            for _, _, got in r.log:
+                if isinstance(got, bytes):
+                    assert got == tok
+                elif got not in STOP_ERRNOS:
+                    bad.append(ename(got))
+        assert not mounted(m.path)
+    assert not bad, "reads cut by a stop: %s" % bad
+
+
 # -------------------------------------- d. folder watchers after a stall
 
 
