@@ -9,6 +9,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "backend/flight.h"
 #include "backend/log.h"
 #include "backend/util.h"
 #include "backend/zenml.h"
@@ -59,11 +60,10 @@ struct entry {
 	/* a write could not be logged, or its reply did not say it all:
 	 * the fetch in flight serves its callers but is not kept fresh */
 	bool log_lost;
-	/* a fetch in flight, and what the last one gave its waiters */
-	bool fetching;
+	/* a fetch in flight, how many wait for it, and the last one's
+	 * error for them */
+	struct flight f;
 	int waiters;
-	unsigned long gen;
-	int result;
 	struct zen_err err;
 };
 
@@ -336,42 +336,35 @@ static bool known(struct store *s, const struct entry *o, enum zkind k,
 }
 
 /*
- * Wait for the fetch in flight on e to end.  Returns true with its result
- * in *ret when the caller can use it; false when the caller should fetch.
+ * The fetch of e (backend/flight.h): true with the result of the one in
+ * flight, waited for, in *ret (-ZEN_WOULD_WAIT for a caller that may not
+ * wait); false when the caller is to fetch, then to call fetched().
  * Caller holds lock.
  */
 static bool join(struct store *s, struct entry *e, int *ret,
 		 struct zen_err *err)
 {
-	unsigned long gen;
+	bool joined;
 
-	if (!e->fetching)
-		return false;
 	if (!zen_may_wait()) {
 		*ret = -ZEN_WOULD_WAIT;
 		return true;
 	}
-	gen = e->gen;
 	e->waiters++;
-	while (e->fetching && e->gen == gen)
-		pthread_cond_wait(&s->done, &s->lock);
+	joined = flight_join(&e->f, &s->lock, &s->done, NULL, ret);
 	e->waiters--;
-	*ret = e->result;
-	if (*ret && err)
+	if (joined && *ret && err)
 		*err = e->err;
-	return true;
+	return joined;
 }
 
-/* Mark a fetch done: wake its waiters.  Caller holds lock. */
+/* The fetch of e ended with ret: wake its waiters.  Caller holds lock. */
 static void fetched(struct store *s, struct entry *e, int ret,
 		    const struct zen_err *err)
 {
-	e->fetching = false;
-	e->result = ret;
 	if (ret && err)
 		e->err = *err;
-	e->gen++;
-	pthread_cond_broadcast(&s->done);
+	flight_land(&e->f, &s->done, ret);
 }
 
 /*
@@ -452,7 +445,7 @@ static void log_write(struct store *s, enum zkind k, const char *parent,
 
 	make_key(key, sizeof(key), k, parent, NULL);
 	e = find(&s->t, key);
-	if (!e || !e->fetching)
+	if (!e || !e->f.busy)
 		return;
 	/* A reply that leaves fields out: what the fetch brings is not the
 	 * server's whole answer after the write either. */
@@ -520,11 +513,6 @@ int store_list(struct store *s, enum zkind k, const char *parent,
 			goto out;
 		goto take;
 	}
-	if (!zen_may_wait()) {
-		ret = -ZEN_WOULD_WAIT;
-		goto out;
-	}
-	e->fetching = true;
 	pthread_mutex_unlock(&s->lock);
 
 	ret = api_list(s->zen, k, parent, &l, &le);
@@ -630,7 +618,7 @@ static int written_meanwhile(const struct entry *o, enum zkind k,
 }
 
 /*
- * Fetch the object of o alone, o->fetching set by the caller, and put what
+ * Fetch the object of o alone (the caller's flight, see join()), and put what
  * the server said in o: a 404 is remembered (absent), and is news to
  * whoever keeps something about the object (store_on_gone) only when the
  * store knew it to exist.  -EAGAIN: a write through the tree came first
@@ -742,11 +730,6 @@ again:
 		at = o->fetched;
 		goto take;
 	}
-	if (!zen_may_wait()) {
-		ret = -ZEN_WOULD_WAIT;
-		goto out;
-	}
-	o->fetching = true;
 	ret = fetch_into(s, o, k, parent, name, &le, &g);
 	if (ret == -EAGAIN)
 		goto again; /* a write came first, and left nothing whole */
@@ -924,7 +907,7 @@ size_t store_sweep(struct store *s)
 		while (*pp) {
 			struct entry *e = *pp;
 
-			if (e->fetching || e->waiters || fresh(s, e, now)) {
+			if (e->f.busy || e->waiters || fresh(s, e, now)) {
 				pp = &e->next;
 				continue;
 			}
