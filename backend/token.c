@@ -626,80 +626,113 @@ static void sleep_until(struct token_engine *te, time_t now, time_t wake)
 	pthread_cond_timedwait(&te->cond, &te->lock, &ts);
 }
 
+/* When the token reaches its margin, if that is still to be announced;
+ * 0 if not.  Caller holds lock. */
+static time_t margin_at(const struct token_engine *te)
+{
+	if (!te->tok || te->exp == TOKEN_NO_EXPIRY || te->announced_expiry)
+		return 0;
+	return te->exp - TOKEN_MARGIN;
+}
+
+/* When the engine next has something to do: the earliest of its timers
+ * and the token's margin, at most WALL_LOOK from now.  Caller holds
+ * lock. */
+static time_t next_wake(const struct token_engine *te, time_t now)
+{
+	const time_t at[] = { te->next_refresh, te->next_check, te->next_probe,
+			      margin_at(te) };
+	time_t wake = now + WALL_LOOK;
+
+	for (size_t i = 0; i < sizeof(at) / sizeof(at[0]); i++)
+		if (at[i] && at[i] < wake)
+			wake = at[i];
+	return wake;
+}
+
+/* What the engine is to do now. */
+struct due {
+	bool refresh, check, probe, expire;
+};
+
+/* Take what is due at now off the timers.  Caller holds lock. */
+static struct due take_due(struct token_engine *te, time_t now)
+{
+	time_t margin = margin_at(te);
+	struct due d = {
+		.refresh = (te->next_refresh && te->next_refresh <= now) ||
+			   te->mint_wanted,
+		.check = te->kick || (te->next_check && te->next_check <= now),
+		.probe = te->next_probe && te->next_probe <= now,
+		.expire = margin && now >= margin,
+	};
+
+	te->mint_wanted = false;
+	te->kick = false;
+	if (d.check) {
+		te->next_check = 0;
+		te->used = false;
+		te->last_check = now;
+	}
+	if (d.probe) {
+		te->next_probe = 0;
+		te->probes++;
+	}
+	if (d.expire) {
+		te->announced_expiry = true;
+		if (te->state != TS_UNAUTH) {
+			/* From now on the probe, not the refresh's backoff,
+			 * says when to mint again. */
+			te->state = TS_EXPIRED;
+			te->probe_failures = 0;
+			te->next_refresh = 0;
+			te->next_probe = now + expired_wait(te, 0);
+		}
+	}
+	return d;
+}
+
+/* Do what take_due() found due at now.  Lock not held. */
+static void run_due(struct token_engine *te, struct due d, time_t now)
+{
+	if (d.expire) {
+		log_err("the token expired and could not be renewed: "
+			"reads fail until the server answers again");
+		changed(te);
+	}
+	if (d.probe && !d.refresh) {
+		if (!zen_probe(te->zen)) {
+			d.refresh = true;
+		} else {
+			pthread_mutex_lock(&te->lock);
+			if (te->state == TS_EXPIRED)
+				te->next_probe = now + expired_wait(te, 0);
+			pthread_mutex_unlock(&te->lock);
+		}
+	}
+	if (d.refresh)
+		token_engine_mint(te, NULL);
+	else if (d.check)
+		check_credential(te);
+}
+
 static void *engine_main(void *arg)
 {
 	struct token_engine *te = arg;
-	bool do_refresh, do_check, do_probe, expire;
+	struct due d;
 	time_t now, wake;
 
 	pthread_mutex_lock(&te->lock);
 	while (!te->stop) {
 		now = time(NULL);
-		wake = now + WALL_LOOK;
-		if (te->next_refresh && te->next_refresh < wake)
-			wake = te->next_refresh;
-		if (te->next_check && te->next_check < wake)
-			wake = te->next_check;
-		if (te->next_probe && te->next_probe < wake)
-			wake = te->next_probe;
-		if (te->tok && te->exp != TOKEN_NO_EXPIRY &&
-		    !te->announced_expiry && te->exp - TOKEN_MARGIN < wake)
-			wake = te->exp - TOKEN_MARGIN;
+		wake = next_wake(te, now);
 		if (wake > now && !te->kick && !te->mint_wanted) {
 			sleep_until(te, now, wake);
 			continue;
 		}
-		do_refresh = (te->next_refresh && te->next_refresh <= now) ||
-			     te->mint_wanted;
-		te->mint_wanted = false;
-		do_check = te->kick ||
-			   (te->next_check && te->next_check <= now);
-		do_probe = te->next_probe && te->next_probe <= now;
-		expire = te->tok && te->exp != TOKEN_NO_EXPIRY &&
-			 !te->announced_expiry && now >= te->exp - TOKEN_MARGIN;
-		te->kick = false;
-		if (do_check) {
-			te->next_check = 0;
-			te->used = false;
-			te->last_check = now;
-		}
-		if (do_probe)
-			te->next_probe = 0;
-		if (expire) {
-			te->announced_expiry = true;
-			if (te->state != TS_UNAUTH) {
-				/* From now on the probe, not the refresh's
-				 * backoff, says when to mint again. */
-				te->state = TS_EXPIRED;
-				te->probe_failures = 0;
-				te->next_refresh = 0;
-				te->next_probe = now + expired_wait(te, 0);
-			}
-		}
-		if (do_probe)
-			te->probes++;
+		d = take_due(te, now);
 		pthread_mutex_unlock(&te->lock);
-
-		if (expire) {
-			log_err("the token expired and could not be renewed: "
-				"reads fail until the server answers again");
-			changed(te);
-		}
-		if (do_probe && !do_refresh) {
-			if (!zen_probe(te->zen)) {
-				do_refresh = true;
-			} else {
-				pthread_mutex_lock(&te->lock);
-				if (te->state == TS_EXPIRED)
-					te->next_probe =
-						now + expired_wait(te, 0);
-				pthread_mutex_unlock(&te->lock);
-			}
-		}
-		if (do_refresh)
-			token_engine_mint(te, NULL);
-		else if (do_check)
-			check_credential(te);
+		run_due(te, d, now);
 		pthread_mutex_lock(&te->lock);
 	}
 	pthread_mutex_unlock(&te->lock);

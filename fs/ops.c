@@ -795,6 +795,46 @@ out:
 }
 
 /*
+ * The entry at offset i of d (0 ".", 1 "..", then the listing's entry
+ * i - 2): *name, and in *e what readdir gives with it: for readdirplus
+ * the lookup's reply (*looked_up: it took a reference), else, or when
+ * the name is gone since opendir, its type and inode number alone.
+ * -ZEN_WOULD_WAIT (only when may_defer): the lookup would wait.
+ */
+static int dirent_at(struct fs *fs, const struct dirh *d, fuse_ino_t ino,
+		     size_t i, bool plus, bool may_defer, const char **name,
+		     struct fuse_entry_param *e, bool *looked_up)
+{
+	char child[PATH_MAX];
+	bool is_dir = true;
+	int ret;
+
+	memset(e, 0, sizeof(*e));
+	*looked_up = false;
+	*name = i == 0 ? "." :
+		i == 1 ? ".." :
+			 tree_dir_entry(&d->snap, i - 2, &is_dir);
+	e->attr.st_mode = is_dir ? S_IFDIR : S_IFREG;
+	if (i < 2) {
+		e->attr.st_ino = ino; /* "." and ".." carry no lookup */
+		return 0;
+	}
+	snprintf(child, sizeof(child), "%s/%s",
+		 strcmp(d->path, "/") ? d->path : "", *name);
+	ret = plus ? entry_for(fs, child, e) : -ENOENT;
+	if (ret == -ZEN_WOULD_WAIT && may_defer)
+		return ret;
+	if (!ret) {
+		*looked_up = true;
+		return 0;
+	}
+	memset(e, 0, sizeof(*e));
+	e->attr.st_mode = is_dir ? S_IFDIR : S_IFREG;
+	e->attr.st_ino = itab_dirent_ino(fs->itab, child);
+	return 0;
+}
+
+/*
  * READDIR and READDIRPLUS.  With plus, each entry carries what a LOOKUP
  * would answer (one more kernel reference, and the timeouts stat_ino
  * gives), so `ls -l` or `find` over a listing costs no LOOKUP per name;
@@ -805,62 +845,37 @@ static void readdir_common(fuse_req_t req, fuse_ino_t ino, size_t size,
 {
 	struct dirh *d = (struct dirh *)(uintptr_t)fi->fh;
 	size_t used = 0, n, total = tree_dir_len(&d->snap) + 2, ntaken = 0;
-	bool worker = plus && on_worker();
+	bool worker = plus && on_worker(), looked_up;
 	uint64_t taken[READDIR_TAKEN_MAX];
 	struct fs *fs = fs_of(req);
 	struct fuse_entry_param e;
-	char child[PATH_MAX], *buf;
-	bool is_dir;
-	int ret;
+	const char *name;
+	char *buf;
 
 	buf = malloc(size);
 	if (!buf) {
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
-	/* Offsets: 0 ".", 1 "..", then entry i at i + 2. */
 	for (size_t i = off; i < total; i++) {
-		const char *name =
-			i == 0 ? "." :
-			i == 1 ? ".." :
-				 tree_dir_entry(&d->snap, i - 2, &is_dir);
-		bool looked_up = false;
-
-		memset(&e, 0, sizeof(e));
-		e.attr.st_mode = i < 2 || is_dir ? S_IFDIR : S_IFREG;
-		if (i < 2) {
-			e.attr.st_ino = ino;
-		} else {
-			snprintf(child, sizeof(child), "%s/%s",
-				 strcmp(d->path, "/") ? d->path : "", name);
-			/* "." and ".." never carry a lookup */
-			if (plus && ntaken == READDIR_TAKEN_MAX)
-				break;
-			ret = plus ? entry_for(fs, child, &e) : -ENOENT;
-			if (ret == -ZEN_WOULD_WAIT && worker) {
-				/* again on the pool, from the same offset */
-				for (size_t t = 0; t < ntaken; t++)
-					itab_forget(fs->itab, taken[t], 1);
-				free(buf);
-				defer(req,
-				      &(struct job){ .op = J_READDIRPLUS,
-						     .ino = ino,
-						     .size = size,
-						     .off = off },
-				      NULL, 0, fi);
-				return;
-			}
-			if (!ret) {
-				looked_up = true;
-				taken[ntaken++] = e.ino;
-			} else {
-				/* gone since opendir: the name alone */
-				memset(&e, 0, sizeof(e));
-				e.attr.st_mode = is_dir ? S_IFDIR : S_IFREG;
-				e.attr.st_ino =
-					itab_dirent_ino(fs->itab, child);
-			}
+		if (i >= 2 && plus && ntaken == READDIR_TAKEN_MAX)
+			break;
+		if (dirent_at(fs, d, ino, i, plus, worker, &name, &e,
+			      &looked_up)) {
+			/* again on the pool, from the same offset */
+			for (size_t t = 0; t < ntaken; t++)
+				itab_forget(fs->itab, taken[t], 1);
+			free(buf);
+			defer(req,
+			      &(struct job){ .op = J_READDIRPLUS,
+					     .ino = ino,
+					     .size = size,
+					     .off = off },
+			      NULL, 0, fi);
+			return;
 		}
+		if (looked_up)
+			taken[ntaken++] = e.ino;
 		if (plus)
 			n = fuse_add_direntry_plus(req, buf + used, size - used,
 						   name, &e, (off_t)(i + 1));
