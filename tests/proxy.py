@@ -25,6 +25,8 @@ ZenML server and forwards every request, unless told otherwise:
                                A held request whose client hangs up, or
                                one held for hang_limit s, is dropped.
     p.held(prefix="")          requests held right now under prefix
+    p.first_since(prefix, t)   when (time.monotonic()) the first request
+                               under prefix came in at or after t; None
     p.wait_held(n, prefix="", timeout=30)  until at least n are held;
                                True, or False at the timeout
     p.add_fault(prefix, "delay", delay=3.0)  wait delay s, then forward
@@ -52,6 +54,7 @@ waits for the client's delayed ACK: ~40 ms on Linux), and each client
 connection keeps one kept-alive connection to the server.
 """
 
+import collections
 import http.client
 import http.server
 import json
@@ -280,6 +283,8 @@ class FaultProxy:
         self._held = []            # [_Held] waiting now (hold, delay)
         self._stopped = False
         self._counts = {}          # (method, path) -> n
+        # (time.monotonic() it came in, path) of the latest requests
+        self._starts = collections.deque(maxlen=100000)
         self._tokens = []
         self._srv = None
         self._thread = None
@@ -430,6 +435,15 @@ class FaultProxy:
         with self._lock:
             return dict(self._counts)
 
+    def first_since(self, prefix, since):
+        """When (time.monotonic()) the first request to a path starting
+        with prefix came in at or after since; None if none has."""
+        with self._lock:
+            for t, path in self._starts:
+                if t >= since and path.startswith(prefix):
+                    return t
+        return None
+
     def reset_counts(self):
         with self._lock:
             self._counts = {}
@@ -445,6 +459,7 @@ class FaultProxy:
         with self._lock:
             key = (method, path)
             self._counts[key] = self._counts.get(key, 0) + 1
+            self._starts.append((time.monotonic(), path))
             for i, (prefix, f) in enumerate(self._faults):
                 if path.startswith(prefix):
                     if f.count is not None:

@@ -456,10 +456,33 @@ def test_identity_must_still_be_the_same(zenml_server, proxy2, admin):
             _delete_account(srv, i)
 
 
+# How long the daemon may take to ask again once meta_ttl has passed: the
+# test's 0.1 s poll, then a lookup or readdir reaching the daemon on a
+# loaded machine.  What the server then takes to answer is not counted.
+ASK_SLACK = 1.5
+# How long the server may take to answer a list of 2,000 accounts, under
+# the load of a whole test run.
+ANSWER_BOUND = 60
+
+
+def until_asked_again(proxy, since, ttl, fn, what):
+    """fn() turns true after a change made on the server at `since`: the
+    daemon asked the server again within meta_ttl (its first request for
+    service accounts after `since` came in by since + ttl + ASK_SLACK),
+    and fn() is true once that answer is in, however slow the server."""
+    until(fn, ttl + ASK_SLACK + ANSWER_BOUND, what)
+    asked = proxy.first_since(SAS, since)
+    assert asked is not None and asked - since <= ttl + ASK_SLACK, (
+        "%s: the daemon asked the server again %s after the change "
+        "(meta_ttl %d s)" % (what, "never" if asked is None else
+                             "%.1f s" % (asked - since), ttl))
+
+
 def test_changes_elsewhere_show_within_meta_ttl(scale_server, accounts,
                                                 sproxy, admin):
     """With 2,000 accounts listed, changes made over REST (deactivate,
-    create, delete) show within meta_ttl (and the time to ask)."""
+    create, delete) show once the daemon asks again, which it does within
+    meta_ttl (and the time to ask), however long the answer takes."""
     srv = scale_server
     ttl = 1
     m = admin(sproxy.url, "meta_ttl=%d" % ttl)
@@ -469,9 +492,10 @@ def test_changes_elsewhere_show_within_meta_ttl(scale_server, accounts,
     listed = set(os.listdir(sadir))
     gone = accounts.new_name()
     gone_id = srv.create_service_account(gone)["id"]
+    t0 = time.monotonic()
     new = accounts.new_name()
-    until(lambda: gone in os.listdir(sadir), ttl + 2,
-          "an account made elsewhere to be listed")
+    until_asked_again(sproxy, t0, ttl, lambda: gone in os.listdir(sadir),
+                      "an account made elsewhere to be listed")
     assert new not in listed
 
     try:
@@ -480,15 +504,18 @@ def test_changes_elsewhere_show_within_meta_ttl(scale_server, accounts,
         srv.create_service_account(new)
         srv.api("DELETE", SAS + "/" + gone_id).raise_for_status()
         t0 = time.monotonic()
-        limit = ttl + 2
-        until(lambda: m.text("service-accounts/%s/active" % t) == "0\n",
-              limit, "account deactivated elsewhere")
-        until(lambda: new in os.listdir(sadir), limit, "new account")
+        until_asked_again(
+            sproxy, t0, ttl,
+            lambda: m.text("service-accounts/%s/active" % t) == "0\n",
+            "account deactivated elsewhere")
+        until_asked_again(sproxy, t0, ttl, lambda: new in os.listdir(sadir),
+                          "new account")
         assert os.path.isdir(os.path.join(sadir, new))
-        until(lambda: not os.path.exists(os.path.join(sadir, gone)), limit,
-              "deleted account to vanish")
+        until_asked_again(
+            sproxy, t0, ttl,
+            lambda: not os.path.exists(os.path.join(sadir, gone)),
+            "deleted account to vanish")
         assert gone not in os.listdir(sadir)
-        assert time.monotonic() - t0 < limit + 1.5
     finally:
         srv.api("PUT", SAS + "/" + tid, json={"active": True})
 
