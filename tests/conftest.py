@@ -51,7 +51,7 @@ from zenserver import (ADMIN_ENV, SAS, ServiceAccount,  # noqa: E402
 __all__ = ["ADMIN_ENV", "SAS", "Cleanup", "attr", "start_mount",
            "finish_mounts", "ZENML_VERSION", "TOKENS_BOUND", "is_mounted", "nobody_op", "os_error", "running_server", "jwt_claims", "jwt_header", "fake_api_key", "free_port",
            "run_zenmlfs", "read_file", "ZENMLFS_BIN", "SANITIZED", "TMP_PREFIX",
-           "TOKENS_HAVE_IAT", "distinct_token_gap"]
+           "TOKENS_HAVE_IAT", "distinct_token_gap", "until_asked_again"]
 
 def _zenml_version():
     """The ZenML server's version: the one installed in the venv that runs
@@ -433,6 +433,34 @@ def pytest_sessionstart(session):
         except OSError as e:
             if e.errno == errno.ENOTCONN:
                 _fusermount_u(mp)
+
+
+# How long the daemon may take to ask the server again once meta_ttl has
+# passed: a test's 0.1 s poll, then a lookup or readdir reaching the
+# daemon on a loaded machine.  The server's time to answer is not in it.
+ASK_SLACK = 1.5
+# How long a server under the load of a whole test run may take to answer.
+ANSWER_BOUND = 60
+
+
+def until_asked_again(proxy, since, ttl, fn, what, prefix=SAS):
+    """Wait until fn() is true, after a change made on the server at
+    `since` (time.monotonic()) that a mount with meta_ttl=ttl, talking
+    through proxy, is to show: it asked the server again within meta_ttl
+    (its first request under prefix after since came in by since + ttl +
+    ASK_SLACK), and fn() is true once that answer is in, however slow
+    the server is to give it."""
+    end = time.monotonic() + ttl + ASK_SLACK + ANSWER_BOUND
+    while not fn():
+        if time.monotonic() > end:
+            pytest.fail("timed out after %.0f s waiting for %s"
+                        % (end - since, what))
+        time.sleep(0.1)
+    asked = proxy.first_since(prefix, since)
+    assert asked is not None and asked - since <= ttl + ASK_SLACK, (
+        "%s: the daemon asked the server again %s after the change "
+        "(meta_ttl %d s)" % (what, "never" if asked is None else
+                             "%.1f s" % (asked - since), ttl))
 
 
 def os_error(fn):

@@ -35,7 +35,7 @@ import time
 import pytest
 import requests
 
-from conftest import SANITIZED, os_error, running_server
+from conftest import SANITIZED, os_error, running_server, until_asked_again
 from proxy import FaultProxy
 
 N = 2000
@@ -454,28 +454,6 @@ def test_identity_must_still_be_the_same(zenml_server, proxy2, admin):
         os.close(keys)
         for i in made:
             _delete_account(srv, i)
-
-
-# How long the daemon may take to ask again once meta_ttl has passed: the
-# test's 0.1 s poll, then a lookup or readdir reaching the daemon on a
-# loaded machine.  What the server then takes to answer is not counted.
-ASK_SLACK = 1.5
-# How long the server may take to answer a list of 2,000 accounts, under
-# the load of a whole test run.
-ANSWER_BOUND = 60
-
-
-def until_asked_again(proxy, since, ttl, fn, what):
-    """fn() turns true after a change made on the server at `since`: the
-    daemon asked the server again within meta_ttl (its first request for
-    service accounts after `since` came in by since + ttl + ASK_SLACK),
-    and fn() is true once that answer is in, however slow the server."""
-    until(fn, ttl + ASK_SLACK + ANSWER_BOUND, what)
-    asked = proxy.first_since(SAS, since)
-    assert asked is not None and asked - since <= ttl + ASK_SLACK, (
-        "%s: the daemon asked the server again %s after the change "
-        "(meta_ttl %d s)" % (what, "never" if asked is None else
-                             "%.1f s" % (asked - since), ttl))
 
 
 def test_changes_elsewhere_show_within_meta_ttl(scale_server, accounts,
