@@ -112,10 +112,8 @@ int parse_bool(const char *buf, size_t len, bool *out)
 	static const char *const no[] = { "0", "false", "no", "off" };
 	size_t i;
 
-	if (!buf || !out)
-		return -EINVAL;
-	len = strip_one_newline(buf, len);
-	if (len == 0)
+	len = buf ? strip_one_newline(buf, len) : 0;
+	if (!out || len == 0)
 		return -EINVAL;
 	for (i = 0; i < sizeof(yes) / sizeof(yes[0]); i++) {
 		if (word_eq(buf, len, yes[i])) {
@@ -136,10 +134,8 @@ int parse_uint(const char *buf, size_t len, uint64_t max, uint64_t *out)
 	bool over = false;
 	size_t i;
 
-	if (!buf || !out)
-		return -EINVAL;
-	len = strip_one_newline(buf, len);
-	if (len == 0)
+	len = buf ? strip_one_newline(buf, len) : 0;
+	if (!out || len == 0)
 		return -EINVAL;
 	/* Syntax first, so that "99999999999999999999x" is -EINVAL. */
 	for (i = 0; i < len; i++)

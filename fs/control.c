@@ -161,33 +161,51 @@ static bool is_own_key(struct fs *fs, const struct zrec *r)
 	return own[0] && !strcasecmp(own, zrec_id(r));
 }
 
+/* An admin write (what: "deactivate API key", ...) on the object of o,
+ * named name: logged, with who asked. */
+static void say(const struct caller *who, const char *what, const char *name)
+{
+	log_info("uid %u pid %d: %s '%s'", (unsigned)who->uid, (int)who->pid,
+		 what, name);
+}
+
+/* A write did to r (named name) what done says ("deactivated", ...): the
+ * daemon's own key then ends (err -EKEYREVOKED) or works again (err 0)
+ * at once; any other object of the daemon's own is checked. */
+static void object_changed(struct fs *fs, const struct zrec *r,
+			   const char *name, const char *done, int err)
+{
+	char why[700];
+
+	if (!is_own_key(fs, r)) {
+		own_object_changed(fs, r);
+		return;
+	}
+	snprintf(why, sizeof(why), "the daemon's own API key '%s' (%s) was %s",
+		 name, zrec_id(r), done);
+	token_engine_revoke(fs->te, err, why);
+}
+
 int ctl_active(struct fs *fs, const struct match *m, const struct objs *o,
 	       const struct ctl_value *v, const struct caller *who,
 	       struct zrec **after)
 {
 	const struct zrec *r = obj(o);
 	enum zkind k = zrec_kind(r);
-	char name[2 * TREE_PARAM_MAX], what[64], why[700];
+	char name[2 * TREE_PARAM_MAX], what[64];
 	struct zen_err e = { 0 };
 	int ret;
 
 	obj_name(o, name, sizeof(name));
 	snprintf(what, sizeof(what), "%s %s", v->on ? "activate" : "deactivate",
 		 zkind_name(k));
-	log_info("uid %u pid %d: %s '%s'", (unsigned)who->uid, (int)who->pid,
-		 what, name);
+	say(who, what, name);
 	ret = api_set_active(fs->zen, k, parent_id(o), zrec_id(r), v->on, after,
 			     &e);
 	if (ret)
 		return failed(ret, what, name, &e);
-	if (is_own_key(fs, r)) {
-		snprintf(why, sizeof(why),
-			 "the daemon's own API key '%s' (%s) was deactivated",
-			 name, zrec_id(r));
-		token_engine_revoke(fs->te, v->on ? 0 : -EKEYREVOKED, why);
-	} else {
-		own_object_changed(fs, r);
-	}
+	object_changed(fs, r, name, v->on ? "activated" : "deactivated",
+		       v->on ? 0 : -EKEYREVOKED);
 	return 0;
 }
 
@@ -337,7 +355,7 @@ int rmdir_object(struct fs *fs, const struct match *m, const struct objs *o,
 {
 	const struct zrec *r = obj(o);
 	enum zkind k = zrec_kind(r);
-	char name[2 * TREE_PARAM_MAX], what[64], why[700];
+	char name[2 * TREE_PARAM_MAX], what[64];
 	struct zen_err e = { 0 };
 	int ret;
 
@@ -348,8 +366,7 @@ int rmdir_object(struct fs *fs, const struct match *m, const struct objs *o,
 			return ret;
 	}
 	snprintf(what, sizeof(what), "delete %s", zkind_name(k));
-	log_info("uid %u pid %d: %s '%s'", (unsigned)who->uid, (int)who->pid,
-		 what, name);
+	say(who, what, name);
 	ret = api_delete(fs->zen, k, parent_id(o), zrec_id(r), &e);
 	if (ret)
 		return failed(ret, what, name, &e);
@@ -357,13 +374,6 @@ int rmdir_object(struct fs *fs, const struct match *m, const struct objs *o,
 		newkey_forget(fs->newkeys, zrec_name(r), NULL);
 	if (k == ZK_KEY)
 		newkey_forget(fs->newkeys, zrec_name(o->rec[0]), zrec_name(r));
-	if (is_own_key(fs, r)) {
-		snprintf(why, sizeof(why),
-			 "the daemon's own API key '%s' (%s) was deleted", name,
-			 zrec_id(r));
-		token_engine_revoke(fs->te, -EKEYREVOKED, why);
-	} else {
-		own_object_changed(fs, r);
-	}
+	object_changed(fs, r, name, "deleted", -EKEYREVOKED);
 	return 0;
 }
