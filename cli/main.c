@@ -88,7 +88,8 @@ struct daemon {
 	pthread_t ready, stopper;
 	bool ready_started, stopper_started; /* atomic access */
 	bool stopped; /* stop_serving() ran (main, or the stopper) */
-	pthread_mutex_t stop_lock; /* orders stop_serving() */
+	/* orders stop_serving() (once) and the readiness thread's start */
+	pthread_mutex_t stop_lock;
 };
 
 /* The daemon the signal handlers reach: set before they are installed,
@@ -501,12 +502,16 @@ static int first_token(struct daemon *d)
  */
 static void stop_serving(struct daemon *d)
 {
+	bool first;
+
+	/* Held only to mark the stop: op_init, which starts the readiness
+	 * thread under it, must not wait on the steps below. */
 	pthread_mutex_lock(&d->stop_lock);
-	if (d->stopped) {
-		pthread_mutex_unlock(&d->stop_lock);
-		return;
-	}
+	first = !d->stopped;
 	d->stopped = true;
+	pthread_mutex_unlock(&d->stop_lock);
+	if (!first)
+		return;
 	zen_shutdown(d->fs.zen);
 	defer_stop(d->fs.pool);
 	if (!publish_withdraw(&d->fs))
@@ -522,7 +527,6 @@ static void stop_serving(struct daemon *d)
 	}
 	detach_ours(d);
 	fuse_session_exit(d->se);
-	pthread_mutex_unlock(&d->stop_lock);
 }
 
 /* Waits for a stop signal; main wakes it with ~0 to end it. */

@@ -70,23 +70,30 @@ static void rename_job(struct fuse_session *se, void *arg)
 	struct fs *fs = j->fs;
 	struct publisher *pub = fs->pub;
 	char from[PATH_MAX], to[PATH_MAX];
+	const char *mnt;
 	uint64_t old = 0;
 	int err = ENODEV;
+	dev_t dev;
 
-	if (pub->mount_path) {
-		snprintf(from, sizeof(from), "%s/%s", pub->mount_path,
-			 j->staged);
-		snprintf(to, sizeof(to), "%s/%s", pub->mount_path, j->name);
-		err = -self_rename(fs->self, pub->mount_path, pub->mount_dev,
-				   from, to);
+	/* Set once by the readiness thread (publish_mounted), freed only
+	 * after this notifier has stopped. */
+	pthread_mutex_lock(&pub->lock);
+	mnt = pub->mount_path;
+	dev = pub->mount_dev;
+	pthread_mutex_unlock(&pub->lock);
+	if (mnt) {
+		snprintf(from, sizeof(from), "%s/%s", mnt, j->staged);
+		snprintf(to, sizeof(to), "%s/%s", mnt, j->name);
+		err = -self_rename(fs->self, mnt, dev, from, to);
 		if (!err)
 			return;
 	}
-	if (!pub->warned_rename && pub->mount_path) {
+	/* warned_rename: this notifier's thread only */
+	if (!pub->warned_rename && mnt) {
 		pub->warned_rename = true;
 		log_warn("cannot publish the token by a rename in '%s' (%s): "
 			 "watchers of the folder get no event",
-			 pub->mount_path, strerror(err));
+			 mnt, strerror(err));
 	}
 	if (err == ETIMEDOUT || err == EBUSY)
 		log_warn("the mount helper did not rename '%s' in time: the "
