@@ -25,6 +25,7 @@ struct self;
 struct newkeys;
 struct hk;
 struct channel;
+struct open_dirs;
 
 /*
  * The mount: everything fs/ keeps is here or in an object it owns.  One
@@ -47,6 +48,7 @@ struct fs {
 	struct newkeys *newkeys; /* new key values (fs/newkeys.h) */
 	struct hk *hk; /* the housekeeping thread (fs/housekeeping.h) */
 	struct channel *chan; /* the /dev/fuse channel (fs/channel.h) */
+	struct open_dirs *dirs; /* the directories open (fs/ops.h) */
 	/* called once the kernel's INIT is answered (ops_on_init()) */
 	void (*on_init)(void *arg);
 	void *on_init_arg;

@@ -26,8 +26,9 @@ int fs_create(struct fs *fs)
 	fs->pool = ops_pool_new(false);
 	fs->tpool = ops_pool_new(true);
 	fs->hk = hk_new(fs);
-	if (!fs->itab || !fs->newkeys || !fs->self || !fs->chan || !fs->meta ||
-	    !fs->pool || !fs->tpool || !fs->hk || publish_new(fs))
+	fs->dirs = ops_dirs_new();
+	if (!fs->dirs || !fs->itab || !fs->newkeys || !fs->self || !fs->chan ||
+	    !fs->meta || !fs->pool || !fs->tpool || !fs->hk || publish_new(fs))
 		return -ENOMEM;
 	return 0;
 }
@@ -40,6 +41,7 @@ void fs_destroy(struct fs *fs)
 	hk_free(fs->hk);
 	defer_free(fs->pool);
 	defer_free(fs->tpool);
+	ops_dirs_free(fs->dirs);
 	notifier_free(fs->meta);
 	publish_free(fs);
 	self_free(fs->self);
@@ -53,4 +55,5 @@ void fs_destroy(struct fs *fs)
 	fs->newkeys = NULL;
 	fs->itab = NULL;
 	fs->chan = NULL;
+	fs->dirs = NULL;
 }

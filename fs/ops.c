@@ -12,6 +12,7 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -740,11 +741,78 @@ out:
 		fuse_reply_write(req, size);
 }
 
-/* An open directory: its path and its entries as they were at opendir. */
+/* An open directory: its path and its entries as they were at opendir;
+ * on its mount's list of them until released. */
 struct dirh {
+	struct dirh *prev, *next;
 	struct dir_snap snap;
 	char path[];
 };
+
+/*
+ * The directories the kernel holds open.  An unmount can end the
+ * connection with a RELEASEDIR still queued (the kernel sends it in the
+ * background, and drops it with the connection): what it would have freed
+ * is freed with the mount instead.
+ */
+struct open_dirs {
+	pthread_mutex_t lock;
+	struct dirh *head;
+};
+
+struct open_dirs *ops_dirs_new(void)
+{
+	struct open_dirs *od = calloc(1, sizeof(*od));
+
+	if (od)
+		pthread_mutex_init(&od->lock, NULL);
+	return od;
+}
+
+static void dirh_free(struct dirh *d)
+{
+	tree_closedir(&d->snap);
+	free(d);
+}
+
+void ops_dirs_free(struct open_dirs *od)
+{
+	struct dirh *d, *next;
+
+	if (!od)
+		return;
+	for (d = od->head; d; d = next) {
+		next = d->next;
+		dirh_free(d);
+	}
+	pthread_mutex_destroy(&od->lock);
+	free(od);
+}
+
+static void dirh_link(struct open_dirs *od, struct dirh *d)
+{
+	pthread_mutex_lock(&od->lock);
+	d->prev = NULL;
+	d->next = od->head;
+	if (od->head)
+		od->head->prev = d;
+	od->head = d;
+	pthread_mutex_unlock(&od->lock);
+}
+
+/* Off the list and freed: released, or its opendir reply came too late. */
+static void dirh_close(struct open_dirs *od, struct dirh *d)
+{
+	pthread_mutex_lock(&od->lock);
+	if (d->prev)
+		d->prev->next = d->next;
+	else
+		od->head = d->next;
+	if (d->next)
+		d->next->prev = d->prev;
+	pthread_mutex_unlock(&od->lock);
+	dirh_free(d);
+}
 
 static void op_opendir(fuse_req_t req, fuse_ino_t ino,
 		       struct fuse_file_info *fi)
@@ -787,11 +855,9 @@ out:
 		return;
 	}
 	fi->fh = (uintptr_t)d;
-	if (fuse_reply_open(req, fi) == -ENOENT) {
-		/* interrupted: the kernel will not release it */
-		tree_closedir(&d->snap);
-		free(d);
-	}
+	dirh_link(fs->dirs, d);
+	if (fuse_reply_open(req, fi) == -ENOENT)
+		dirh_close(fs->dirs, d); /* interrupted: no release comes */
 }
 
 /*
@@ -908,10 +974,7 @@ static void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size,
 static void op_releasedir(fuse_req_t req, fuse_ino_t ino,
 			  struct fuse_file_info *fi)
 {
-	struct dirh *d = (struct dirh *)(uintptr_t)fi->fh;
-
-	tree_closedir(&d->snap);
-	free(d);
+	dirh_close(fs_of(req)->dirs, (struct dirh *)(uintptr_t)fi->fh);
 	fuse_reply_err(req, 0);
 }
 

@@ -284,8 +284,10 @@ class Mount:
         rc = self.proc.returncode
         assert not is_mounted(self.path), "still mounted: " + self.path
         assert rc == self.expect_exit, (
-            "zenmlfs exited with %r (expected %r); log:\n%s"
-            % (rc, self.expect_exit, self.log()))
+            "zenmlfs exited with %r (expected %r); log:\n%s\n"
+            "--- stdout/stderr:\n%s"
+            % (rc, self.expect_exit, self.log(),
+               _read(self.workdir, "stdio.log")))
         if not self.expect_errors:
             errs = self.error_lines()
             assert not errs, "zenmlfs logged errors:\n" + "\n".join(errs)

@@ -601,6 +601,28 @@ def test_stop_cuts_no_read_half_way(zenml_server, service_account, mount):
     assert not bad, "reads cut by a stop: %s" % bad
 
 
+def test_stop_with_directories_open_exits_clean(zenml_server,
+                                                service_account, mount):
+    """Directories still open when the daemon stops (a shell's working
+    directory, a listing under way) get no release from the kernel, which
+    drops it with the connection: the daemon frees them itself and exits
+    0 (the ASan build checks that nothing is left behind)."""
+    m = mount(service_account.key)
+    fds = [os.open(m.join(d), os.O_RDONLY | os.O_DIRECTORY)
+           for d in ("", "whoami", "devices", "service-accounts")]
+    try:
+        for fd in fds:
+            os.listdir(fd)
+        os.kill(m.proc.pid, signal.SIGTERM)
+        m.proc.wait(STOP_BOUND)
+    finally:
+        for fd in fds:
+            os.close(fd)
+    m.umount()
+    m.check_clean_exit()
+    assert not mounted(m.path)
+
+
 # -------------------------------------- d. folder watchers after a stall
 
 
