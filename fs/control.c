@@ -186,25 +186,39 @@ static void object_changed(struct fs *fs, const struct zrec *r,
 	token_engine_revoke(fs->te, err, why);
 }
 
+/* An admin write on the object of a match: the object, its kind, its
+ * name for the log, and what is done to it ("delete API key"). */
+struct admin_op {
+	const struct zrec *r;
+	enum zkind k;
+	char name[2 * TREE_PARAM_MAX];
+	char what[64];
+};
+
+static void admin_op(struct admin_op *op, const struct objs *o,
+		     const char *verb)
+{
+	op->r = obj(o);
+	op->k = zrec_kind(op->r);
+	obj_name(o, op->name, sizeof(op->name));
+	snprintf(op->what, sizeof(op->what), "%s %s", verb, zkind_name(op->k));
+}
+
 int ctl_active(struct fs *fs, const struct match *m, const struct objs *o,
 	       const struct ctl_value *v, const struct caller *who,
 	       struct zrec **after)
 {
-	const struct zrec *r = obj(o);
-	enum zkind k = zrec_kind(r);
-	char name[2 * TREE_PARAM_MAX], what[64];
 	struct zen_err e = { 0 };
+	struct admin_op op;
 	int ret;
 
-	obj_name(o, name, sizeof(name));
-	snprintf(what, sizeof(what), "%s %s", v->on ? "activate" : "deactivate",
-		 zkind_name(k));
-	say(who, what, name);
-	ret = api_set_active(fs->zen, k, parent_id(o), zrec_id(r), v->on, after,
-			     &e);
+	admin_op(&op, o, v->on ? "activate" : "deactivate");
+	say(who, op.what, op.name);
+	ret = api_set_active(fs->zen, op.k, parent_id(o), zrec_id(op.r), v->on,
+			     after, &e);
 	if (ret)
-		return failed(ret, what, name, &e);
-	object_changed(fs, r, name, v->on ? "activated" : "deactivated",
+		return failed(ret, op.what, op.name, &e);
+	object_changed(fs, op.r, op.name, v->on ? "activated" : "deactivated",
 		       v->on ? 0 : -EKEYREVOKED);
 	return 0;
 }
@@ -213,24 +227,22 @@ int ctl_rotate(struct fs *fs, const struct match *m, const struct objs *o,
 	       const struct ctl_value *v, const struct caller *who,
 	       struct zrec **after)
 {
-	const struct zrec *r = obj(o);
-	char name[2 * TREE_PARAM_MAX];
 	struct zen_cred cred = { CRED_API_KEY };
 	struct zen_err e = { 0 };
 	struct secret *value = NULL;
+	struct admin_op op;
 	int ret;
 
-	obj_name(o, name, sizeof(name));
-	log_info("uid %u pid %d: rotate API key '%s' (old key valid %llu more "
-		 "minutes)",
-		 (unsigned)who->uid, (int)who->pid, name, v->n);
-	ret = api_rotate_key(fs->zen, parent_id(o), zrec_id(r), v->n, after,
+	admin_op(&op, o, "rotate");
+	log_info("uid %u pid %d: %s '%s' (old key valid %llu more minutes)",
+		 (unsigned)who->uid, (int)who->pid, op.what, op.name, v->n);
+	ret = api_rotate_key(fs->zen, parent_id(o), zrec_id(op.r), v->n, after,
 			     &value, &e);
 	if (ret)
-		return failed(ret, "rotate API key", name, &e);
-	newkey_put(fs->newkeys, zrec_name(o->rec[0]), zrec_name(r), zrec_id(r),
-		   value);
-	if (is_own_key(fs, r)) {
+		return failed(ret, op.what, op.name, &e);
+	newkey_put(fs->newkeys, zrec_name(o->rec[0]), zrec_name(op.r),
+		   zrec_id(op.r), value);
+	if (is_own_key(fs, op.r)) {
 		/* Switch to the new key now, so the daemon outlives the
 		 * retain period of the old one. */
 		cred.secret = secret_ref(value);
@@ -241,7 +253,7 @@ int ctl_rotate(struct fs *fs, const struct match *m, const struct objs *o,
 				 e.msg);
 		else
 			log_info("the daemon now uses the rotated key of '%s'",
-				 name);
+				 op.name);
 	}
 	secret_unref(value);
 	return 0;
@@ -353,27 +365,25 @@ static int account_empty(struct fs *fs, const struct zrec *acct,
 int rmdir_object(struct fs *fs, const struct match *m, const struct objs *o,
 		 const struct caller *who)
 {
-	const struct zrec *r = obj(o);
-	enum zkind k = zrec_kind(r);
-	char name[2 * TREE_PARAM_MAX], what[64];
 	struct zen_err e = { 0 };
+	struct admin_op op;
 	int ret;
 
-	obj_name(o, name, sizeof(name));
-	if (k == ZK_ACCOUNT) {
-		ret = account_empty(fs, r, who);
+	admin_op(&op, o, "delete");
+	if (op.k == ZK_ACCOUNT) {
+		ret = account_empty(fs, op.r, who);
 		if (ret)
 			return ret;
 	}
-	snprintf(what, sizeof(what), "delete %s", zkind_name(k));
-	say(who, what, name);
-	ret = api_delete(fs->zen, k, parent_id(o), zrec_id(r), &e);
+	say(who, op.what, op.name);
+	ret = api_delete(fs->zen, op.k, parent_id(o), zrec_id(op.r), &e);
 	if (ret)
-		return failed(ret, what, name, &e);
-	if (k == ZK_ACCOUNT)
-		newkey_forget(fs->newkeys, zrec_name(r), NULL);
-	if (k == ZK_KEY)
-		newkey_forget(fs->newkeys, zrec_name(o->rec[0]), zrec_name(r));
-	object_changed(fs, r, name, "deleted", -EKEYREVOKED);
+		return failed(ret, op.what, op.name, &e);
+	if (op.k == ZK_ACCOUNT)
+		newkey_forget(fs->newkeys, zrec_name(op.r), NULL);
+	if (op.k == ZK_KEY)
+		newkey_forget(fs->newkeys, zrec_name(o->rec[0]),
+			      zrec_name(op.r));
+	object_changed(fs, op.r, op.name, "deleted", -EKEYREVOKED);
 	return 0;
 }

@@ -135,7 +135,8 @@ static uint64_t enqueue(struct notifier *q, uint64_t parent, uint64_t ino,
 	it->fn = fn;
 	it->arg = arg;
 	memcpy(it->name, name, len + 1);
-	it->seq = seq = ++q->queued;
+	/* under lock, and atomic for notify_last() */
+	it->seq = seq = __atomic_add_fetch(&q->queued, 1, __ATOMIC_RELEASE);
 	*q->tail = it;
 	q->tail = &it->next;
 	if (q->buckets && !fn) {
@@ -170,12 +171,7 @@ uint64_t notify_call(struct notifier *q, notify_fn *fn, void *arg)
 
 uint64_t notify_last(struct notifier *q)
 {
-	uint64_t seq;
-
-	pthread_mutex_lock(&q->lock);
-	seq = q->queued;
-	pthread_mutex_unlock(&q->lock);
-	return seq;
+	return __atomic_load_n(&q->queued, __ATOMIC_ACQUIRE);
 }
 
 bool notify_wait(struct notifier *q, uint64_t seq, int timeout_ms)
