@@ -418,6 +418,16 @@ static int entry_for(struct fs *fs, const char *path,
 	return 0;
 }
 
+/* Reply with e, for which a lookup took a reference: one the kernel never
+ * gets (the request was interrupted, the connection is gone) is dropped
+ * again, as its FORGET will never come. */
+static void reply_entry(struct fs *fs, fuse_req_t req,
+			const struct fuse_entry_param *e)
+{
+	if (fuse_reply_entry(req, e) && e->ino)
+		itab_forget(fs->itab, e->ino, 1);
+}
+
 void ops_object_gone(void *arg, enum zkind kind, const char *parent,
 		     const char *name)
 {
@@ -499,7 +509,7 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	if (ret)
 		fuse_reply_err(req, -ret);
 	else
-		fuse_reply_entry(req, &e);
+		reply_entry(fs, req, &e);
 }
 
 static void op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
@@ -940,8 +950,6 @@ static void readdir_common(fuse_req_t req, fuse_ino_t ino, size_t size,
 			      NULL, 0, fi);
 			return;
 		}
-		if (looked_up)
-			taken[ntaken++] = e.ino;
 		if (plus)
 			n = fuse_add_direntry_plus(req, buf + used, size - used,
 						   name, &e, (off_t)(i + 1));
@@ -953,9 +961,14 @@ static void readdir_common(fuse_req_t req, fuse_ino_t ino, size_t size,
 				itab_forget(fs->itab, e.ino, 1);
 			break;
 		}
+		if (looked_up)
+			taken[ntaken++] = e.ino;
 		used += n;
 	}
-	fuse_reply_buf(req, buf, used);
+	/* not delivered: the kernel took none of the references */
+	if (fuse_reply_buf(req, buf, used))
+		for (size_t t = 0; t < ntaken; t++)
+			itab_forget(fs->itab, taken[t], 1);
 	free(buf);
 }
 
@@ -1013,7 +1026,7 @@ out:
 	if (ret)
 		fuse_reply_err(req, -ret);
 	else
-		fuse_reply_entry(req, &e);
+		reply_entry(fs, req, &e);
 }
 
 static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
