@@ -393,7 +393,9 @@ else:       # another process of the sandbox: without the value, a wrong one
     import subprocess
     env = {k: v for k, v in os.environ.items()
            if k != "ZENML_STORE_API_TOKEN"}
-    for extra in ([], [value[:-1] + "A"]):
+    # a wrong value: the last character changed (never to itself)
+    wrong = value[:-1] + ("B" if value.endswith("A") else "A")
+    for extra in ([], [wrong]):
         subprocess.run([sys.executable, "/app/other.py", url] + extra,
                        env=env)
 """
